@@ -1,0 +1,186 @@
+"""Benchmark data: the RefCOCOg reader (safe pickle loading) and controlled probes on the scene world.
+
+Every item built here follows the package convention: candidates are shuffled
+with a fixed seed (the right answer is never always first) and the right and
+wrong candidates differ only in the thing under test.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from . import synthetic
+from .corpus import CorpusFormatError, read_json
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- RefCOCOg
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Reads pickles of plain containers only: any class or function reference is refused.
+
+    RefCOCOg's ``refs(umd).p`` is a list of dicts of strings and numbers, which
+    needs no class look-up; a pickle that asks for one could run code, so it
+    is rejected instead of loaded.
+    """
+
+    #: protocol-2 pickles written by Python 3 encode ``bytes`` through ``_codecs.encode``: data, not code
+    ALLOWED = frozenset({("_codecs", "encode")})
+
+    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data pickles are allowed")
+
+
+def safe_pickle_load(path: str | os.PathLike) -> object:
+    """Load a pickle of plain Python data (no classes, no callables). Python 2 byte strings come back as str."""
+    data = Path(path).read_bytes()
+    return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+
+
+@dataclass
+class RefCOCOg:
+    """RefCOCOg as the ``refer`` API sees it: refs, and COCO images/annotations/categories by id."""
+
+    refs: list[dict]
+    images: dict[int, dict]
+    annotations: dict[int, dict]
+    categories: dict[int, dict]
+
+    def split(self, name: str) -> list[dict]:
+        return [ref for ref in self.refs if ref["split"] == name]
+
+    def image_path(self, ref: dict, image_root: str | os.PathLike) -> Path:
+        """Image file of a ref; names come from instances.json (``ref['file_name']`` is a crop name)."""
+        return Path(image_root) / self.images[ref["image_id"]]["file_name"]
+
+
+def load_refcocog(root: str | os.PathLike, split_by: str = "umd") -> RefCOCOg:
+    """Read ``<root>/refcocog/refs(<split_by>).p`` (restricted unpickler) and ``instances.json``."""
+    folder = Path(root) / "refcocog"
+    if not folder.is_dir():
+        folder = Path(root)  # accept the refcocog folder itself
+    refs_path, inst_path = folder / f"refs({split_by}).p", folder / "instances.json"
+    for path in (refs_path, inst_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"RefCOCOg file missing: {path} (expected the layout <root>/refcocog/refs({split_by}).p)")
+    try:
+        refs = safe_pickle_load(refs_path)
+    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise CorpusFormatError(f"{refs_path} is not a RefCOCOg refs pickle: {err}") from err
+    if not isinstance(refs, list) or not all(isinstance(r, dict) and "ann_id" in r and "sentences" in r for r in refs):
+        raise CorpusFormatError(f"{refs_path}: expected a list of ref dicts with 'ann_id' and 'sentences'")
+    inst = read_json(inst_path)
+    if not isinstance(inst, dict) or not all(isinstance(inst.get(k), list) for k in ("images", "annotations", "categories")):
+        raise CorpusFormatError(f"{inst_path} is not COCO instances JSON")
+    return RefCOCOg(refs, {i["id"]: i for i in inst["images"]}, {a["id"]: a for a in inst["annotations"]},
+                    {c["id"]: c for c in inst["categories"]})
+
+
+# --------------------------------------------------------------------------- scene-world probes
+
+
+@dataclass(frozen=True)
+class WorldImage:
+    """One image of a written world, with its objects read back from the COCO annotations."""
+
+    image_id: int
+    path: Path
+    objects: list[dict]
+    scene_seed: int
+    image_size: int
+
+
+def load_world_split(world_dir: str | os.PathLike, split: str) -> list[WorldImage]:
+    """Images of a world split with their objects (shape, color, size, x, y) from ``instances_{split}.json``."""
+    root = Path(world_dir)
+    inst = read_json(root / "annotations" / f"instances_{split}.json")
+    names = {c["id"]: c["name"] for c in inst["categories"]}
+    objects: dict[int, list[dict]] = {}
+    for ann in inst["annotations"]:
+        x, y = ann["center"]
+        objects.setdefault(ann["image_id"], []).append(
+            {"shape": names[ann["category_id"]], "color": ann["attributes"]["color"], "size": ann["attributes"]["size"], "x": x, "y": y})
+    return [WorldImage(img["id"], root / "images" / split / img["file_name"], objects.get(img["id"], []),
+                       img["scene_seed"], img["width"]) for img in inst["images"]]
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    """One text scored against candidate images; ``answer`` indexes the right one."""
+
+    text: str
+    images: tuple[Image.Image, ...]
+    answer: int
+    kind: str
+
+
+def _swap_candidates(rng: np.random.Generator, right: Image.Image, wrong: Image.Image) -> tuple[tuple[Image.Image, ...], int]:
+    if rng.integers(2):
+        return (wrong, right), 1
+    return (right, wrong), 0
+
+
+def build_negation_probe(images: Sequence[WorldImage], n_items: int = 200, seed: int = 0) -> list[ChoiceItem]:
+    """Controlled negation pairs: "a <c1> <s1> with no <c2> <s2>" against two renders of one scene.
+
+    Both images hold the scene's objects; at one free spot the first has
+    ``<c2> <s2>`` and the second a different object. Nothing else differs, so
+    only reading the negation picks the second. Each negated item has an
+    affirmative twin ("... with a <c2> <s2>", right answer the first image)
+    showing that the model does see the object. Chance is 0.5 for both.
+    """
+    rng = np.random.default_rng(seed)
+    items: list[ChoiceItem] = []
+    pool = [im for im in images if im.objects]
+    if not pool:
+        raise ValueError("no images with objects to build a negation probe from")
+    attempts = 0
+    while len(items) < 2 * n_items and attempts < 50 * n_items:
+        attempts += 1
+        im = pool[int(rng.integers(len(pool)))]
+        anchor = im.objects[int(rng.integers(len(im.objects)))]
+        target, other = _two_new_objects(rng, im.objects)
+        spot = synthetic.free_spot(rng, im.objects, target["size"], im.image_size)
+        if spot is None:
+            continue
+        target.update(x=spot[0], y=spot[1])
+        other.update(x=spot[0], y=spot[1], size=target["size"])
+        with_target = synthetic.render_scene(im.objects + [target], im.image_size, im.scene_seed)
+        with_other = synthetic.render_scene(im.objects + [other], im.image_size, im.scene_seed)
+        head = f"{synthetic.describe(anchor, 'color')}"
+        obj = f"{target['color']} {target['shape']}"
+        cands, ans = _swap_candidates(rng, with_other, with_target)
+        items.append(ChoiceItem(f"{head} with no {obj}", cands, ans, "negated"))
+        cands, ans = _swap_candidates(rng, with_target, with_other)
+        items.append(ChoiceItem(f"{head} with {synthetic.article(obj)} {obj}", cands, ans, "affirmative"))
+    return items
+
+
+def _two_new_objects(rng: np.random.Generator, objects: Sequence[dict]) -> tuple[dict, dict]:
+    """Two objects of new (colour, shape) to the scene, differing in both colour and shape."""
+    present = {(o["color"], o["shape"]) for o in objects}
+    def draw(avoid_color=None, avoid_shape=None) -> dict:
+        while True:
+            c = synthetic.COLORS[int(rng.integers(len(synthetic.COLORS)))]
+            s = synthetic.SHAPES[int(rng.integers(len(synthetic.SHAPES)))]
+            if (c, s) not in present and c != avoid_color and s != avoid_shape:
+                return {"shape": s, "color": c, "size": synthetic.SIZES[int(rng.integers(2))]}
+    first = draw()
+    return first, draw(first["color"], first["shape"])
+
+
+def single_object_images(images: Sequence[WorldImage]) -> list[WorldImage]:
+    """Images holding exactly one object: their shape and colour are unambiguous zero-shot labels."""
+    return [im for im in images if len(im.objects) == 1]

@@ -1,0 +1,86 @@
+"""Caption corpora: reading COCO-format caption files and spotting negation.
+
+Later stages (LLM/MLLM negation pipelines) build on the records read here.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: whole-word, lower-cased cues of negation (the paper's and NegBench's lists, merged)
+NEGATION_CUES: tuple[str, ...] = (
+    "no", "not", "without", "none", "nobody", "nothing", "nowhere", "neither", "nor", "never", "isn't", "aren't",
+    "wasn't", "weren't", "doesn't", "don't", "didn't", "hasn't", "haven't", "can't", "cannot", "won't", "absent",
+    "absence", "lacking", "lacks", "missing", "except", "excluding", "free of", "n't",
+)
+_CUE_RE = re.compile(r"(?<![\w'])(" + "|".join(re.escape(c) for c in sorted(NEGATION_CUES, key=len, reverse=True))
+                     + r")(?![\w'])|n't\b", re.IGNORECASE)
+
+
+def negation_cues(text: str) -> list[str]:
+    """The negation cues in ``text``, lower-cased, in order ("a street with no cars" -> ["no"])."""
+    return [m.group(0).lower() for m in _CUE_RE.finditer(text)]
+
+
+def has_negation(text: str) -> bool:
+    return bool(negation_cues(text))
+
+
+class CorpusFormatError(ValueError):
+    """A caption file that is not COCO captions JSON."""
+
+
+@dataclass(frozen=True)
+class CaptionRecord:
+    """One (image, caption) pair of a COCO-format caption file."""
+
+    image_id: int
+    image_path: Path
+    caption: str
+    annotation_id: int | None = None
+
+
+def read_json(path: str | os.PathLike) -> object:
+    """Parse a JSON file, turning a missing or malformed file into a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CorpusFormatError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from err
+
+
+def load_coco_captions(path: str | os.PathLike, image_dir: str | os.PathLike, caption_field: str = "caption") -> list[CaptionRecord]:
+    """Read a COCO captions file (``captions_*.json``) into records, images resolved under ``image_dir``.
+
+    ``caption_field="updated_caption"`` reads the paper's negated file. An
+    annotation with a missing image or empty caption is skipped, counted and
+    logged; a file that is not COCO captions at all raises ``CorpusFormatError``.
+    """
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
+        raise CorpusFormatError(f"{path} is not COCO captions JSON: expected an object with 'images' and 'annotations' lists")
+    files = {img["id"]: img["file_name"] for img in data["images"] if isinstance(img, dict) and "id" in img and "file_name" in img}
+    records, skipped = [], Counter()
+    for ann in data["annotations"]:
+        caption = ann.get(caption_field) if isinstance(ann, dict) else None
+        if not isinstance(caption, str) or not caption.strip():
+            skipped["no caption"] += 1
+            continue
+        if ann.get("image_id") not in files:
+            skipped["unknown image_id"] += 1
+            continue
+        records.append(CaptionRecord(ann["image_id"], Path(image_dir) / files[ann["image_id"]], caption.strip(), ann.get("id")))
+    if skipped:
+        logger.warning("%s: skipped %d annotations (%s)", path, sum(skipped.values()), dict(skipped))
+    if not records:
+        raise CorpusFormatError(f"{path} holds no usable '{caption_field}' annotations")
+    return records

@@ -1,0 +1,151 @@
+"""Scoring CLIP models: zero-shot classification, retrieval and controlled choice probes.
+
+Conventions: cosine similarity of L2-normalised embeddings; a tie counts as
+wrong; every accuracy is reported next to its chance level.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from . import synthetic
+from .benchmarks import ChoiceItem, build_negation_probe, load_world_split, single_object_images
+from .corpus import load_coco_captions
+
+logger = logging.getLogger(__name__)
+
+
+def _features(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+@torch.no_grad()
+def embed_images(model, processor, images: Sequence[Image.Image | str | os.PathLike], batch_size: int = 64,
+                 show_progress: bool = False) -> torch.Tensor:
+    """L2-normalised image embeddings (N x D); paths are opened lazily, batch by batch."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = []
+    for start in tqdm(range(0, len(images), batch_size), desc="images", disable=not show_progress, leave=False):
+        batch = [im if isinstance(im, Image.Image) else Image.open(im).convert("RGB") for im in images[start:start + batch_size]]
+        pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+        chunks.append(torch.nn.functional.normalize(_features(model.get_image_features(pixel_values=pixels)).float(), dim=-1))
+    return torch.cat(chunks).cpu()
+
+
+@torch.no_grad()
+def embed_texts(model, processor, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised text embeddings (N x D)."""
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = []
+    for start in range(0, len(texts), batch_size):
+        tok = processor.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True, return_tensors="pt").to(device)
+        chunks.append(torch.nn.functional.normalize(_features(model.get_text_features(**tok)).float(), dim=-1))
+    return torch.cat(chunks).cpu()
+
+
+def strict_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """Row-wise argmax that returns -1 where the maximum is shared (a tie is never right)."""
+    best = scores.max(dim=-1, keepdim=True).values
+    winners = scores == best
+    idx = scores.argmax(dim=-1)
+    return torch.where(winners.sum(-1) == 1, idx, torch.full_like(idx, -1))
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    value: float
+    chance: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return {"value": round(self.value, 4), "chance": round(self.chance, 4), "n": self.n}
+
+
+def zero_shot_accuracy(image_emb: torch.Tensor, labels: Sequence[int], class_emb: torch.Tensor) -> Accuracy:
+    pred = strict_argmax(image_emb @ class_emb.T)
+    correct = (pred == torch.as_tensor(labels)).float()
+    return Accuracy(correct.mean().item(), 1.0 / class_emb.shape[0], len(labels))
+
+
+def image_to_text_recall_at_1(image_emb: torch.Tensor, text_emb: torch.Tensor, text_image: Sequence[int]) -> Accuracy:
+    """R@1 image->text: the top caption belongs to the image (``text_image[j]`` = image row of caption j)."""
+    pred = strict_argmax(image_emb @ text_emb.T)
+    owner = torch.as_tensor(text_image)
+    hit = (pred >= 0) & (owner[pred.clamp(min=0)] == torch.arange(image_emb.shape[0]))
+    captions_per_image = len(text_image) / image_emb.shape[0]
+    return Accuracy(hit.float().mean().item(), captions_per_image / len(text_image), image_emb.shape[0])
+
+
+def choice_accuracy(model, processor, items: Sequence[ChoiceItem]) -> Accuracy:
+    """Accuracy of picking the right image for each text among its candidates."""
+    if not items:
+        raise ValueError("no items to score")
+    k = len(items[0].images)
+    img = embed_images(model, processor, [im for it in items for im in it.images]).view(len(items), k, -1)
+    txt = embed_texts(model, processor, [it.text for it in items])
+    pred = strict_argmax(torch.einsum("nkd,nd->nk", img, txt))
+    correct = (pred == torch.tensor([it.answer for it in items])).float()
+    return Accuracy(correct.mean().item(), 1.0 / k, len(items))
+
+
+class WorldEvaluator:
+    """Evaluates a CLIP model on a split of the scene world.
+
+    Metrics: zero-shot shape and colour accuracy (single-object images,
+    prompt "a photo of a <class>."), image->text R@1 over the split's COCO
+    captions, and the controlled negation probe with its affirmative twin.
+    """
+
+    def __init__(self, world_dir: str | os.PathLike, split: str = "val", probe_items: int = 200, seed: int = 0,
+                 max_retrieval_images: int = 500):
+        self.world_dir, self.split = Path(world_dir), split
+        self.images = load_world_split(world_dir, split)
+        self.singles = single_object_images(self.images)
+        if not self.singles:
+            raise ValueError(f"{world_dir} split {split!r} has no single-object images for zero-shot evaluation")
+        probe = build_negation_probe(self.images, probe_items, seed)
+        self.negated = [it for it in probe if it.kind == "negated"]
+        self.affirmative = [it for it in probe if it.kind == "affirmative"]
+        captions = load_coco_captions(self.world_dir / "annotations" / f"captions_{split}.json", self.world_dir / "images" / split)
+        keep = sorted({c.image_id for c in captions})[:max_retrieval_images]
+        row = {image_id: i for i, image_id in enumerate(keep)}
+        self.retrieval_paths = [None] * len(keep)
+        self.retrieval_texts, self.retrieval_owner = [], []
+        for c in captions:
+            if c.image_id in row:
+                self.retrieval_paths[row[c.image_id]] = c.image_path
+                self.retrieval_texts.append(c.caption)
+                self.retrieval_owner.append(row[c.image_id])
+
+    def __call__(self, model, processor) -> dict:
+        singles = embed_images(model, processor, [im.path for im in self.singles])
+        metrics = {}
+        for name, classes in (("shape", synthetic.SHAPES), ("color", synthetic.COLORS)):
+            class_emb = embed_texts(model, processor, [f"a photo of a {c}." for c in classes])
+            labels = [classes.index(im.objects[0][name]) for im in self.singles]
+            metrics[f"zero_shot_{name}_accuracy"] = zero_shot_accuracy(singles, labels, class_emb).to_dict()
+        img = embed_images(model, processor, self.retrieval_paths)
+        txt = embed_texts(model, processor, self.retrieval_texts)
+        metrics["image_to_text_r@1"] = image_to_text_recall_at_1(img, txt, self.retrieval_owner).to_dict()
+        metrics["negation_probe_accuracy"] = choice_accuracy(model, processor, self.negated).to_dict()
+        metrics["affirmative_probe_accuracy"] = choice_accuracy(model, processor, self.affirmative).to_dict()
+        return metrics
+
+
+def format_metrics(metrics: dict) -> str:
+    """One line per metric: value, chance and count."""
+    lines = []
+    for name, m in metrics.items():
+        if isinstance(m, dict) and "value" in m:
+            lines.append(f"  {name:<28} {m['value']:.3f}   (chance {m['chance']:.3f}, n={m['n']})")
+    return "\n".join(lines)

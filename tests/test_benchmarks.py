@@ -1,0 +1,84 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from hf_negationclip import build_negation_probe, load_refcocog, load_world_split, safe_pickle_load
+from hf_negationclip.corpus import CorpusFormatError
+from hf_negationclip.evaluation import image_to_text_recall_at_1, strict_argmax, zero_shot_accuracy
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_restricted_unpickler_reads_plain_data_and_refuses_code(tmp_path):
+    plain = tmp_path / "plain.p"
+    plain.write_bytes(pickle.dumps([{"ref_id": 1, "sentences": [{"raw": "a dog"}]}], protocol=2))
+    assert safe_pickle_load(plain) == [{"ref_id": 1, "sentences": [{"raw": "a dog"}]}]
+    evil = tmp_path / "evil.p"
+    evil.write_bytes(pickle.dumps(Evil(), protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
+        safe_pickle_load(evil)
+
+
+def test_refcocog_loader_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="RefCOCOg file missing"):
+        load_refcocog(tmp_path)
+    (tmp_path / "refcocog").mkdir()
+    (tmp_path / "refcocog" / "refs(umd).p").write_bytes(b"garbage")
+    (tmp_path / "refcocog" / "instances.json").write_text("{}")
+    with pytest.raises(CorpusFormatError):
+        load_refcocog(tmp_path)
+
+
+def test_python2_style_refs_pickle(tmp_path):
+    (tmp_path / "refcocog").mkdir()
+    refs = [{"ref_id": 0, "ann_id": 5, "image_id": 1, "split": "val", "category_id": 1, "sent_ids": [0],
+             "file_name": "COCO_train2014_000000000001_5.jpg", "sentences": [{"sent_id": 0, "raw": b"a dog", "sent": "a dog", "tokens": ["a", "dog"]}]}]
+    (tmp_path / "refcocog" / "refs(umd).p").write_bytes(pickle.dumps(refs, protocol=2))
+    (tmp_path / "refcocog" / "instances.json").write_text(
+        '{"images": [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg"}], "annotations": [{"id": 5, "image_id": 1}], "categories": [{"id": 1, "name": "dog"}]}')
+    data = load_refcocog(tmp_path)
+    assert data.split("val")[0]["ann_id"] == 5
+    assert str(data.image_path(data.refs[0], "/coco/train2014")).endswith("COCO_train2014_000000000001.jpg")
+
+
+def test_negation_probe_is_controlled(world):
+    images = load_world_split(world, "val")
+    items = build_negation_probe(images, n_items=40, seed=0)
+    negated = [it for it in items if it.kind == "negated"]
+    affirmative = [it for it in items if it.kind == "affirmative"]
+    assert len(negated) == len(affirmative) == 40
+    assert {it.answer for it in negated} == {0, 1}  # candidate order is shuffled
+    for neg, aff in zip(negated, affirmative):
+        assert " with no " in neg.text and " with no " not in aff.text
+        assert neg.text.replace(" with no ", " with a ").replace(" with a a", " with a").replace(" with a o", " with an o") in (
+            aff.text, aff.text.replace(" with an ", " with a "))
+        # the two renders differ only inside one object's footprint
+        a, b = (np.asarray(im, dtype=np.int16) for im in neg.images)
+        ys, xs = np.nonzero((a != b).any(-1))
+        assert 0 < (xs.max() - xs.min()) < 60 and 0 < (ys.max() - ys.min()) < 60
+        # right answer of the negated text = the wrong answer of the affirmative one (same two images)
+        assert np.array_equal(np.asarray(neg.images[neg.answer]), np.asarray(aff.images[1 - aff.answer]))
+
+
+def test_strict_argmax_counts_ties_as_wrong():
+    scores = torch.tensor([[0.5, 0.5], [0.2, 0.9], [0.9, 0.1]])
+    assert strict_argmax(scores).tolist() == [-1, 1, 0]
+
+
+def test_zero_shot_and_recall_on_known_embeddings():
+    eye = torch.eye(3)
+    acc = zero_shot_accuracy(eye, [0, 1, 0], eye)
+    assert acc.value == pytest.approx(2 / 3) and acc.chance == pytest.approx(1 / 3) and acc.n == 3
+    # captions 0,1 belong to image 0; 2,3 to image 1; image 1's top caption is image 0's
+    img = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    txt = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.6, 0.8]])
+    r1 = image_to_text_recall_at_1(img, txt, [0, 0, 1, 1])
+    assert r1.value == 1.0 and r1.chance == 0.5
+    r1 = image_to_text_recall_at_1(img, txt[[0, 1, 2, 2]], [0, 0, 1, 1])
+    assert r1.value == 0.5

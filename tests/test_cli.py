@@ -1,0 +1,40 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hf_negationclip.cli import main
+
+
+def test_help_lists_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("world", "pretrain", "evaluate", "demo"):
+        assert f"  {name}" in out
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "hf-negationclip"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
+    assert "demo" in out.stdout and "world" in out.stdout
+
+
+def test_world_subcommand_writes_readable_world(tmp_path, capsys):
+    assert main(["world", "--out", str(tmp_path), "--images", "12", "--seed", "1", "--show_progress", "false"]) == 0
+    assert "wrote 12 images" in capsys.readouterr().out
+    data = json.loads((tmp_path / "annotations" / "captions_train.json").read_text())
+    assert data["annotations"]
+
+
+def test_bad_arguments_give_clear_errors(tmp_path, capsys):
+    assert main(["world", "--out", str(tmp_path), "--images", "-3"]) == 2
+    assert "n_images must be a positive integer" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["world", "--out", str(blocker / "sub"), "--images", "3"]) == 2
+    assert "cannot write the world" in capsys.readouterr().err
+    assert main(["world", "--splits", "train:0.5"]) == 2
+    assert "--splits must look like" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
+    assert main(["pretrain", "--world_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "no such file" in capsys.readouterr().err
