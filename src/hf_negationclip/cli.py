@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     config_cls, fn = commands[name]
     parser = HfArgumentParser(config_cls, prog=f"hf-negationclip {name}", description=_SUMMARY[name])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is noise here
     try:
         (cfg,) = parser.parse_args_into_dataclasses(rest)
         fn(cfg)
