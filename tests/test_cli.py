@@ -38,3 +38,18 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     assert main(["frobnicate"]) == 2
     assert main(["pretrain", "--world_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "o")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_pretrain_then_evaluate_a_saved_checkpoint(world, tmp_path, capsys):
+    out = tmp_path / "ckpt"
+    args = ["pretrain", "--world_dir", str(world), "--output_dir", str(out), "--max_steps", "2", "--batch_size", "16",
+            "--show_progress", "false", "--save_steps", "0"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "negation_probe_accuracy" in printed and "chance 0.500" in printed
+    saved = json.loads((out / "training_config.json").read_text())
+    assert saved["max_steps"] == 2 and saved["batch_size"] == 16
+    assert main(["evaluate", "--model", str(out), "--world_dir", str(world), "--probe_items", "6",
+                 "--output", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["negation_probe_accuracy"]["n"] == 6
