@@ -19,12 +19,9 @@ from tqdm.auto import tqdm
 from . import synthetic
 from .benchmarks import ChoiceItem, build_negation_probe, load_world_split, single_object_images
 from .corpus import load_coco_captions
+from .modeling import feature_tensor
 
 logger = logging.getLogger(__name__)
-
-
-def _features(output) -> torch.Tensor:
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
 @torch.no_grad()
@@ -37,7 +34,7 @@ def embed_images(model, processor, images: Sequence[Image.Image | str | os.PathL
     for start in tqdm(range(0, len(images), batch_size), desc="images", disable=not show_progress, leave=False):
         batch = [im if isinstance(im, Image.Image) else Image.open(im).convert("RGB") for im in images[start:start + batch_size]]
         pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
-        chunks.append(torch.nn.functional.normalize(_features(model.get_image_features(pixel_values=pixels)).float(), dim=-1))
+        chunks.append(torch.nn.functional.normalize(feature_tensor(model.get_image_features(pixel_values=pixels)).float(), dim=-1))
     return torch.cat(chunks).cpu()
 
 
@@ -49,7 +46,7 @@ def embed_texts(model, processor, texts: Sequence[str], batch_size: int = 256) -
     chunks = []
     for start in range(0, len(texts), batch_size):
         tok = processor.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True, return_tensors="pt").to(device)
-        chunks.append(torch.nn.functional.normalize(_features(model.get_text_features(**tok)).float(), dim=-1))
+        chunks.append(torch.nn.functional.normalize(feature_tensor(model.get_text_features(**tok)).float(), dim=-1))
     return torch.cat(chunks).cpu()
 
 

@@ -90,11 +90,9 @@ PRESETS: dict[str, ModelPreset] = {
 
 def get_preset(name: str) -> ModelPreset:
     """Look a preset up by short name (``tiny``, ``clip-vit-base-patch32``) or Hub id."""
-    for preset in PRESETS.values():
-        if name in (preset.name, preset.checkpoint):
+    for key, preset in PRESETS.items():
+        if name in (key, preset.checkpoint):
             return preset
-    if name in PRESETS:
-        return PRESETS[name]
     raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
 
 
@@ -103,12 +101,14 @@ class NegationCLIPModel(CLIPModel):
 
     Example::
 
+        >>> from PIL import Image
         >>> from hf_negationclip import NegationCLIPModel, load_processor, tiny_clip_config
         >>> model = NegationCLIPModel(tiny_clip_config())
         >>> processor = load_processor()
-        >>> batch = processor(text=["a red circle", "a street with no cars"], padding=True, return_tensors="pt")
-        >>> model.get_text_features(**batch).shape
-        torch.Size([2, 128])
+        >>> batch = processor(text=["a red circle", "a street with no cars"], images=[Image.new("RGB", (128, 128))],
+        ...                   padding=True, return_tensors="pt")
+        >>> model.similarity(batch["pixel_values"], batch["input_ids"], batch["attention_mask"]).shape
+        torch.Size([1, 2])
     """
 
     config_class = CLIPConfig
@@ -125,13 +125,13 @@ class NegationCLIPModel(CLIPModel):
     def similarity(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Cosine similarity matrix (images x texts) of normalised embeddings."""
-        img = torch.nn.functional.normalize(_as_tensor(self.get_image_features(pixel_values=pixel_values)), dim=-1)
+        img = torch.nn.functional.normalize(feature_tensor(self.get_image_features(pixel_values=pixel_values)), dim=-1)
         txt = torch.nn.functional.normalize(
-            _as_tensor(self.get_text_features(input_ids=input_ids, attention_mask=attention_mask)), dim=-1)
+            feature_tensor(self.get_text_features(input_ids=input_ids, attention_mask=attention_mask)), dim=-1)
         return img @ txt.T
 
 
-def _as_tensor(features) -> torch.Tensor:
+def feature_tensor(features) -> torch.Tensor:
     """``get_*_features`` return a tensor in transformers 4 and may return an output object in 5."""
     if isinstance(features, torch.Tensor):
         return features

@@ -28,7 +28,7 @@ import math
 import os
 import pickle
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -469,10 +469,3 @@ def write_world(out_dir: str | os.PathLike, n_images: int, seed: int = 0,
     logger.info("wrote %s images to %s", counts, out)
     return counts
 
-
-def iter_world_images(world_dir: str | os.PathLike, split: str) -> Iterable[tuple[dict, Path]]:
-    """(COCO image record, path) for every image of a split, read from the written files."""
-    root = Path(world_dir)
-    data = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
-    for image in data["images"]:
-        yield image, root / "images" / split / image["file_name"]

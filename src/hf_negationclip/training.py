@@ -9,6 +9,7 @@ the evaluation code.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -119,9 +120,13 @@ class ImageTextData:
         """The image order of an epoch: a function of (seed, epoch), so a resumed run sees the same batches."""
         return torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
+    @functools.lru_cache(maxsize=2)
+    def _caption_picks(self, epoch: int, seed: int) -> torch.Tensor:
+        """Which caption of each image an epoch uses (drawn once per epoch)."""
+        return torch.randint(0, 1 << 30, (len(self),), generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+
     def batch(self, indices: Sequence[int], epoch: int, seed: int) -> dict:
-        gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
-        picks = torch.randint(0, 1 << 30, (len(self),), generator=gen)
+        picks = self._caption_picks(epoch, seed)
         texts = [self.captions[i][int(picks[i]) % len(self.captions[i])] for i in indices]
         pixels = self.cache[list(indices)] if self.cache is not None else self._process([self.paths[i] for i in indices])
         tok = self.processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
