@@ -9,7 +9,6 @@ the evaluation code.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -120,10 +119,12 @@ class ImageTextData:
         """The image order of an epoch: a function of (seed, epoch), so a resumed run sees the same batches."""
         return torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
-    @functools.lru_cache(maxsize=2)
     def _caption_picks(self, epoch: int, seed: int) -> torch.Tensor:
-        """Which caption of each image an epoch uses (drawn once per epoch)."""
-        return torch.randint(0, 1 << 30, (len(self),), generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+        """Which caption of each image an epoch uses (drawn once per epoch, kept on the instance)."""
+        if getattr(self, "_picks_key", None) != (epoch, seed):
+            gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
+            self._picks_key, self._picks = (epoch, seed), torch.randint(0, 1 << 30, (len(self),), generator=gen)
+        return self._picks
 
     def batch(self, indices: Sequence[int], epoch: int, seed: int) -> dict:
         picks = self._caption_picks(epoch, seed)
