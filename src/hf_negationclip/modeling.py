@@ -131,6 +131,34 @@ class NegationCLIPModel(CLIPModel):
         return img @ txt.T
 
 
+    @torch.no_grad()
+    def score(self, images, texts, processor=None, batch_size: int = 64) -> torch.Tensor:
+        """Probabilities over ``texts`` for each image (``len(images) x len(texts)``, rows sum to 1).
+
+        ``images`` are PIL images (or anything the processor takes), ``texts``
+        strings; both are encoded in batches of ``batch_size``, so any number
+        works. The softmax uses the model's own ``logit_scale``. Without a
+        ``processor`` the shipped offline one (sized for this model) is used.
+        """
+        if not len(images) or not len(texts):
+            raise ValueError("score needs at least one image and one text")
+        processor = processor or load_processor(image_size=self.config.vision_config.image_size)
+        was_training, device = self.training, next(self.parameters()).device
+        self.eval()
+        img, txt = [], []
+        for start in range(0, len(images), batch_size):
+            pixels = processor(images=list(images[start:start + batch_size]), return_tensors="pt")["pixel_values"]
+            img.append(feature_tensor(self.get_image_features(pixel_values=pixels.to(device))).float())
+        for start in range(0, len(texts), batch_size):
+            tok = processor.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                                      return_tensors="pt").to(device)
+            txt.append(feature_tensor(self.get_text_features(**tok)).float())
+        self.train(was_training)
+        img = torch.nn.functional.normalize(torch.cat(img), dim=-1)
+        txt = torch.nn.functional.normalize(torch.cat(txt), dim=-1)
+        return (self.logit_scale.exp().float() * img @ txt.T).softmax(dim=-1).cpu()
+
+
 def feature_tensor(features) -> torch.Tensor:
     """``get_*_features`` return a tensor in transformers 4 and may return an output object in 5."""
     if isinstance(features, torch.Tensor):
