@@ -33,6 +33,27 @@ def has_negation(text: str) -> bool:
     return bool(negation_cues(text))
 
 
+POSITIONS: tuple[str, ...] = ("front", "middle", "end")
+
+
+def negation_position(text: str) -> str | None:
+    """Where the first negation cue sits: ``front`` / ``middle`` / ``end`` of the sentence (thirds by word), or None.
+
+    The cue's word index ``i`` among ``n`` words gives ``r = i / (n - 1)``:
+    front below 1/3, end from 2/3 on. "no dogs on the beach" -> front,
+    "a green umbrella with no one under it" -> middle, "a dog with no hat" -> end.
+    """
+    match = _CUE_RE.search(text)
+    if match is None:
+        return None
+    words_before = len(re.findall(r"\S+", text[:match.start()]))
+    if match.start() > 0 and not text[match.start() - 1].isspace():
+        words_before -= 1  # "isn't": the cue is inside the word already counted
+    n = len(re.findall(r"\S+", text))
+    r = words_before / max(n - 1, 1)
+    return POSITIONS[0] if r < 1 / 3 else POSITIONS[1] if r < 2 / 3 else POSITIONS[2]
+
+
 class CorpusFormatError(ValueError):
     """A caption file that is not COCO captions JSON."""
 
