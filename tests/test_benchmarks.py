@@ -82,3 +82,23 @@ def test_zero_shot_and_recall_on_known_embeddings():
     assert r1.value == 1.0 and r1.chance == 0.5
     r1 = image_to_text_recall_at_1(img, txt[[0, 1, 2, 2]], [0, 0, 1, 1])
     assert r1.value == 0.5
+
+
+def test_shape_probe_differs_only_in_one_objects_shape(world):
+    from hf_negationclip import synthetic
+    from hf_negationclip.benchmarks import build_shape_probe
+
+    images = load_world_split(world, "val")
+    items = build_shape_probe(images, n_items=30, seed=1)
+    assert len(items) == 30 and {it.answer for it in items} == {0, 1}
+    for it in items:
+        color, shape = it.text.split()[1:]
+        assert color in synthetic.COLORS and shape in synthetic.SHAPES
+        a, b = (np.asarray(im, dtype=np.int16) for im in it.images)
+        ys, xs = np.nonzero((a != b).any(-1))
+        assert 0 < xs.max() - xs.min() < 128 / synthetic.GRID and 0 < ys.max() - ys.min() < 128 / synthetic.GRID
+        # the only change is which pixels the same-coloured object covers: at every changed pixel one of the
+        # two renders shows exactly the named colour, so colour alone cannot decide
+        rgb = np.array(synthetic.COLOR_RGB[color])
+        diff = (a != b).any(-1)
+        assert ((a[diff] == rgb).all(-1) | (b[diff] == rgb).all(-1)).all()

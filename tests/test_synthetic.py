@@ -41,11 +41,12 @@ def test_render_scene_deterministic_and_local():
     assert ys.min() >= math.floor(y) - 1 and ys.max() <= math.ceil(y + h) + 1
 
 
-def test_sampled_scenes_fit_and_do_not_overlap():
+@pytest.mark.parametrize("layout", synthetic.LAYOUTS)
+def test_sampled_scenes_fit_and_do_not_overlap(layout):
     rng = np.random.default_rng(1)
     counts = set()
     for _ in range(300):
-        objs = sample_scene(rng, 128)
+        objs = sample_scene(rng, 128, layout=layout)
         counts.add(len(objs))
         for i, o in enumerate(objs):
             r = synthetic.SIZE_RADIUS[o["size"]] * 128
@@ -69,7 +70,9 @@ def test_coco_formats_read_back_with_plain_json(world):
             W, H = sizes[ann["image_id"]]
             assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= W and y + h <= H
             assert ann["area"] > 0 and ann["iscrowd"] == 0 and ann["attributes"]["color"] in COLORS
-            assert ann["attributes"]["size"] in SIZES and isinstance(ann["segmentation"][0], list)
+            assert ann["attributes"]["size"] in SIZES
+            seg = ann["segmentation"]  # polygons, or an uncompressed RLE for rings (they have a hole)
+            assert isinstance(seg[0], list) if isinstance(seg, list) else sum(seg["counts"]) == W * H
         per_image = {}
         for c in caps["annotations"]:
             per_image[c["image_id"]] = per_image.get(c["image_id"], 0) + 1
@@ -126,3 +129,59 @@ def test_resume_keeps_images_and_refuses_a_different_world(tmp_path):
     assert (tmp_path / "images" / "train" / "000000000001.jpg").stat().st_mtime_ns == first
     with pytest.raises(FileExistsError, match="different world"):
         write_world(tmp_path, 20, seed=2, show_progress=False)
+
+
+def test_grid_layout_puts_each_object_inside_its_own_cell():
+    rng = np.random.default_rng(4)
+    cell = 128 / synthetic.GRID
+    for _ in range(200):
+        objs = sample_scene(rng, 128)
+        assert len({(o["x"], o["y"]) for o in objs}) == len(objs)
+        for o in objs:
+            assert (o["x"], o["y"]) in synthetic.grid_cells(128)
+            x, y, w, h = synthetic.object_bbox(o, 128)
+            col, row = int(o["x"] // cell), int(o["y"] // cell)
+            assert col * cell <= x and x + w <= (col + 1) * cell and row * cell <= y and y + h <= (row + 1) * cell
+
+
+def test_background_families_and_named_styles_render_the_same_pixels():
+    objs = sample_scene(np.random.default_rng(2), 128)
+    for family, styles in synthetic.BACKGROUND_FAMILIES.items():
+        seen = set()
+        for seed in range(12):
+            style = synthetic.background_style(seed, 128, family)
+            seen.add(style)
+            a = np.asarray(render_scene(objs, 128, seed, family))
+            assert (a == np.asarray(render_scene(objs, 128, seed, style))).all()
+        assert seen == set(styles)
+    with pytest.raises(ValueError, match="background must be one of"):
+        render_scene(objs, 128, 0, "neon")
+
+
+def test_world_options_are_recorded_and_validated(tmp_path):
+    write_world(tmp_path / "r", 10, seed=1, layout="random", background="textured", show_progress=False)
+    params = json.loads((tmp_path / "r" / "world.json").read_text())
+    assert params["layout"] == "random" and params["background"] == "textured"
+    inst = json.loads((tmp_path / "r" / "annotations" / "instances_train.json").read_text())
+    assert {im["background"] for im in inst["images"]} <= set(synthetic.BACKGROUND_FAMILIES["textured"])
+    with pytest.raises(ValueError, match="layout must be one of"):
+        write_world(tmp_path / "x", 5, layout="spiral", show_progress=False)
+
+
+def test_mask_areas_agree_with_coco_rasterisation(world):
+    """pycocotools' annToMask (the reference reader) gives back each annotation's area, rings (holes) included."""
+    coco_mod = pytest.importorskip("pycocotools.coco")
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = coco_mod.COCO(str(world / "annotations" / "instances_train.json"))
+    rings = 0
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        area = coco.annToMask(ann).sum()
+        if coco.cats[ann["category_id"]]["name"] == "ring":
+            rings += 1
+            assert area == ann["area"] and isinstance(ann["segmentation"], dict)
+        else:
+            assert abs(area - ann["area"]) <= 0.1 * ann["area"] + 4, (ann["category_id"], area, ann["area"])
+    assert rings > 0

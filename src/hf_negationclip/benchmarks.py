@@ -100,6 +100,15 @@ class WorldImage:
     objects: list[dict]
     scene_seed: int
     image_size: int
+    background: str = synthetic.DEFAULT_BACKGROUND  # the style name the image record stores
+    layout: str = synthetic.DEFAULT_LAYOUT
+
+    def render(self, objects: Sequence[dict]) -> Image.Image:
+        """This scene's background with ``objects`` on it: a minimal edit of the image."""
+        return synthetic.render_scene(objects, self.image_size, self.scene_seed, self.background)
+
+    def free_spot(self, rng: np.random.Generator, size: str) -> tuple[float, float] | None:
+        return synthetic.free_spot(rng, self.objects, size, self.image_size, layout=self.layout)
 
 
 def load_world_split(world_dir: str | os.PathLike, split: str) -> list[WorldImage]:
@@ -112,8 +121,11 @@ def load_world_split(world_dir: str | os.PathLike, split: str) -> list[WorldImag
         x, y = ann["center"]
         objects.setdefault(ann["image_id"], []).append(
             {"shape": names[ann["category_id"]], "color": ann["attributes"]["color"], "size": ann["attributes"]["size"], "x": x, "y": y})
+    manifest = root / "world.json"
+    layout = read_json(manifest).get("layout", "random") if manifest.is_file() else synthetic.DEFAULT_LAYOUT
     return [WorldImage(img["id"], root / "images" / split / img["file_name"], objects.get(img["id"], []),
-                       img["scene_seed"], img["width"]) for img in inst["images"]]
+                       img["scene_seed"], img["width"], img.get("background", synthetic.DEFAULT_BACKGROUND), layout)
+            for img in inst["images"]]
 
 
 @dataclass(frozen=True)
@@ -152,13 +164,12 @@ def build_negation_probe(images: Sequence[WorldImage], n_items: int = 200, seed:
         im = pool[int(rng.integers(len(pool)))]
         anchor = im.objects[int(rng.integers(len(im.objects)))]
         target, other = _two_new_objects(rng, im.objects)
-        spot = synthetic.free_spot(rng, im.objects, target["size"], im.image_size)
+        spot = im.free_spot(rng, target["size"])
         if spot is None:
             continue
         target.update(x=spot[0], y=spot[1])
         other.update(x=spot[0], y=spot[1], size=target["size"])
-        with_target = synthetic.render_scene(im.objects + [target], im.image_size, im.scene_seed)
-        with_other = synthetic.render_scene(im.objects + [other], im.image_size, im.scene_seed)
+        with_target, with_other = im.render(im.objects + [target]), im.render(im.objects + [other])
         head = f"{synthetic.describe(anchor, 'color')}"
         obj = f"{target['color']} {target['shape']}"
         cands, ans = _swap_candidates(rng, with_other, with_target)
@@ -184,3 +195,33 @@ def _two_new_objects(rng: np.random.Generator, objects: Sequence[dict]) -> tuple
 def single_object_images(images: Sequence[WorldImage]) -> list[WorldImage]:
     """Images holding exactly one object: their shape and colour are unambiguous zero-shot labels."""
     return [im for im in images if len(im.objects) == 1]
+
+
+def build_shape_probe(images: Sequence[WorldImage], n_items: int = 200, seed: int = 0) -> list[ChoiceItem]:
+    """Shape-controlled affirmative pairs: two renders of one scene that differ only in one object's SHAPE.
+
+    Same colour, size and spot; the text names the object ("a red star"). The
+    other objects keep their shapes, so a model that sees colour but not shape,
+    or shapes without binding them to colours, is at chance (0.5).
+    """
+    rng = np.random.default_rng(seed)
+    pool = [im for im in images if im.objects]
+    if not pool:
+        raise ValueError("no images with objects to build a shape probe from")
+    items: list[ChoiceItem] = []
+    for _ in range(50 * n_items):
+        if len(items) == n_items:
+            break
+        im = pool[int(rng.integers(len(pool)))]
+        k = int(rng.integers(len(im.objects)))
+        obj = im.objects[k]
+        present = {(o["color"], o["shape"]) for o in im.objects}
+        shapes = [s for s in synthetic.SHAPES if (obj["color"], s) not in present]
+        if not shapes:
+            continue
+        swapped = dict(obj, shape=shapes[int(rng.integers(len(shapes)))])
+        original, edited = im.render(im.objects), im.render(im.objects[:k] + [swapped] + im.objects[k + 1:])
+        named, right, wrong = (obj, original, edited) if rng.integers(2) else (swapped, edited, original)
+        cands, ans = _swap_candidates(rng, right, wrong)
+        items.append(ChoiceItem(synthetic.describe(named, "color"), cands, ans, "shape"))
+    return items

@@ -27,6 +27,10 @@ class WorldConfig:
     seed: int = field(default=0, metadata={"help": "world seed (same seed, same bytes)"})
     image_size: int = field(default=128, metadata={"help": "image side in pixels (>= 96)"})
     splits: str = field(default="train=0.8,val=0.1,test=0.1", metadata={"help": "split=fraction pairs, comma-separated"})
+    layout: str = field(default="grid", metadata={"help": "grid (objects centred in 3x3 cells, one ViT patch each: "
+                                                            "learnable by the tiny preset) | random (anywhere: harder)"})
+    background: str = field(default="plain", metadata={"help": "plain (flat or softly shaded) | textured "
+                                                                "(shaded, striped, grainy, checkered)"})
     show_progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def split_fractions(self) -> dict[str, float]:
@@ -62,7 +66,8 @@ class DemoConfig:
 def run_world(cfg: WorldConfig) -> dict:
     from .synthetic import write_world
 
-    counts = write_world(cfg.out, cfg.images, cfg.seed, cfg.split_fractions(), cfg.image_size, cfg.show_progress)
+    counts = write_world(cfg.out, cfg.images, cfg.seed, cfg.split_fractions(), cfg.image_size, cfg.show_progress,
+                         layout=cfg.layout, background=cfg.background)
     print(f"wrote {sum(counts.values())} images ({', '.join(f'{k}: {v}' for k, v in counts.items())}) to {cfg.out}")
     return counts
 

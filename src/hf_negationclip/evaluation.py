@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import synthetic
-from .benchmarks import ChoiceItem, build_negation_probe, load_world_split, single_object_images
+from .benchmarks import ChoiceItem, build_negation_probe, build_shape_probe, load_world_split, single_object_images
 from .corpus import load_coco_captions
 from .modeling import feature_tensor
 
@@ -113,6 +113,7 @@ class WorldEvaluator:
         probe = build_negation_probe(self.images, probe_items, seed)
         self.negated = [it for it in probe if it.kind == "negated"]
         self.affirmative = [it for it in probe if it.kind == "affirmative"]
+        self.shape_probe = build_shape_probe(self.images, probe_items, seed)
         captions = load_coco_captions(self.world_dir / "annotations" / f"captions_{split}.json", self.world_dir / "images" / split)
         keep = sorted({c.image_id for c in captions})[:max_retrieval_images]
         row = {image_id: i for i, image_id in enumerate(keep)}
@@ -136,6 +137,7 @@ class WorldEvaluator:
         metrics["image_to_text_r@1"] = image_to_text_recall_at_1(img, txt, self.retrieval_owner).to_dict()
         metrics["negation_probe_accuracy"] = choice_accuracy(model, processor, self.negated).to_dict()
         metrics["affirmative_probe_accuracy"] = choice_accuracy(model, processor, self.affirmative).to_dict()
+        metrics["shape_probe_accuracy"] = choice_accuracy(model, processor, self.shape_probe).to_dict()
         return metrics
 
 

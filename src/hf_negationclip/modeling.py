@@ -74,8 +74,10 @@ def tiny_clip_config(image_size: int = 96) -> CLIPConfig:
     text = dict(vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=512, num_hidden_layers=3,
                 num_attention_heads=4, max_position_embeddings=MAX_TEXT_LENGTH, bos_token_id=BOS_TOKEN_ID,
                 eos_token_id=EOS_TOKEN_ID, pad_token_id=EOS_TOKEN_ID)
+    # patch = a third of the image: one patch per cell of the scene world's 3x3 grid layout, so each object
+    # lands on the same patch pixels wherever it stands (a tiny ViT has no translation prior to learn that)
     vision = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
-                  image_size=image_size, patch_size=image_size // 8, num_channels=3)
+                  image_size=image_size, patch_size=image_size // 3, num_channels=3)
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=128)
 
 

@@ -39,7 +39,16 @@ logger = logging.getLogger(__name__)
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "hexagon", "cross", "ring")
 COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange", "pink", "cyan")
 SIZES: tuple[str, ...] = ("small", "large")
-BACKGROUNDS: tuple[str, ...] = ("shaded", "striped", "grainy", "checkered")
+#: background families; each picks one of its styles per scene from the scene seed
+BACKGROUND_FAMILIES: dict[str, tuple[str, ...]] = {"plain": ("flat", "soft"),
+                                                   "textured": ("shaded", "striped", "grainy", "checkered")}
+BACKGROUNDS: tuple[str, ...] = tuple(s for styles in BACKGROUND_FAMILIES.values() for s in styles)
+#: object layouts: ``grid`` centres every object in its own cell of a GRID x GRID grid (cells line up with the
+#: tiny preset's patches, so a small ViT sees each shape at fixed pixels); ``random`` places them anywhere
+LAYOUTS: tuple[str, ...] = ("grid", "random")
+GRID = 3
+DEFAULT_LAYOUT = "grid"
+DEFAULT_BACKGROUND = "plain"
 
 COLOR_RGB: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -52,12 +61,12 @@ COLOR_RGB: dict[str, tuple[int, int, int]] = {
     "cyan": (35, 205, 215),
 }
 #: object radius as a fraction of the image side
-SIZE_RADIUS: dict[str, float] = {"small": 0.1, "large": 0.17}
+SIZE_RADIUS: dict[str, float] = {"small": 0.1, "large": 0.155}  # a large object fills most of a grid cell
 
 DEFAULT_IMAGE_SIZE = 128
 DEFAULT_SPLITS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
 CAPTIONS_PER_IMAGE = 5
-WORLD_FORMAT_VERSION = 1
+WORLD_FORMAT_VERSION = 2
 _SPLIT_ID_STRIDE = 10_000_000  # image ids of split k start at k * stride + 1
 
 
@@ -110,25 +119,45 @@ def object_bbox(obj: Mapping, image_size: int) -> list[float]:
     return [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
 
 
-def object_area(obj: Mapping, image_size: int) -> float:
-    r = _radius(obj["size"], image_size)
-    area = _polygon_area(shape_polygon(obj["shape"], obj["x"], obj["y"], r))
+def object_segmentation(obj: Mapping, image_size: int) -> dict:
+    """COCO ``segmentation`` + ``area`` of an object.
+
+    Solid shapes: their outline polygon and its area. A ring has a hole, which
+    a COCO polygon cannot express, so it gets an uncompressed RLE of its
+    rendered pixels and ``area`` = their count (what ``annToMask`` gives back).
+    """
     if obj["shape"] == "ring":
-        area *= 1 - 0.55**2  # the hole (inner radius 0.55 r)
-    return round(area, 2)
+        mask = object_mask(obj, image_size)
+        return {"segmentation": mask_to_rle(mask), "area": float(mask.sum())}
+    poly = shape_polygon(obj["shape"], obj["x"], obj["y"], _radius(obj["size"], image_size))
+    return {"segmentation": [[round(min(max(c, 0.0), image_size), 2) for p in poly for c in p]],
+            "area": round(_polygon_area(poly), 2)}
 
 
 # --------------------------------------------------------------------------- rendering
 
 
-def _background(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, str]:
-    """A muted, textured background (never as saturated as an object colour)."""
-    style = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+def _background(rng: np.random.Generator, image_size: int, background: str = DEFAULT_BACKGROUND) -> tuple[np.ndarray, str]:
+    """A muted background (never as saturated as an object colour) of a family or a named style.
+
+    The style index is drawn first whatever ``background`` says, so naming the
+    style a family picked for this seed reproduces the same pixels.
+    """
+    if background in BACKGROUND_FAMILIES:
+        styles = BACKGROUND_FAMILIES[background]
+        style = styles[int(rng.integers(len(styles)))]
+    elif background in BACKGROUNDS:
+        rng.integers(2)
+        style = background
+    else:
+        raise ValueError(f"background must be one of {sorted(BACKGROUND_FAMILIES)} or a style {BACKGROUNDS}, got {background!r}")
     base = rng.uniform(85, 175) + rng.normal(0, 10, size=3)
     yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32) / image_size
-    if style == "shaded":
+    if style == "flat":
+        field = np.zeros((image_size, image_size), np.float32)
+    elif style in ("soft", "shaded"):
         angle = rng.uniform(0, 2 * np.pi)
-        field = 40 * ((np.cos(angle) * xx + np.sin(angle) * yy) - 0.5)
+        field = (14 if style == "soft" else 40) * ((np.cos(angle) * xx + np.sin(angle) * yy) - 0.5)
     elif style == "striped":
         angle, period = rng.uniform(0, np.pi), rng.uniform(0.06, 0.2)
         field = 16 * np.sign(np.sin(2 * np.pi * (np.cos(angle) * xx + np.sin(angle) * yy) / period))
@@ -141,33 +170,60 @@ def _background(rng: np.random.Generator, image_size: int) -> tuple[np.ndarray, 
     return img, style
 
 
-def render_scene(objects: Sequence[Mapping], image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0) -> Image.Image:
+def _draw_object(draw: ImageDraw.ImageDraw, obj: Mapping, image_size: int, fill) -> None:
+    r = _radius(obj["size"], image_size)
+    x, y = obj["x"], obj["y"]
+    if obj["shape"] == "circle":
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
+    elif obj["shape"] == "ring":
+        draw.ellipse((x - r, y - r, x + r, y + r), outline=fill, width=_ring_width(r))
+    else:
+        draw.polygon(shape_polygon(obj["shape"], x, y, r), fill=fill)
+
+
+def _ring_width(r: float) -> int:
+    return max(2, round(0.45 * r))
+
+
+def render_scene(objects: Sequence[Mapping], image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0,
+                 background: str = DEFAULT_BACKGROUND) -> Image.Image:
     """Draw ``objects`` (dicts with shape, color, size, x, y = centre in pixels) on a background.
 
-    The background is a function of ``seed`` alone, so two calls with the same
-    seed and objects that differ in one object differ only where that object is.
+    The background is a function of ``seed`` and ``background`` (a family,
+    ``plain`` by default, or a style name such as the ``background`` an image
+    record stores), so two calls that differ in one object differ only where
+    that object is.
     """
     _check_size(image_size)
-    bg, _ = _background(np.random.default_rng(seed), image_size)
+    bg, _ = _background(np.random.default_rng(seed), image_size, background)
     img = Image.fromarray(bg, "RGB")
     draw = ImageDraw.Draw(img)
     for obj in objects:
         _check_object(obj)
-        r = _radius(obj["size"], image_size)
-        rgb = COLOR_RGB[obj["color"]]
-        x, y = obj["x"], obj["y"]
-        if obj["shape"] == "circle":
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=rgb)
-        elif obj["shape"] == "ring":
-            draw.ellipse((x - r, y - r, x + r, y + r), outline=rgb, width=max(2, round(0.45 * r)))
-        else:
-            draw.polygon(shape_polygon(obj["shape"], x, y, r), fill=rgb)
+        _draw_object(draw, obj, image_size, COLOR_RGB[obj["color"]])
     return img
 
 
-def background_style(seed: int, image_size: int = DEFAULT_IMAGE_SIZE) -> str:
-    """The name of the background that ``render_scene(..., seed=seed)`` draws."""
-    return _background(np.random.default_rng(seed), image_size)[1]
+def object_mask(obj: Mapping, image_size: int) -> np.ndarray:
+    """The pixels ``render_scene`` paints for ``obj`` (a boolean ``image_size x image_size`` array)."""
+    canvas = Image.new("L", (image_size, image_size), 0)
+    _draw_object(ImageDraw.Draw(canvas), obj, image_size, 1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """COCO uncompressed RLE (column-major run lengths, starting with a run of zeros)."""
+    flat = np.asarray(mask, dtype=np.uint8).flatten(order="F")
+    bounds = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat[0]:
+        counts = [0] + counts
+    return {"counts": [int(c) for c in counts], "size": [int(mask.shape[0]), int(mask.shape[1])]}
+
+
+def background_style(seed: int, image_size: int = DEFAULT_IMAGE_SIZE, background: str = DEFAULT_BACKGROUND) -> str:
+    """The name of the background style that ``render_scene(..., seed=seed, background=background)`` draws."""
+    return _background(np.random.default_rng(seed), image_size, background)[1]
 
 
 def _check_size(image_size: int) -> None:
@@ -184,9 +240,24 @@ def _check_object(obj: Mapping) -> None:
 # --------------------------------------------------------------------------- sampling
 
 
+def grid_cells(image_size: int) -> list[tuple[float, float]]:
+    """Centres of the GRID x GRID cells (row by row); with the tiny preset each cell is one ViT patch."""
+    step = image_size / GRID
+    return [(round((c + 0.5) * step, 2), round((r + 0.5) * step, 2)) for r in range(GRID) for c in range(GRID)]
+
+
 def free_spot(rng: np.random.Generator, objects: Sequence[Mapping], size: str, image_size: int,
-              tries: int = 200) -> tuple[float, float] | None:
-    """A centre where an object of ``size`` fits inside the image without touching ``objects``."""
+              tries: int = 200, layout: str = DEFAULT_LAYOUT) -> tuple[float, float] | None:
+    """A centre where an object of ``size`` fits inside the image without touching ``objects``.
+
+    ``grid``: a random free cell centre; ``random``: any free point.
+    """
+    if layout == "grid":
+        taken = {(round(o["x"], 2), round(o["y"], 2)) for o in objects}
+        free = [c for c in grid_cells(image_size) if c not in taken]
+        return free[int(rng.integers(len(free)))] if free else None
+    if layout != "random":
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     r = _radius(size, image_size)
     lo, hi = r + 2, image_size - r - 2
     for _ in range(tries):
@@ -197,7 +268,7 @@ def free_spot(rng: np.random.Generator, objects: Sequence[Mapping], size: str, i
 
 
 def sample_scene(rng: np.random.Generator, image_size: int = DEFAULT_IMAGE_SIZE, min_objects: int = 1,
-                 max_objects: int = 4) -> list[dict]:
+                 max_objects: int = 4, layout: str = DEFAULT_LAYOUT) -> list[dict]:
     """1..4 distinct, non-overlapping objects (no two share shape, colour and size)."""
     if not 1 <= min_objects <= max_objects <= 6:
         raise ValueError(f"need 1 <= min_objects <= max_objects <= 6, got {min_objects}, {max_objects}")
@@ -208,7 +279,7 @@ def sample_scene(rng: np.random.Generator, image_size: int = DEFAULT_IMAGE_SIZE,
                "size": SIZES[int(rng.integers(len(SIZES)))]}
         if any(all(o[k] == obj[k] for k in ("shape", "color", "size")) for o in objects):
             continue
-        spot = free_spot(rng, objects, obj["size"], image_size)
+        spot = free_spot(rng, objects, obj["size"], image_size, layout=layout)
         if spot is None:
             break  # crowded: keep what fits
         obj["x"], obj["y"] = spot
@@ -246,22 +317,30 @@ def _relation(a: Mapping, b: Mapping) -> str:
     return "above" if dy > 0 else "below"
 
 
+#: how often a caption describes objects at each level of detail; shape-only wording is the most common
+#: so that matching a caption needs shape, not colour alone (colour is learnt at once, shape is not)
+CAPTION_DETAIL_WEIGHTS: dict[str, float] = {"shape": 0.45, "full": 0.2, "color": 0.25, "size": 0.1}
+
+
 def make_captions(objects: Sequence[Mapping], background: str, rng: np.random.Generator) -> list[str]:
     """Five affirmative captions with varied wording and detail. Never a negation."""
     order = [objects[i] for i in rng.permutation(len(objects))]
-    details = ["full", "color", "size", "shape"]
-    def phrases(detail: str) -> str:
-        return join_phrases([describe(o, detail) for o in order])
+    levels, weights = list(CAPTION_DETAIL_WEIGHTS), list(CAPTION_DETAIL_WEIGHTS.values())
+    def detail() -> str:
+        return levels[int(rng.choice(len(levels), p=weights))]
+    def phrases(level: str) -> str:
+        return join_phrases([describe(o, level) for o in order])
     n = len(order)
-    caps = [f"a photo of {phrases('full')}.", f"{phrases(details[1 + int(rng.integers(3))])} on a {background} background"]
+    caps = [f"a photo of {phrases('full')}.", f"{phrases(detail())} on a {background} background"]
     if n == 1:
-        caps += [f"a single {order[0]['shape']}", f"there is {describe(order[0], details[int(rng.integers(3))])} in the picture",
-                 f"{describe(order[0], 'full')} on a {background} background"]
+        caps += [f"a single {order[0]['shape']}", f"there is {describe(order[0], detail())} in the picture",
+                 f"{describe(order[0], detail())} on a {background} background"]
     else:
         a, b = order[0], order[1]
+        level = detail()
         caps += [f"{_NUMBER[n]} shapes: {phrases('shape')}",
-                 f"{describe(a, 'full')} with {join_phrases([describe(o, 'full') for o in order[1:]])}",
-                 f"{describe(a, details[int(rng.integers(4))])} {_relation(a, b)} {describe(b, details[int(rng.integers(4))])}"]
+                 f"{describe(a, level)} with {join_phrases([describe(o, level) for o in order[1:]])}",
+                 f"{describe(a, detail())} {_relation(a, b)} {describe(b, detail())}"]
     return caps
 
 
@@ -379,8 +458,13 @@ def _prepare_out_dir(out_dir: Path, params: dict) -> None:
 
 def write_world(out_dir: str | os.PathLike, n_images: int, seed: int = 0,
                 splits: Mapping[str, float] | None = None, image_size: int = DEFAULT_IMAGE_SIZE,
-                show_progress: bool = True) -> dict[str, int]:
+                show_progress: bool = True, layout: str = DEFAULT_LAYOUT, background: str = DEFAULT_BACKGROUND) -> dict[str, int]:
     """Render ``n_images`` scenes split by ``splits`` fractions and write them in the real formats.
+
+    ``layout`` is ``grid`` (objects centred in cells that line up with the tiny
+    preset's ViT patches: the default, learnable in minutes on a CPU) or
+    ``random``; ``background`` is ``plain`` (flat or softly shaded) or
+    ``textured`` (shaded, striped, grainy, checkered).
 
     Re-running into the same folder with the same arguments resumes: images
     already on disk are kept (the world is deterministic, so they are the same
@@ -391,9 +475,13 @@ def write_world(out_dir: str | os.PathLike, n_images: int, seed: int = 0,
     _check_size(image_size)
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if background not in BACKGROUND_FAMILIES:
+        raise ValueError(f"background must be one of {tuple(BACKGROUND_FAMILIES)}, got {background!r}")
     out = Path(out_dir)
     params = {"format_version": WORLD_FORMAT_VERSION, "n_images": n_images, "seed": seed, "splits": splits,
-              "image_size": image_size}
+              "image_size": image_size, "layout": layout, "background": background}
     _prepare_out_dir(out, params)
     categories = [{"id": k + 1, "name": s, "supercategory": "shape"} for k, s in enumerate(SHAPES)]
     info = {"description": "hf-negationclip scene world", "version": str(WORLD_FORMAT_VERSION), "year": 2026}
@@ -407,30 +495,28 @@ def write_world(out_dir: str | os.PathLike, n_images: int, seed: int = 0,
         for k in range(count):
             image_id = split_idx * _SPLIT_ID_STRIDE + k + 1
             rng = np.random.default_rng([seed, split_idx, k])
-            objects = sample_scene(rng, image_size)
+            objects = sample_scene(rng, image_size, layout=layout)
             bg_seed = int(rng.integers(2**31))
             file_name = image_file_name(image_id)
             path = out / "images" / split / file_name
             if not path.exists():
                 tmp = path.with_name(path.name + ".tmp")
-                render_scene(objects, image_size, bg_seed).save(tmp, format="JPEG", quality=92)
+                render_scene(objects, image_size, bg_seed, background).save(tmp, format="JPEG", quality=92)
                 os.replace(tmp, path)
-            background = background_style(bg_seed, image_size)
+            style = background_style(bg_seed, image_size, background)
             image = {"id": image_id, "file_name": file_name, "height": image_size, "width": image_size,
-                     "license": 1, "background": background, "scene_seed": bg_seed}
+                     "license": 1, "background": style, "scene_seed": bg_seed}
             images.append(image)
             ref_images.append({**image, "file_name": f"{split}/{file_name}"})
             first_ann = ann_id + 1
             for obj in objects:
                 ann_id += 1
-                poly = shape_polygon(obj["shape"], obj["x"], obj["y"], _radius(obj["size"], image_size))
                 ann = {"id": ann_id, "image_id": image_id, "category_id": SHAPES.index(obj["shape"]) + 1,
-                       "bbox": object_bbox(obj, image_size), "area": object_area(obj, image_size), "iscrowd": 0,
-                       "segmentation": [[round(min(max(c, 0.0), image_size), 2) for p in poly for c in p]],
+                       "bbox": object_bbox(obj, image_size), "iscrowd": 0, **object_segmentation(obj, image_size),
                        "attributes": {"color": obj["color"], "size": obj["size"]}, "center": [obj["x"], obj["y"]]}
                 instances.append(ann)
                 ref_anns.append(ann)
-            for cap in make_captions(objects, background, rng):
+            for cap in make_captions(objects, style, rng):
                 captions.append({"id": len(captions) + 1 + split_idx * _SPLIT_ID_STRIDE * CAPTIONS_PER_IMAGE,
                                  "image_id": image_id, "caption": cap})
             for i in range(len(objects)):
