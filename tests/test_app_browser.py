@@ -2,7 +2,8 @@
 
 Skipped, with the reason, where Chromium, playwright or gradio is missing;
 CI installs Chromium in ``.ci/run`` and the Python packages come from the
-``dev`` extra. Screenshots of each tab are written to ``$APP_SCREENSHOTS``
+``dev`` extra, and sets ``HF_NEGATIONCLIP_REQUIRE_BROWSER=1`` so that there a
+missing browser fails instead of skipping. Screenshots of each tab are written to ``$APP_SCREENSHOTS``
 (default ``test-artifacts/app/`` in the repository) and the path is printed.
 """
 import os
@@ -39,6 +40,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tiny_checkpoints):
     reason = _missing()
+    if reason and os.environ.get("HF_NEGATIONCLIP_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"the browser test must run here (HF_NEGATIONCLIP_REQUIRE_BROWSER=1): {reason}")
     if reason:
         pytest.skip(reason)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
