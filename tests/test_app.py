@@ -150,6 +150,27 @@ def test_push_space_dry_run_stages_the_folder(tmp_path, capsys):
     assert (out / "requirements.txt").read_text().startswith("hf-negationclip[app]==")
 
 
+def test_staged_space_app_builds_the_demo(tmp_path, monkeypatch, tiny_checkpoints):
+    gr = pytest.importorskip("gradio")
+    from hf_negationclip.space import stage_space
+
+    stage_space(tmp_path, ["CLIP=org/clip", "org/negclip"], results=FIXTURE_RESULTS)
+    asked, real_load_models = [], app.load_models
+
+    def fake_load_models(specs):  # the Space would download these Hub ids; here they are the tiny checkpoints
+        asked.extend(specs)
+        return real_load_models([str(path) for path in tiny_checkpoints.values()])
+
+    monkeypatch.setattr(app, "load_models", fake_load_models)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "space_app"}
+    exec(compile((tmp_path / "app.py").read_text(), "app.py", "exec"), namespace)
+    assert asked == ["CLIP=org/clip", "negclip=org/negclip"]
+    assert isinstance(namespace["demo"], gr.Blocks) and namespace["RESULTS"] == "results.json"
+    stage_space(tmp_path, ["org/negclip"])  # staged again without results: no stale copy left behind
+    assert not (tmp_path / "results.json").exists()
+
+
 def test_push_space_refuses_local_folders_and_reports_missing_hub_code(tmp_path, capsys, tiny_checkpoints):
     folder = str(tiny_checkpoints["clip-a"])
     assert main(["push-space", "--repo_id", "me/s", "--model", folder, "--out_dir", str(tmp_path)]) == 2

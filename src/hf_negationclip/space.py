@@ -63,6 +63,8 @@ def stage_space(out_dir: str | os.PathLike, models: Sequence[str], title: str = 
     if results is not None:
         load_results(results)  # refuse a broken file now rather than in the Space
         shutil.copyfile(results, out / "results.json")
+    else:
+        (out / "results.json").unlink(missing_ok=True)  # a stale copy from an earlier staging
     try:
         sdk_version = metadata.version("gradio")
     except metadata.PackageNotFoundError:
