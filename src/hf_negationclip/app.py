@@ -389,6 +389,7 @@ def results_figure(results: dict):
 
 def build_demo(models: Sequence[LoadedModel], results_path: str | os.PathLike | None = None, seed: int = 0):
     """The Gradio Blocks app for ``models`` (see :func:`load_models`); ``results_path`` feeds the Benchmarks tab."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home unless the user asks for them
     import gradio as gr
 
     models = list(models)
