@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import __version__
+
 logger = logging.getLogger("hf_negationclip")
 
 
@@ -61,6 +63,38 @@ class DemoConfig:
     seed: int = field(default=0, metadata={"help": "seed of the world, the weights and the data order"})
     epochs: int = field(default=12, metadata={"help": "pre-training epochs"})
     show_progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+
+@dataclass
+class AppConfig:
+    """Open the Gradio app (needs the ``app`` extra: pip install "hf-negationclip[app]")."""
+
+    model: list[str] = field(default_factory=list, metadata={
+        "help": "checkpoint folder or Hub id, optionally LABEL=PATH; repeat --model for several "
+                "(default: the baseline and the best NegationCLIP under --demo_dir)"})
+    demo_dir: str = field(default="runs/demo", metadata={"help": "make demo's output: default models and results.json"})
+    results: str | None = field(default=None, metadata={
+        "help": "evaluation results.json for the Benchmarks tab (default: <demo_dir>/results.json)"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to serve on (0.0.0.0 for every interface)"})
+    port: int = field(default=7860, metadata={"help": "port to serve on"})
+    share: bool = field(default=False, metadata={"help": "also open a public gradio.live link"})
+    seed: int = field(default=0, metadata={"help": "first scene and first negation pair"})
+
+
+@dataclass
+class PushSpaceConfig:
+    """Stage the app as a Hugging Face Space folder and upload it (--dry_run: stage and list only)."""
+
+    repo_id: str = field(metadata={"help": "the Space, ORG/NAME"})
+    model: list[str] = field(default_factory=list, metadata={
+        "help": "Hub id of a model to show, optionally LABEL=ORG/NAME; repeat --model for several"})
+    out_dir: str = field(default="runs/space", metadata={"help": "where to stage the Space folder"})
+    results: str | None = field(default=None, metadata={"help": "results.json to ship for the Benchmarks tab"})
+    title: str = field(default="NegationCLIP vs CLIP", metadata={"help": "Space title"})
+    requirement: str = field(default=f"hf-negationclip[app]=={__version__}", metadata={
+        "help": "pip requirement that installs this package in the Space (e.g. a git URL)"})
+    private: bool = field(default=False, metadata={"help": "create the Space private"})
+    dry_run: bool = field(default=False, metadata={"help": "stage the folder and list its files; upload nothing"})
 
 
 def run_world(cfg: WorldConfig) -> dict:
@@ -117,6 +151,35 @@ def run_demo(cfg: DemoConfig) -> dict:
     return result
 
 
+def run_app(cfg: AppConfig, launch: bool = True):
+    """Load the models and serve the app; ``launch=False`` returns the Blocks without serving."""
+    from .app import build_demo, default_model_specs, load_models
+
+    specs = cfg.model or default_model_specs(cfg.demo_dir)
+    results = cfg.results
+    if results is None and (Path(cfg.demo_dir) / "results.json").is_file():
+        results = str(Path(cfg.demo_dir) / "results.json")
+    demo = build_demo(load_models(specs), results, seed=cfg.seed)
+    if launch:
+        demo.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share)
+    return demo
+
+
+def run_push_space(cfg: PushSpaceConfig) -> list[Path]:
+    from .space import push_space, stage_space
+
+    files = stage_space(cfg.out_dir, cfg.model, cfg.title, cfg.results, cfg.requirement)
+    print(f"staged the Space {cfg.repo_id} in {cfg.out_dir}:")
+    for path in files:
+        print(f"  {path.name:<18} {path.stat().st_size:>7} bytes")
+    if cfg.dry_run:
+        print("dry run: nothing uploaded")
+    else:
+        push_space(cfg.out_dir, cfg.repo_id, cfg.private)
+        print(f"uploaded to https://huggingface.co/spaces/{cfg.repo_id}")
+    return files
+
+
 def _commands() -> dict[str, tuple[type, Callable]]:
     from .training import PretrainConfig
 
@@ -125,6 +188,8 @@ def _commands() -> dict[str, tuple[type, Callable]]:
         "pretrain": (PretrainConfig, run_pretrain),
         "evaluate": (EvaluateConfig, run_evaluate),
         "demo": (DemoConfig, run_demo),
+        "app": (AppConfig, run_app),
+        "push-space": (PushSpaceConfig, run_push_space),
     }
 
 
@@ -133,13 +198,43 @@ _SUMMARY = {
     "pretrain": "pre-train a CLIP (tiny preset by default) on a world's affirmative captions and evaluate it",
     "evaluate": "evaluate a checkpoint on a world split",
     "demo": "world + pretrain + evaluate: the whole loop on the embedded default",
+    "app": "the Gradio app: compare CLIP checkpoints on negation in the browser",
+    "push-space": "stage the app as a Hugging Face Space (--dry_run) and upload it",
 }
 
 
 def _usage() -> str:
     lines = ["usage: hf-negationclip <command> [options]   (hf-negationclip <command> --help for options)", "", "commands:"]
-    lines += [f"  {name:<10} {text}" for name, text in _SUMMARY.items()]
+    lines += [f"  {name:<11} {text}" for name, text in _SUMMARY.items()]
     return "\n".join(lines)
+
+
+def _merge_repeated_list_flags(config_cls: type, argv: list[str]) -> list[str]:
+    """``--model A --model B`` -> ``--model A B`` for list fields (argparse keeps only the last occurrence)."""
+    from dataclasses import fields
+
+    list_flags = {f"--{f.name}" for f in fields(config_cls) if "list" in str(f.type)}
+    list_flags |= {flag.replace("_", "-") for flag in list_flags}
+    merged: dict[str, list[str]] = {}
+    rest, i = [], 0
+    while i < len(argv):
+        flag = argv[i].split("=", 1)[0]
+        if flag in list_flags:
+            key = flag.replace("-", "_")[2:]
+            if "=" in argv[i]:
+                values, i = [argv[i].split("=", 1)[1]], i + 1
+            else:
+                j = i + 1
+                while j < len(argv) and not argv[j].startswith("--"):
+                    j += 1
+                values, i = argv[i + 1:j], j
+            merged.setdefault(key, []).extend(values)
+        else:
+            rest.append(argv[i])
+            i += 1
+    for key, values in merged.items():
+        rest += [f"--{key}", *values]
+    return rest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,9 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is noise here
     try:
-        (cfg,) = parser.parse_args_into_dataclasses(rest)
+        (cfg,) = parser.parse_args_into_dataclasses(_merge_repeated_list_flags(config_cls, rest))
         fn(cfg)
-    except (ValueError, OSError, KeyError, CorpusFormatError) as err:
+    except (ValueError, OSError, KeyError, ImportError, CorpusFormatError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
