@@ -9,3 +9,23 @@ def world(tmp_path_factory):
     out = tmp_path_factory.mktemp("world")
     synthetic.write_world(out, 200, seed=3, show_progress=False)
     return out
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """An in-process fake Hub (tests/fake_hub.py) behind huggingface_hub's HTTP client, with a valid HF_TOKEN.
+
+    ``fake_hub.commits`` records every commit, ``fake_hub.files(repo_id, repo_type)`` serves a repo's files,
+    ``fake_hub.fail = lambda request: ...`` injects failures; retries do not sleep.
+    """
+    import huggingface_hub.constants
+    from huggingface_hub.utils import _http
+
+    from fake_hub import FakeHub
+
+    hub = FakeHub().install()
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_write_token")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
+    monkeypatch.setattr(_http.time, "sleep", lambda seconds: None)
+    yield hub
+    FakeHub.uninstall()

@@ -59,6 +59,45 @@ class DemoConfig:
     show_progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
 
+@dataclass
+class PushModelConfig:
+    """Stage a run folder (checkpoint, card, results, logs, plots) and push it to a Hub model repo."""
+
+    run_dir: str = field(metadata={"help": "run folder (a saved checkpoint with training_config.json, results.json, ...)"})
+    repo_id: str = field(metadata={"help": "target Hub repo, ORG/NAME"})
+    private: bool = field(default=False, metadata={"help": "create the repo as private"})
+    revision: str | None = field(default=None, metadata={"help": "branch to commit to (created from main if missing)"})
+    adapter: bool = field(default=False, metadata={"help": "push the LoRA adapter in RUN_DIR/adapter/ instead of the full weights"})
+    base_model: str | None = field(default=None, metadata={"help": "Hub id of the base model (required when the run started from a local folder and --adapter)"})
+    model_label: str | None = field(default=None, metadata={"help": "this run's label in results.json (default: found by path)"})
+    dry_run: bool = field(default=False, metadata={"help": "only stage: print the file list and the card, send nothing"})
+    exist_ok: bool = field(default=False, metadata={"help": "allow adding a commit to an existing repo"})
+    stage_dir: str | None = field(default=None, metadata={"help": "staging folder (default: a fresh temporary one)"})
+
+
+@dataclass
+class PushDatasetConfig:
+    """Stage a dataset folder (<config>/<split>-*.parquet + README.md with configs:) and push it."""
+
+    folder: str = field(metadata={"help": "dataset folder with README.md and <config>/<split>-*.parquet"})
+    repo_id: str = field(metadata={"help": "target Hub dataset repo, ORG/NAME"})
+    private: bool = field(default=False, metadata={"help": "create the repo as private"})
+    revision: str | None = field(default=None, metadata={"help": "branch to commit to (created from main if missing)"})
+    dry_run: bool = field(default=False, metadata={"help": "only stage: print the file list and the card, send nothing"})
+    exist_ok: bool = field(default=False, metadata={"help": "allow adding a commit to an existing repo"})
+    stage_dir: str | None = field(default=None, metadata={"help": "staging folder (default: a fresh temporary one)"})
+
+
+@dataclass
+class PullConfig:
+    """Download a model, dataset or Space repo (works offline from the cache with HF_HUB_OFFLINE=1)."""
+
+    repo_id: str = field(metadata={"help": "Hub repo, ORG/NAME"})
+    repo_type: str = field(default="model", metadata={"help": "model | dataset | space"})
+    revision: str | None = field(default=None, metadata={"help": "branch, tag or commit"})
+    local_dir: str | None = field(default=None, metadata={"help": "copy the files here (default: the Hub cache only)"})
+
+
 def run_world(cfg: WorldConfig) -> dict:
     from .synthetic import write_world
 
@@ -112,6 +151,47 @@ def run_demo(cfg: DemoConfig) -> dict:
     return result
 
 
+def _report_push(staged, dry_run: bool):
+    print(f"staged {len(staged.files)} files in {staged.folder}:\n{staged.tree()}")
+    if staged.skipped:
+        groups: dict[str, int] = {}
+        for rel in staged.skipped:  # one entry per top-level folder: checkpoints/ holds many files
+            top = rel.split("/")[0] + ("/" if "/" in rel else "")
+            groups[top] = groups.get(top, 0) + 1
+        print("left out: " + ", ".join(f"{k} ({n} files)" if n > 1 else k for k, n in groups.items()))
+    if dry_run:
+        print(f"\n--- README.md ---\n{staged.card}\n--- dry run: nothing was sent (commit would be "
+              f"{staged.commit_message!r}) ---")
+    else:
+        print(f"pushed to {staged.repo_id}: {staged.commit_url}")
+    return staged
+
+
+def run_push_model(cfg: PushModelConfig):
+    from .hub import push_model
+
+    staged = push_model(cfg.run_dir, cfg.repo_id, private=cfg.private, revision=cfg.revision, adapter=cfg.adapter,
+                        dry_run=cfg.dry_run, exist_ok=cfg.exist_ok, base_model=cfg.base_model,
+                        model_label=cfg.model_label, stage_dir=cfg.stage_dir)
+    return _report_push(staged, cfg.dry_run)
+
+
+def run_push_dataset(cfg: PushDatasetConfig):
+    from .hub import push_dataset
+
+    staged = push_dataset(cfg.folder, cfg.repo_id, private=cfg.private, revision=cfg.revision, dry_run=cfg.dry_run,
+                          exist_ok=cfg.exist_ok, stage_dir=cfg.stage_dir)
+    return _report_push(staged, cfg.dry_run)
+
+
+def run_pull(cfg: PullConfig) -> Path:
+    from .hub import pull
+
+    path = pull(cfg.repo_id, cfg.repo_type, revision=cfg.revision, local_dir=cfg.local_dir)
+    print(path)
+    return path
+
+
 def _commands() -> dict[str, tuple[type, Callable]]:
     from .training import PretrainConfig
 
@@ -120,6 +200,9 @@ def _commands() -> dict[str, tuple[type, Callable]]:
         "pretrain": (PretrainConfig, run_pretrain),
         "evaluate": (EvaluateConfig, run_evaluate),
         "demo": (DemoConfig, run_demo),
+        "push-model": (PushModelConfig, run_push_model),
+        "push-dataset": (PushDatasetConfig, run_push_dataset),
+        "pull": (PullConfig, run_pull),
     }
 
 
@@ -128,12 +211,19 @@ _SUMMARY = {
     "pretrain": "pre-train a CLIP (tiny preset by default) on a world's affirmative captions and evaluate it",
     "evaluate": "evaluate a checkpoint on a world split",
     "demo": "world + pretrain + evaluate: the whole loop on the embedded default",
+    "push-model": "stage a run (checkpoint, generated card, results) and push it to the Hub (--dry_run: stage only)",
+    "push-dataset": "stage a parquet dataset folder with its card and push it to the Hub (--dry_run: stage only)",
+    "pull": "download a model / dataset / Space repo (offline from the cache with HF_HUB_OFFLINE=1)",
 }
+
+
+# commands whose first argument may be given without its flag: `push-model RUN_DIR --repo_id ...`
+_POSITIONAL = {"push-model": "run_dir", "push-dataset": "folder", "pull": "repo_id"}
 
 
 def _usage() -> str:
     lines = ["usage: hf-negationclip <command> [options]   (hf-negationclip <command> --help for options)", "", "commands:"]
-    lines += [f"  {name:<10} {text}" for name, text in _SUMMARY.items()]
+    lines += [f"  {name:<12} {text}" for name, text in _SUMMARY.items()]
     return "\n".join(lines)
 
 
@@ -143,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     from .corpus import CorpusFormatError
+    from .hub import HubError
 
     commands = _commands()
     name, rest = argv[0], argv[1:]
@@ -152,13 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import HfArgumentParser
 
     config_cls, fn = commands[name]
+    if name in _POSITIONAL and rest and not rest[0].startswith("-"):
+        rest = [f"--{_POSITIONAL[name]}", *rest]
     parser = HfArgumentParser(config_cls, prog=f"hf-negationclip {name}", description=_SUMMARY[name])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is noise here
     try:
         (cfg,) = parser.parse_args_into_dataclasses(rest)
         fn(cfg)
-    except (ValueError, OSError, KeyError, CorpusFormatError) as err:
+    except (ValueError, OSError, KeyError, CorpusFormatError, HubError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
