@@ -267,3 +267,33 @@ def test_failed_upload_leaves_nothing_behind(tmp_path, fake_hub, failure):
         push_folder(_small_folder(tmp_path), "org/space", "space")
     assert "deleted again; nothing was written" in str(err.value)
     assert fake_hub.repos == {} and fake_hub.commits == []
+
+
+def test_wheel_ships_every_card_template(tmp_path):
+    """The templates reach the package through the hf_negationclip/model_cards link: a built wheel must hold them."""
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("setuptools", reason="building the wheel without isolation needs setuptools in this env")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation", "-q",
+                           "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    shipped = {Path(n).name for n in zipfile.ZipFile(wheel).namelist() if n.startswith("hf_negationclip/model_cards/")}
+    templates = {p.name for p in (repo / "model_cards").glob("*.j2")}
+    assert cards.MODEL_CARD_TEMPLATE in templates and templates <= shipped
+
+
+def test_trainer_writes_the_card_with_the_checkpoint(world, tmp_path):
+    from hf_negationclip import PretrainConfig, WorldEvaluator, pretrain
+
+    cfg = PretrainConfig(world_dir=str(world), output_dir=str(tmp_path), epochs=1, batch_size=16, max_steps=2,
+                         show_progress=False, save_steps=0, log_steps=1)
+    pretrain(cfg, WorldEvaluator(world, "val", probe_items=8))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    meta = _front_matter((tmp_path / "README.md").read_text())
+    values = _model_index_values(meta)
+    assert values and values == {f"world/{k}": v["value"] for k, v in metrics.items() if isinstance(v, dict)}
+    assert "baseline" in (tmp_path / "README.md").read_text()  # affirmative captions only: not called a NegationCLIP
