@@ -103,8 +103,13 @@ def test_templates_ship_as_package_data():
 
 def test_dry_run_stages_the_run_and_sends_nothing(run_dir, tmp_path, fake_hub, capsys):
     stage = tmp_path / "stage"
-    assert main(["push-model", str(run_dir), "--repo_id", MODEL_REPO, "--dry_run", "--stage_dir", str(stage)]) == 0
+    assert main(["push-model", str(run_dir), "--repo_id", MODEL_REPO, "--dry_run", "--stage_dir", str(stage),
+                 "--datasets", "negrefcocog=org/negrefcocog"]) == 0
     out = capsys.readouterr().out
+    meta = _front_matter((stage / "README.md").read_text())
+    assert meta["datasets"] == ["org/negrefcocog"]
+    types = {r["task"]["name"]: r["dataset"]["type"] for r in meta["model-index"][0]["results"]}
+    assert types == {"negrefcocog": "org/negrefcocog", "world_probe": "world_probe"}
     files = {p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file()}
     assert files == RUN_FILES
     assert "text_encoder/" in out and "model-index" in out and "nothing was sent" in out
@@ -267,6 +272,16 @@ def test_failed_upload_leaves_nothing_behind(tmp_path, fake_hub, failure):
         push_folder(_small_folder(tmp_path), "org/space", "space")
     assert "deleted again; nothing was written" in str(err.value)
     assert fake_hub.repos == {} and fake_hub.commits == []
+
+
+def test_failed_commit_to_an_existing_repo_changes_nothing(tmp_path, fake_hub):
+    folder = _small_folder(tmp_path)
+    push_folder(folder, "org/space", "space")
+    (folder / "app.py").write_text("print('v2')\n")
+    fake_hub.fail = lambda request: httpx2.Response(500, json={"error": "boom"}) if "/commit/" in request.url.path else None
+    with pytest.raises(HubError, match="changed nothing; running the same push again resumes it"):
+        push_folder(folder, "org/space", "space", exist_ok=True)
+    assert len(fake_hub.commits) == 1 and fake_hub.files("org/space", "space")["app.py"] == b"print('hi')\n"
 
 
 def test_wheel_ships_every_card_template(tmp_path):

@@ -112,8 +112,9 @@ def _scene_world_dir(training_config: dict) -> Path | None:
         if not isinstance(value, str) or not key.endswith(("_dir", "_file", "_path")):
             continue
         for folder in [Path(value), *list(Path(value).parents)[:3]]:
-            if (folder / "world.json").is_file():
-                return folder
+            for candidate in (folder, folder / "world"):  # a corpus folder usually sits beside its world
+                if (candidate / "world.json").is_file():
+                    return candidate
     return None
 
 
@@ -155,9 +156,10 @@ def _pick_model(results: dict, run_dir: Path, label: str | None, path: Path) -> 
 
 
 def _same_path(recorded: str, run_dir: Path, base: Path) -> bool:
-    candidate = Path(recorded) if Path(recorded).is_absolute() else base / recorded
+    """A recorded model path names ``run_dir`` (absolute, or relative to results.json's folder or to here)."""
+    candidates = [Path(recorded)] if Path(recorded).is_absolute() else [base / recorded, Path(recorded)]
     try:
-        return candidate.resolve() == run_dir.resolve()
+        return any(c.resolve() == run_dir.resolve() for c in candidates)
     except OSError:
         return False
 

@@ -70,6 +70,7 @@ class PushModelConfig:
     adapter: bool = field(default=False, metadata={"help": "push the LoRA adapter in RUN_DIR/adapter/ instead of the full weights"})
     base_model: str | None = field(default=None, metadata={"help": "Hub id of the base model (required when the run started from a local folder and --adapter)"})
     model_label: str | None = field(default=None, metadata={"help": "this run's label in results.json (default: found by path)"})
+    datasets: str | None = field(default=None, metadata={"help": "task=ORG/NAME pairs, comma-separated: the Hub datasets behind results.json's tasks (for model-index)"})
     dry_run: bool = field(default=False, metadata={"help": "only stage: print the file list and the card, send nothing"})
     exist_ok: bool = field(default=False, metadata={"help": "allow adding a commit to an existing repo"})
     stage_dir: str | None = field(default=None, metadata={"help": "staging folder (default: a fresh temporary one)"})
@@ -167,12 +168,20 @@ def _report_push(staged, dry_run: bool):
     return staged
 
 
+def _pairs(text: str | None, flag: str) -> dict[str, str]:
+    pairs = [item.split("=") for item in (text or "").split(",") if item.strip()]
+    if any(len(p) != 2 for p in pairs):
+        raise ValueError(f"{flag} must look like 'task=ORG/NAME,task2=ORG/NAME2', got {text!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
 def run_push_model(cfg: PushModelConfig):
     from .hub import push_model
 
     staged = push_model(cfg.run_dir, cfg.repo_id, private=cfg.private, revision=cfg.revision, adapter=cfg.adapter,
                         dry_run=cfg.dry_run, exist_ok=cfg.exist_ok, base_model=cfg.base_model,
-                        model_label=cfg.model_label, stage_dir=cfg.stage_dir)
+                        model_label=cfg.model_label, dataset_ids=_pairs(cfg.datasets, "--datasets"),
+                        stage_dir=cfg.stage_dir)
     return _report_push(staged, cfg.dry_run)
 
 

@@ -305,6 +305,8 @@ def push_folder(folder: str | Path, repo_id: str, repo_type: str = "model", *, p
         error = _explain(err, f"uploading to {repo_type} repo {repo_id}")
         if created:
             error = HubError(f"{error} ({_remove_created(api, repo_id, repo_type)})")
+        else:  # commits are atomic; a large folder's earlier parts stay and a re-run skips them
+            error = HubError(f"{error} (the failed commit changed nothing; running the same push again resumes it)")
         raise error from None
     logger.info("pushed %s to %s: %s", folder, repo_id, info.commit_url)
     return info
