@@ -234,6 +234,11 @@ def test_missing_token_is_a_clear_error(tmp_path, fake_hub, monkeypatch, capsys)
         push_folder(_small_folder(tmp_path), "org/space", "space")
     assert main(["push-dataset", str(tmp_path / "space"), "--repo_id", "org/x"]) == 2  # no configs: refused early
     assert capsys.readouterr().err.startswith("error: ")
+    model_dir = tmp_path / "model"
+    NegationCLIPModel(tiny_clip_config()).save_pretrained(model_dir)
+    capsys.readouterr()
+    assert main(["push-model", str(model_dir), "--repo_id", "org/x"]) == 2
+    assert capsys.readouterr().err.startswith("error: no Hugging Face token: run `hf auth login`")
     assert fake_hub.requests == []
 
 

@@ -93,7 +93,7 @@ def resolve_base_model(training_config: dict, override: str | None = None, _dept
 
     preset = PRESETS.get(name) or next((p for p in PRESETS.values() if p.checkpoint == name), None)
     if preset is not None and preset.checkpoint is None:
-        return {"hub_id": None, "description": f"random initialisation (the `{preset.name}` preset: {preset.description})"}
+        return {"hub_id": None, "description": f"random initialisation (the `{preset.name}` preset)"}
     if preset is not None:
         name = preset.checkpoint
     if is_hub_id(name):
@@ -230,6 +230,7 @@ def model_card_context(run_dir: str | Path, *, repo_id: str | None = None, base_
         "other_labels": sorted({label for r in rows for label in r["others"]}),
         "results_source": Path(results["source"]).name if results else None,
         "plots": sorted(p.name for p in run_dir.glob("*.png")),
+        "dataset_ids": sorted({v for v in dataset_ids.values() if is_hub_id(v)}),
         "citation": PAPER_CITATION, "paper_url": PAPER_URL,
     }
 

@@ -60,33 +60,38 @@ class DemoConfig:
 
 
 @dataclass
-class PushModelConfig:
+class PushOptions:
+    """What every push shares (models, datasets; Spaces reuse it)."""
+
+    private: bool = field(default=False, metadata={"help": "create the repo as private"})
+    revision: str | None = field(default=None, metadata={"help": "branch to commit to (created from main if missing)"})
+    dry_run: bool = field(default=False, metadata={"help": "only stage: print the file list and the card, send nothing"})
+    exist_ok: bool = field(default=False, metadata={"help": "allow adding a commit to an existing repo"})
+    stage_dir: str | None = field(default=None, metadata={"help": "staging folder (default: a fresh temporary one)"})
+
+    def push_kwargs(self) -> dict:
+        return dict(private=self.private, revision=self.revision, dry_run=self.dry_run, exist_ok=self.exist_ok,
+                    stage_dir=self.stage_dir)
+
+
+@dataclass(kw_only=True)
+class PushModelConfig(PushOptions):
     """Stage a run folder (checkpoint, card, results, logs, plots) and push it to a Hub model repo."""
 
     run_dir: str = field(metadata={"help": "run folder (a saved checkpoint with training_config.json, results.json, ...)"})
     repo_id: str = field(metadata={"help": "target Hub repo, ORG/NAME"})
-    private: bool = field(default=False, metadata={"help": "create the repo as private"})
-    revision: str | None = field(default=None, metadata={"help": "branch to commit to (created from main if missing)"})
     adapter: bool = field(default=False, metadata={"help": "push the LoRA adapter in RUN_DIR/adapter/ instead of the full weights"})
     base_model: str | None = field(default=None, metadata={"help": "Hub id of the base model (required when the run started from a local folder and --adapter)"})
     model_label: str | None = field(default=None, metadata={"help": "this run's label in results.json (default: found by path)"})
     datasets: str | None = field(default=None, metadata={"help": "task=ORG/NAME pairs, comma-separated: the Hub datasets behind results.json's tasks (for model-index)"})
-    dry_run: bool = field(default=False, metadata={"help": "only stage: print the file list and the card, send nothing"})
-    exist_ok: bool = field(default=False, metadata={"help": "allow adding a commit to an existing repo"})
-    stage_dir: str | None = field(default=None, metadata={"help": "staging folder (default: a fresh temporary one)"})
 
 
-@dataclass
-class PushDatasetConfig:
+@dataclass(kw_only=True)
+class PushDatasetConfig(PushOptions):
     """Stage a dataset folder (<config>/<split>-*.parquet + README.md with configs:) and push it."""
 
     folder: str = field(metadata={"help": "dataset folder with README.md and <config>/<split>-*.parquet"})
     repo_id: str = field(metadata={"help": "target Hub dataset repo, ORG/NAME"})
-    private: bool = field(default=False, metadata={"help": "create the repo as private"})
-    revision: str | None = field(default=None, metadata={"help": "branch to commit to (created from main if missing)"})
-    dry_run: bool = field(default=False, metadata={"help": "only stage: print the file list and the card, send nothing"})
-    exist_ok: bool = field(default=False, metadata={"help": "allow adding a commit to an existing repo"})
-    stage_dir: str | None = field(default=None, metadata={"help": "staging folder (default: a fresh temporary one)"})
 
 
 @dataclass
@@ -178,18 +183,15 @@ def _pairs(text: str | None, flag: str) -> dict[str, str]:
 def run_push_model(cfg: PushModelConfig):
     from .hub import push_model
 
-    staged = push_model(cfg.run_dir, cfg.repo_id, private=cfg.private, revision=cfg.revision, adapter=cfg.adapter,
-                        dry_run=cfg.dry_run, exist_ok=cfg.exist_ok, base_model=cfg.base_model,
-                        model_label=cfg.model_label, dataset_ids=_pairs(cfg.datasets, "--datasets"),
-                        stage_dir=cfg.stage_dir)
+    staged = push_model(cfg.run_dir, cfg.repo_id, adapter=cfg.adapter, base_model=cfg.base_model,
+                        model_label=cfg.model_label, dataset_ids=_pairs(cfg.datasets, "--datasets"), **cfg.push_kwargs())
     return _report_push(staged, cfg.dry_run)
 
 
 def run_push_dataset(cfg: PushDatasetConfig):
     from .hub import push_dataset
 
-    staged = push_dataset(cfg.folder, cfg.repo_id, private=cfg.private, revision=cfg.revision, dry_run=cfg.dry_run,
-                          exist_ok=cfg.exist_ok, stage_dir=cfg.stage_dir)
+    staged = push_dataset(cfg.folder, cfg.repo_id, **cfg.push_kwargs())
     return _report_push(staged, cfg.dry_run)
 
 

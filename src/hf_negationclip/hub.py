@@ -343,6 +343,8 @@ def push_model(run_dir: str | Path, repo_id: str, *, private: bool = False, revi
     The staging folder (a fresh temporary one by default) is removed after a
     real push and kept after a dry run, so it can be inspected.
     """
+    if not dry_run:
+        _token(token)  # before copying gigabytes into a staging folder
     stage = _stage_root(stage_dir)
     staged = stage_model(run_dir, stage, repo_id, adapter=adapter, base_model=base_model, model_label=model_label,
                          dataset_ids=dataset_ids)
@@ -357,6 +359,8 @@ def push_dataset(folder: str | Path, repo_id: str, *, private: bool = False, rev
                  dry_run: bool = False, exist_ok: bool = False, stage_dir: str | Path | None = None,
                  token: str | None = None) -> StagedPush:
     """Stage a dataset folder (see :func:`stage_dataset`) and, unless ``dry_run``, push it."""
+    if not dry_run:
+        _token(token)
     stage = _stage_root(stage_dir)
     staged = stage_dataset(folder, stage, repo_id)
     try:
