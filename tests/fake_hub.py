@@ -26,6 +26,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, unquote
 
@@ -55,7 +56,13 @@ class Repo:
     repo_id: str
     private: bool
     sdk: str | None = None
-    branches: dict[str, list[Commit]] = field(default_factory=lambda: {"main": []})
+    branches: dict[str, list[Commit]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # like the real Hub, a new repo starts with one commit holding .gitattributes (not in FakeHub.commits)
+        initial = Commit(self.repo_type, self.repo_id, "main", "initial commit", _git_oid(self.repo_id.encode()),
+                         {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}, [])
+        self.branches.setdefault("main", [initial])
 
     def files(self, revision: str = "main") -> dict[str, bytes]:
         if revision not in self.branches:  # a commit sha
@@ -69,12 +76,11 @@ class Repo:
     def sha(self, revision: str = "main") -> str:
         if revision not in self.branches:
             return revision
-        commits = self.branches[revision]
-        return commits[-1].oid if commits else "0" * 40
+        return self.branches[revision][-1].oid
 
 
 def _apply(commits: list[Commit]) -> dict[str, bytes]:
-    tree = {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}
+    tree: dict[str, bytes] = {}
     for c in commits:
         for path in c.deleted:
             tree = {p: b for p, b in tree.items() if p != path and not p.startswith(path.rstrip("/") + "/")}
@@ -129,6 +135,25 @@ class FakeHub:
         set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(self.handler), follow_redirects=True,
                                                  event_hooks={"request": [_http.hf_request_event_hook]}))
         return self
+
+    @staticmethod
+    def buffered_preupload(original: Callable) -> Callable:
+        """A wrapper for ``HfApi.preupload_lfs_files`` that reads every file to upload into memory first.
+
+        ``Dataset(Dict).push_to_hub`` writes each shard to a temporary file and
+        deletes it right after preupload (on the real Hub the bytes went to LFS
+        storage by then); here files travel inside the commit, so they must
+        outlive preupload. The ``fake_hub`` fixture installs this wrapper.
+        """
+
+        def preupload_lfs_files(self, repo_id, additions, *args, **kwargs):
+            additions = list(additions)
+            for op in additions:
+                if isinstance(op.path_or_fileobj, (str, Path)):
+                    op.path_or_fileobj = Path(op.path_or_fileobj).read_bytes()
+            return original(self, repo_id, additions, *args, **kwargs)
+
+        return preupload_lfs_files
 
     @staticmethod
     def uninstall() -> None:

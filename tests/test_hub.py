@@ -307,13 +307,28 @@ def test_wheel_ships_every_card_template(tmp_path):
 
 
 def test_trainer_writes_the_card_with_the_checkpoint(world, tmp_path):
-    from hf_negationclip import PretrainConfig, WorldEvaluator, pretrain
+    from hf_negationclip import PretrainConfig, pretrain
 
-    cfg = PretrainConfig(world_dir=str(world), output_dir=str(tmp_path), epochs=1, batch_size=16, max_steps=2,
+    def evaluator(model, processor):  # any callable will do: the card must carry whatever it measured
+        probs = model.score([Image.new("RGB", (96, 96))], ["a red circle", "no red circle"], processor)
+        return {"negation_probe_accuracy": {"value": float(probs[0, 1]), "chance": 0.5, "n": 1}}
+
+    cfg = PretrainConfig(world_dir=str(world), output_dir=str(tmp_path), epochs=1, batch_size=16, max_steps=1, cache_images=False,
                          show_progress=False, save_steps=0, log_steps=1)
-    pretrain(cfg, WorldEvaluator(world, "val", probe_items=8))
+    pretrain(cfg, evaluator)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     meta = _front_matter((tmp_path / "README.md").read_text())
     values = _model_index_values(meta)
     assert values and values == {f"world/{k}": v["value"] for k, v in metrics.items() if isinstance(v, dict)}
     assert "baseline" in (tmp_path / "README.md").read_text()  # affirmative captions only: not called a NegationCLIP
+
+
+def test_fake_hub_takes_datasets_own_push_to_hub(tmp_path, fake_hub):
+    """Other engineers may push with ``DatasetDict.push_to_hub``: the fixture serves that path too."""
+    import datasets
+
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"phrase": ["no dog", "a cat"]})}).push_to_hub(
+        "org/pushed", config_name="scene")
+    assert [c.message for c in fake_hub.commits] == ["Upload dataset"]
+    loaded = datasets.load_dataset("org/pushed", "scene", cache_dir=str(tmp_path / "cache"))
+    assert loaded["test"]["phrase"] == ["no dog", "a cat"]
