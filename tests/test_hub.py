@@ -199,7 +199,7 @@ def test_dataset_card_helper_writes_configs_and_stats(dataset_dir):
     assert "- scene/test: 3 rows" in text and "- `image`: Image" in text and "- `label`: Value(int64)" in text
 
 
-def test_push_dataset_and_load_dataset_round_trip(dataset_dir, tmp_path, fake_hub):
+def test_push_dataset_and_load_dataset_round_trip(dataset_dir, tmp_path, fake_hub, monkeypatch):
     import datasets
 
     push_dataset(dataset_dir, DATA_REPO)
@@ -211,6 +211,14 @@ def test_push_dataset_and_load_dataset_round_trip(dataset_dir, tmp_path, fake_hu
     assert {s: len(d) for s, d in ds.items()} == {"test": 3, "validation": 2}
     assert ds["test"]["phrase"] == local["test"]["phrase"]
     assert ds["test"][2]["image"].getpixel((0, 0)) == (80, 0, 0)
+    # HF_HUB_OFFLINE=1 with a warm cache: load_dataset answers without a single request
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    n_requests = len(fake_hub.requests)
+    offline = datasets.load_dataset(DATA_REPO, "scene", cache_dir=str(tmp_path / "ds-cache"))
+    assert offline["test"]["phrase"] == local["test"]["phrase"] and fake_hub.requests[n_requests:] == []
 
 
 def test_push_dataset_refuses_a_folder_without_configs(tmp_path):
@@ -332,3 +340,16 @@ def test_fake_hub_takes_datasets_own_push_to_hub(tmp_path, fake_hub):
     assert [c.message for c in fake_hub.commits] == ["Upload dataset"]
     loaded = datasets.load_dataset("org/pushed", "scene", cache_dir=str(tmp_path / "cache"))
     assert loaded["test"]["phrase"] == ["no dog", "a cat"]
+
+
+def test_many_files_go_through_huggingface_hubs_batched_uploader(tmp_path, fake_hub, capsys):
+    """A big folder is split into several commits by huggingface_hub itself (no loop of ours); pull reads it back."""
+    folder = tmp_path / "big"
+    for i in range(300):
+        (folder / f"shard_{i // 100}").mkdir(parents=True, exist_ok=True)
+        (folder / f"shard_{i // 100}" / f"{i:04d}.json").write_text(json.dumps({"i": i}))
+    push_folder(folder, "org/big", "dataset", commit_message="Upload big")
+    messages = [c.message for c in fake_hub.commits]
+    assert len(messages) >= 2 and messages[0] == "Upload big" and messages[1] == "Upload big (part 2)"
+    assert main(["pull", "org/big", "--repo_type", "dataset", "--local_dir", str(tmp_path / "copy")]) == 0
+    assert len(list((tmp_path / "copy").glob("shard_*/*.json"))) == 300
