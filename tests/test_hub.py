@@ -155,6 +155,7 @@ def test_push_adapter_names_its_base_by_hub_id(run_dir, tmp_path):
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer.json"} <= set(staged.files)
     assert "model.safetensors" not in staged.files
     assert json.loads((staged.folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "org/tiny-clip-base"
+    assert json.loads((staged.folder / "training_config.json").read_text())["preset"] == "org/tiny-clip-base"
     meta = _front_matter(staged.card)
     assert meta["base_model"] == "org/tiny-clip-base" and meta["library_name"] == "peft"
     assert str(run_dir.parent) not in staged.card
@@ -250,12 +251,18 @@ def test_missing_token_is_a_clear_error(tmp_path, fake_hub, monkeypatch, capsys)
     assert fake_hub.requests == []
 
 
-def test_rejected_token_is_a_clear_error_and_never_echoed(tmp_path, fake_hub, monkeypatch):
+def test_rejected_token_is_a_clear_error_and_never_echoed(run_dir, tmp_path, fake_hub, monkeypatch):
+    import tempfile
+
     monkeypatch.setenv("HF_TOKEN", "hf_wrong_secret")
     with pytest.raises(HubError, match="401") as err:
         push_folder(_small_folder(tmp_path), "org/space", "space")
     assert "hf_wrong_secret" not in str(err.value)
-    assert fake_hub.repos == {}
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    with pytest.raises(HubError, match="401"):
+        push_model(run_dir, MODEL_REPO)
+    assert fake_hub.repos == {} and list((tmp_path / "tmp").iterdir()) == []  # the staging folder is gone too
 
 
 def test_existing_repo_needs_consent(tmp_path, fake_hub):

@@ -129,19 +129,18 @@ def stage_model(run_dir: str | Path, stage_dir: str | Path, repo_id: str, *, ada
     stage.mkdir(parents=True, exist_ok=True)
     if any(stage.iterdir()):
         raise ValueError(f"staging folder {stage} is not empty")
-    copied = _copy_matching(run_dir, stage, RUN_FILES)
-    _stage_training_config(stage, base_model)
+    base = base_model
     if adapter:
-        copied += _stage_adapter(run_dir, stage, base_model)
-        copied += _copy_matching(run_dir, stage, PROCESSOR_FILES)
+        base = _stage_adapter(run_dir, stage, base_model)
+        _copy_matching(run_dir, stage, PROCESSOR_FILES)
     else:
-        copied += _copy_matching(run_dir, stage, WEIGHT_FILES + PROCESSOR_FILES)
+        _copy_matching(run_dir, stage, WEIGHT_FILES + PROCESSOR_FILES)
         if (run_dir / "text_encoder" / "config.json").exists():
-            copied += [f"text_encoder/{n}" for n in _copy_matching(run_dir / "text_encoder", stage / "text_encoder",
-                                                                  TEXT_ENCODER_FILES)]
-    copied += _stage_results(run_dir, stage, model_label)
-    base_for_card = base_model or (_adapter_base(stage) if adapter else None)
-    card = write_model_card(run_dir, stage, repo_id=repo_id, base_model=base_for_card, model_label=model_label,
+            _copy_matching(run_dir / "text_encoder", stage / "text_encoder", TEXT_ENCODER_FILES)
+    _copy_matching(run_dir, stage, RUN_FILES)
+    _stage_training_config(stage, base)
+    _stage_results(run_dir, stage, model_label)
+    card = write_model_card(run_dir, stage, repo_id=repo_id, base_model=base, model_label=model_label,
                             dataset_ids=dataset_ids, adapter=adapter).read_text()
     files = _listing(stage)
     skipped = sorted(set(_listing(run_dir)) - set(files) - {"README.md"})
@@ -157,25 +156,20 @@ def _stage_training_config(stage: Path, base_model: str | None) -> None:
         path.write_text(json.dumps(public, indent=2) + "\n")
 
 
-def _stage_results(run_dir: Path, stage: Path, model_label: str | None) -> list[str]:
+def _stage_results(run_dir: Path, stage: Path, model_label: str | None) -> None:
     """The run's ``results.json`` (found beside or above the run), model paths cut to their folder names."""
     found = load_run_results(run_dir, model_label)
     if found is None or not found["source"].endswith("results.json"):
-        return []
+        return
     results = json.loads(Path(found["source"]).read_text())
     for entry in results.get("models", {}).values():
         if isinstance(entry, dict) and entry.get("path") and not is_hub_id(entry["path"]):
             entry["path"] = Path(entry["path"]).name  # a local path means nothing on the Hub
     (stage / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    return ["results.json"]
 
 
-def _adapter_base(stage: Path) -> str | None:
-    cfg = json.loads((stage / "adapter_config.json").read_text())
-    return cfg.get("base_model_name_or_path")
-
-
-def _stage_adapter(run_dir: Path, stage: Path, base_model: str | None) -> list[str]:
+def _stage_adapter(run_dir: Path, stage: Path, base_model: str | None) -> str:
+    """Stage ``RUN_DIR/adapter/`` at the repo root, its base named by Hub id; returns that id."""
     src = run_dir / "adapter"
     if not (src / "adapter_config.json").exists():
         raise FileNotFoundError(f"--adapter: {src}/adapter_config.json does not exist (was the run trained with LoRA?)")
@@ -190,7 +184,7 @@ def _stage_adapter(run_dir: Path, stage: Path, base_model: str | None) -> list[s
         raise FileNotFoundError(f"{src} has no adapter_model.safetensors")
     cfg["base_model_name_or_path"] = base  # peft records the local path it trained from
     (stage / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    return copied
+    return base
 
 
 def stage_dataset(folder: str | Path, stage_dir: str | Path, repo_id: str) -> StagedPush:
@@ -321,53 +315,47 @@ def _remove_created(api, repo_id: str, repo_type: str) -> str:
         return f"could not delete the new, empty repo {repo_id} ({type(err).__name__}): delete it by hand"
 
 
-def _push_staged(staged: StagedPush, *, dry_run: bool, **push_kwargs) -> StagedPush:
-    if dry_run:
+def _stage_and_push(stage_fn, stage_dir: str | Path | None, dry_run: bool, token: str | None,
+                    **push_kwargs) -> StagedPush:
+    """Stage into ``stage_dir`` (default: a fresh temporary folder), then push unless ``dry_run``.
+
+    A temporary staging folder is removed after a push or a failure and kept
+    after a dry run, so it can be inspected.
+    """
+    if not dry_run:
+        _token(token)  # before copying gigabytes into a staging folder
+    stage = Path(stage_dir) if stage_dir else Path(tempfile.mkdtemp(prefix="hf-negationclip-stage-"))
+    keep = False
+    try:
+        staged = stage_fn(stage)
+        if dry_run:
+            keep = True
+            return staged
+        info = push_folder(staged.folder, staged.repo_id, staged.repo_type, commit_message=staged.commit_message,
+                           token=token, **push_kwargs)
+        staged.commit_url = info.commit_url
         return staged
-    info = push_folder(staged.folder, staged.repo_id, staged.repo_type, commit_message=staged.commit_message,
-                       **push_kwargs)
-    staged.commit_url = info.commit_url
-    return staged
-
-
-def _stage_root(stage_dir: str | Path | None) -> Path:
-    return Path(stage_dir) if stage_dir else Path(tempfile.mkdtemp(prefix="hf-negationclip-stage-"))
+    finally:
+        if stage_dir is None and not keep:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def push_model(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
                adapter: bool = False, dry_run: bool = False, exist_ok: bool = False, base_model: str | None = None,
                model_label: str | None = None, dataset_ids: dict[str, str] | None = None,
                stage_dir: str | Path | None = None, token: str | None = None) -> StagedPush:
-    """Stage a run folder (see :func:`stage_model`) and, unless ``dry_run``, push it in one commit.
-
-    The staging folder (a fresh temporary one by default) is removed after a
-    real push and kept after a dry run, so it can be inspected.
-    """
-    if not dry_run:
-        _token(token)  # before copying gigabytes into a staging folder
-    stage = _stage_root(stage_dir)
-    staged = stage_model(run_dir, stage, repo_id, adapter=adapter, base_model=base_model, model_label=model_label,
-                         dataset_ids=dataset_ids)
-    try:
-        return _push_staged(staged, dry_run=dry_run, private=private, revision=revision, exist_ok=exist_ok, token=token)
-    finally:
-        if not dry_run and stage_dir is None:
-            shutil.rmtree(stage, ignore_errors=True)
+    """Stage a run folder (see :func:`stage_model`) and, unless ``dry_run``, push it in one commit."""
+    return _stage_and_push(lambda stage: stage_model(run_dir, stage, repo_id, adapter=adapter, base_model=base_model,
+                                                     model_label=model_label, dataset_ids=dataset_ids),
+                           stage_dir, dry_run, token, private=private, revision=revision, exist_ok=exist_ok)
 
 
 def push_dataset(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
                  dry_run: bool = False, exist_ok: bool = False, stage_dir: str | Path | None = None,
                  token: str | None = None) -> StagedPush:
     """Stage a dataset folder (see :func:`stage_dataset`) and, unless ``dry_run``, push it."""
-    if not dry_run:
-        _token(token)
-    stage = _stage_root(stage_dir)
-    staged = stage_dataset(folder, stage, repo_id)
-    try:
-        return _push_staged(staged, dry_run=dry_run, private=private, revision=revision, exist_ok=exist_ok, token=token)
-    finally:
-        if not dry_run and stage_dir is None:
-            shutil.rmtree(stage, ignore_errors=True)
+    return _stage_and_push(lambda stage: stage_dataset(folder, stage, repo_id), stage_dir, dry_run, token,
+                           private=private, revision=revision, exist_ok=exist_ok)
 
 
 def pull(repo_id: str, repo_type: str = "model", *, revision: str | None = None, local_dir: str | Path | None = None,
