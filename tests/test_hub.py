@@ -16,7 +16,8 @@ from hf_negationclip.hub import HubError, push_dataset, push_folder, push_model,
 MODEL_REPO, DATA_REPO = "org/negationclip", "org/negrefcocog"
 RUN_FILES = {"config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
              "training_config.json", "results.json", "train_log.jsonl", "loss.png", "text_encoder/config.json",
-             "text_encoder/model.safetensors", "README.md"}
+             "text_encoder/model.safetensors", "text_encoder/tokenizer.json", "text_encoder/tokenizer_config.json",
+             "README.md"}
 
 
 def _results(run: Path, baseline: Path) -> dict:
@@ -45,14 +46,14 @@ def run_dir(tmp_path_factory):
     model.save_pretrained(run)
     load_processor().save_pretrained(run)
     CLIPTextModel.from_pretrained(run).save_pretrained(run / "text_encoder")
+    load_processor().tokenizer.save_pretrained(run / "text_encoder")  # as the fine-tuner exports it
     lora = LoraConfig(r=2, target_modules=r".*text_model\.encoder\.layers\.\d+\.self_attn\.(q_proj|v_proj)")
     peft_model = get_peft_model(NegationCLIPModel(tiny_clip_config()), lora)
     peft_model.peft_config["default"].base_model_name_or_path = str(baseline)  # what peft records: a local path
     peft_model.save_pretrained(run / "adapter")
-    (run / "training_config.json").write_text(json.dumps(
-        {"preset": str(baseline), "world_dir": str(world), "captions_file": str(root / "corpus" / "negated_captions_train.json"),
-         "caption_field": "updated_caption", "learning_rate": 1e-6, "batch_size": 512, "epochs": 15,
-         "lock_image_tower": True}, indent=2))
+    (run / "training_config.json").write_text(json.dumps(  # the fine-tuning config's shape (training.finetune)
+        {"preset": str(baseline), "output_dir": str(run), "recipe": "paper", "corpus_dir": str(root / "corpus"),
+         "corpus_file": None, "train": "lora-text", "learning_rate": 1e-6, "batch_size": 512, "epochs": 15}, indent=2))
     baseline.mkdir()
     (baseline / "training_config.json").write_text(json.dumps({"preset": "tiny", "world_dir": str(world)}))
     (root / "results.json").write_text(json.dumps(_results(run, baseline), indent=2))  # beside the runs, as the harness writes it

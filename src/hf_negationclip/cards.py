@@ -109,7 +109,7 @@ def resolve_base_model(training_config: dict, override: str | None = None, _dept
 def _scene_world_dir(training_config: dict) -> Path | None:
     """The scene world a run trained on, found by its ``world.json`` near any path in the config."""
     for key, value in training_config.items():
-        if not isinstance(value, str) or not key.endswith(("_dir", "_file", "_path")):
+        if not isinstance(value, str) or not key.endswith(("_dir", "_file", "_path")) or key == "output_dir":
             continue
         for folder in [Path(value), *list(Path(value).parents)[:3]]:
             for candidate in (folder, folder / "world"):  # a corpus folder usually sits beside its world
@@ -134,7 +134,7 @@ def load_run_results(run_dir: str | Path, model_label: str | None = None) -> dic
     if metrics is None:
         return None
     # the pretrain evaluator's flat file: {name: {"value", "chance", "n"}} plus bookkeeping numbers
-    converted = {f"world/{k}": v for k, v in metrics.items() if isinstance(v, dict) and "value" in v}
+    converted = {(k if "/" in k else f"world/{k}"): v for k, v in metrics.items() if isinstance(v, dict) and "value" in v}
     return {"label": run_dir.name, "metrics": converted, "others": {}, "source": str(run_dir / "metrics.json")}
 
 
@@ -218,8 +218,9 @@ def model_card_context(run_dir: str | Path, *, repo_id: str | None = None, base_
         "on_hub": repo_id is not None, "base": base, "adapter": adapter,
         "has_text_encoder": (run_dir / "text_encoder" / "config.json").exists(),
         "negation_finetuned": is_negation_finetune(config) if negation_finetuned is None else negation_finetuned,
-        "vision_frozen": any(config.get(k) for k in ("lock_image_tower", "freeze_vision", "lock_image")),
-        "lora": adapter or bool(config.get("lora") or config.get("use_lora") or (run_dir / "adapter").is_dir()),
+        "vision_frozen": (any(config.get(k) for k in ("lock_image_tower", "freeze_vision", "lock_image"))
+                          or config.get("train") in ("text", "lora-text")),
+        "lora": adapter or str(config.get("train", "")).startswith("lora") or (run_dir / "adapter").is_dir(),
         "recipe": {k: v for k, v in public.items() if not isinstance(v, (dict, list))},
         "recipe_nested": {k: v for k, v in public.items() if isinstance(v, (dict, list))},
         "data_paths": {k: v for k, v in public.items()
@@ -237,7 +238,10 @@ def model_card_context(run_dir: str | Path, *, repo_id: str | None = None, base_
 
 def is_negation_finetune(training_config: dict) -> bool:
     """Whether a run trained on negated captions (the corpus file, its field or a corpus folder in its config)."""
-    if training_config.get("caption_field") == "updated_caption" or training_config.get("corpus_dir"):
+    # the fine-tuning config always carries corpus_dir / corpus_file (maybe null); pre-training has neither
+    if "corpus_dir" in training_config or "corpus_file" in training_config:
+        return True
+    if training_config.get("caption_field") == "updated_caption":
         return True
     return any(isinstance(v, str) and "negated_captions" in v for v in training_config.values())
 

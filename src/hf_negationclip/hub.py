@@ -136,7 +136,7 @@ def stage_model(run_dir: str | Path, stage_dir: str | Path, repo_id: str, *, ada
     else:
         _copy_matching(run_dir, stage, WEIGHT_FILES + PROCESSOR_FILES)
         if (run_dir / "text_encoder" / "config.json").exists():
-            _copy_matching(run_dir / "text_encoder", stage / "text_encoder", TEXT_ENCODER_FILES)
+            _copy_matching(run_dir / "text_encoder", stage / "text_encoder", TEXT_ENCODER_FILES + PROCESSOR_FILES)
     _copy_matching(run_dir, stage, RUN_FILES)
     _stage_training_config(stage, base)
     _stage_results(run_dir, stage, model_label)
