@@ -26,3 +26,23 @@ def tiny_checkpoints(tmp_path_factory):
         load_processor().save_pretrained(folder)
         out[label] = folder
     return out
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """An in-process fake Hub (tests/fake_hub.py) behind huggingface_hub's HTTP client, with a valid HF_TOKEN.
+
+    ``fake_hub.commits`` records every commit, ``fake_hub.files(repo_id, repo_type)`` serves a repo's files,
+    ``fake_hub.fail = lambda request: ...`` injects failures; retries do not sleep; ``Dataset.push_to_hub`` works.
+    """
+    import huggingface_hub.constants
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import _http
+
+    from fake_hub import FakeHub
+
+    hub = FakeHub().install()
+    monkeypatch.setattr(HfApi, "preupload_lfs_files", FakeHub.buffered_preupload(HfApi.preupload_lfs_files))
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_write_token")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
+    monkeypatch.setattr(_http.time, "sleep", lambda seconds: None)
+    yield hub
+    FakeHub.uninstall()

@@ -171,13 +171,16 @@ def test_staged_space_app_builds_the_demo(tmp_path, monkeypatch, tiny_checkpoint
     assert not (tmp_path / "results.json").exists()
 
 
-def test_push_space_refuses_local_folders_and_reports_missing_hub_code(tmp_path, capsys, tiny_checkpoints):
+def test_push_space_refuses_local_folders_and_uploads_through_the_hub_code(tmp_path, capsys, tiny_checkpoints, fake_hub):
     folder = str(tiny_checkpoints["clip-a"])
     assert main(["push-space", "--repo_id", "me/s", "--model", folder, "--out_dir", str(tmp_path)]) == 2
     assert "not a Hub model id" in capsys.readouterr().err
-    try:
-        from hf_negationclip.hub import push_folder  # noqa: F401
-    except ImportError:
-        assert main(["push-space", "--repo_id", "me/s", "--model", "org/m", "--out_dir", str(tmp_path)]) == 2
-        err = capsys.readouterr().err
-        assert "needs hf_negationclip.hub.push_folder" in err and "is staged" in err
+    assert main(["push-space", "--repo_id", "me/space", "--model", "org/m", "--out_dir", str(tmp_path / "s")]) == 0
+    files = fake_hub.files("me/space", "space")
+    assert {"app.py", "requirements.txt", "README.md"} <= set(files)
+    assert "sdk: gradio" in files["README.md"].decode()
+    # a second push needs consent, and leaves the Space as it was
+    assert main(["push-space", "--repo_id", "me/space", "--model", "org/m", "--out_dir", str(tmp_path / "s")]) == 2
+    assert "exist" in capsys.readouterr().err
+    assert main(["push-space", "--repo_id", "me/space", "--model", "org/m", "--out_dir", str(tmp_path / "s"),
+                 "--exist_ok"]) == 0

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -34,6 +33,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from . import synthetic
 from .benchmarks import ChoiceItem, WorldImage, build_negation_probe
+from .cards import is_hub_id
 from .modeling import MAX_TEXT_LENGTH, NegationCLIPModel, load_processor
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ DEFAULT_DEMO_DIR = "runs/demo"
 DEFAULT_MODELS: tuple[tuple[str, str], ...] = (("CLIP (baseline)", "baseline"), ("NegationCLIP", "best"))
 DEFAULT_RESULTS = "results.json"
 #: ``name`` or ``org/name``, as the Hub spells repository ids
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
 class AppInputError(ValueError):
@@ -65,11 +64,6 @@ class LoadedModel:
     def max_text_tokens(self) -> int:
         limit = getattr(self.processor.tokenizer, "model_max_length", MAX_TEXT_LENGTH)
         return int(limit) if limit and limit < 100_000 else MAX_TEXT_LENGTH
-
-
-def is_hub_id(source: str) -> bool:
-    """True for ``name`` / ``org/name`` strings that are not an existing local path."""
-    return not Path(source).exists() and bool(_HUB_ID.match(source))
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:

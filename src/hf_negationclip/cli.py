@@ -94,7 +94,50 @@ class PushSpaceConfig:
     requirement: str = field(default=f"hf-negationclip[app]=={__version__}", metadata={
         "help": "pip requirement that installs this package in the Space (e.g. a git URL)"})
     private: bool = field(default=False, metadata={"help": "create the Space private"})
+    exist_ok: bool = field(default=False, metadata={"help": "allow a new commit to an existing Space"})
     dry_run: bool = field(default=False, metadata={"help": "stage the folder and list its files; upload nothing"})
+class PushOptions:
+    """What every push shares (models, datasets; Spaces reuse it)."""
+
+    private: bool = field(default=False, metadata={"help": "create the repo as private"})
+    revision: str | None = field(default=None, metadata={"help": "branch to commit to (created from main if missing)"})
+    dry_run: bool = field(default=False, metadata={"help": "only stage: print the file list and the card, send nothing"})
+    exist_ok: bool = field(default=False, metadata={"help": "allow adding a commit to an existing repo"})
+    stage_dir: str | None = field(default=None, metadata={"help": "staging folder (default: a fresh temporary one)"})
+
+    def push_kwargs(self) -> dict:
+        return dict(private=self.private, revision=self.revision, dry_run=self.dry_run, exist_ok=self.exist_ok,
+                    stage_dir=self.stage_dir)
+
+
+@dataclass(kw_only=True)
+class PushModelConfig(PushOptions):
+    """Stage a run folder (checkpoint, card, results, logs, plots) and push it to a Hub model repo."""
+
+    run_dir: str = field(metadata={"help": "run folder (a saved checkpoint with training_config.json, results.json, ...)"})
+    repo_id: str = field(metadata={"help": "target Hub repo, ORG/NAME"})
+    adapter: bool = field(default=False, metadata={"help": "push the LoRA adapter in RUN_DIR/adapter/ instead of the full weights"})
+    base_model: str | None = field(default=None, metadata={"help": "Hub id of the base model (required when the run started from a local folder and --adapter)"})
+    model_label: str | None = field(default=None, metadata={"help": "this run's label in results.json (default: found by path)"})
+    datasets: str | None = field(default=None, metadata={"help": "task=ORG/NAME pairs, comma-separated: the Hub datasets behind results.json's tasks (for model-index)"})
+
+
+@dataclass(kw_only=True)
+class PushDatasetConfig(PushOptions):
+    """Stage a dataset folder (<config>/<split>-*.parquet + README.md with configs:) and push it."""
+
+    folder: str = field(metadata={"help": "dataset folder with README.md and <config>/<split>-*.parquet"})
+    repo_id: str = field(metadata={"help": "target Hub dataset repo, ORG/NAME"})
+
+
+@dataclass
+class PullConfig:
+    """Download a model, dataset or Space repo (works offline from the cache with HF_HUB_OFFLINE=1)."""
+
+    repo_id: str = field(metadata={"help": "Hub repo, ORG/NAME"})
+    repo_type: str = field(default="model", metadata={"help": "model | dataset | space"})
+    revision: str | None = field(default=None, metadata={"help": "branch, tag or commit"})
+    local_dir: str | None = field(default=None, metadata={"help": "copy the files here (default: the Hub cache only)"})
 
 
 def run_world(cfg: WorldConfig) -> dict:
@@ -175,9 +218,53 @@ def run_push_space(cfg: PushSpaceConfig) -> list[Path]:
     if cfg.dry_run:
         print("dry run: nothing uploaded")
     else:
-        push_space(cfg.out_dir, cfg.repo_id, cfg.private)
+        push_space(cfg.out_dir, cfg.repo_id, cfg.private, cfg.exist_ok)
         print(f"uploaded to https://huggingface.co/spaces/{cfg.repo_id}")
     return files
+def _report_push(staged, dry_run: bool):
+    print(f"staged {len(staged.files)} files in {staged.folder}:\n{staged.tree()}")
+    if staged.skipped:
+        groups: dict[str, int] = {}
+        for rel in staged.skipped:  # one entry per top-level folder: checkpoints/ holds many files
+            top = rel.split("/")[0] + ("/" if "/" in rel else "")
+            groups[top] = groups.get(top, 0) + 1
+        print("left out: " + ", ".join(f"{k} ({n} files)" if n > 1 else k for k, n in groups.items()))
+    if dry_run:
+        print(f"\n--- README.md ---\n{staged.card}\n--- dry run: nothing was sent (commit would be "
+              f"{staged.commit_message!r}) ---")
+    else:
+        print(f"pushed to {staged.repo_id}: {staged.commit_url}")
+    return staged
+
+
+def _pairs(text: str | None, flag: str) -> dict[str, str]:
+    pairs = [item.split("=") for item in (text or "").split(",") if item.strip()]
+    if any(len(p) != 2 for p in pairs):
+        raise ValueError(f"{flag} must look like 'task=ORG/NAME,task2=ORG/NAME2', got {text!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def run_push_model(cfg: PushModelConfig):
+    from .hub import push_model
+
+    staged = push_model(cfg.run_dir, cfg.repo_id, adapter=cfg.adapter, base_model=cfg.base_model,
+                        model_label=cfg.model_label, dataset_ids=_pairs(cfg.datasets, "--datasets"), **cfg.push_kwargs())
+    return _report_push(staged, cfg.dry_run)
+
+
+def run_push_dataset(cfg: PushDatasetConfig):
+    from .hub import push_dataset
+
+    staged = push_dataset(cfg.folder, cfg.repo_id, **cfg.push_kwargs())
+    return _report_push(staged, cfg.dry_run)
+
+
+def run_pull(cfg: PullConfig) -> Path:
+    from .hub import pull
+
+    path = pull(cfg.repo_id, cfg.repo_type, revision=cfg.revision, local_dir=cfg.local_dir)
+    print(path)
+    return path
 
 
 def _commands() -> dict[str, tuple[type, Callable]]:
@@ -190,6 +277,9 @@ def _commands() -> dict[str, tuple[type, Callable]]:
         "demo": (DemoConfig, run_demo),
         "app": (AppConfig, run_app),
         "push-space": (PushSpaceConfig, run_push_space),
+        "push-model": (PushModelConfig, run_push_model),
+        "push-dataset": (PushDatasetConfig, run_push_dataset),
+        "pull": (PullConfig, run_pull),
     }
 
 
@@ -200,12 +290,20 @@ _SUMMARY = {
     "demo": "world + pretrain + evaluate: the whole loop on the embedded default",
     "app": "the Gradio app: compare CLIP checkpoints on negation in the browser",
     "push-space": "stage the app as a Hugging Face Space (--dry_run) and upload it",
+    "push-model": "stage a run (checkpoint, generated card, results) and push it to the Hub (--dry_run: stage only)",
+    "push-dataset": "stage a parquet dataset folder with its card and push it to the Hub (--dry_run: stage only)",
+    "pull": "download a model / dataset / Space repo (offline from the cache with HF_HUB_OFFLINE=1)",
 }
+
+
+# commands whose first argument may be given without its flag: `push-model RUN_DIR --repo_id ...`
+_POSITIONAL = {"push-model": "run_dir", "push-dataset": "folder", "pull": "repo_id"}
 
 
 def _usage() -> str:
     lines = ["usage: hf-negationclip <command> [options]   (hf-negationclip <command> --help for options)", "", "commands:"]
     lines += [f"  {name:<11} {text}" for name, text in _SUMMARY.items()]
+    lines += [f"  {name:<12} {text}" for name, text in _SUMMARY.items()]
     return "\n".join(lines)
 
 
@@ -243,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     from .corpus import CorpusFormatError
+    from .hub import HubError
 
     commands = _commands()
     name, rest = argv[0], argv[1:]
@@ -252,13 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import HfArgumentParser
 
     config_cls, fn = commands[name]
+    if name in _POSITIONAL and rest and not rest[0].startswith("-"):
+        rest = [f"--{_POSITIONAL[name]}", *rest]
     parser = HfArgumentParser(config_cls, prog=f"hf-negationclip {name}", description=_SUMMARY[name])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is noise here
     try:
         (cfg,) = parser.parse_args_into_dataclasses(_merge_repeated_list_flags(config_cls, rest))
         fn(cfg)
-    except (ValueError, OSError, KeyError, ImportError, CorpusFormatError) as err:
+    except (ValueError, OSError, KeyError, ImportError, CorpusFormatError, HubError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -80,12 +80,9 @@ def stage_space(out_dir: str | os.PathLike, models: Sequence[str], title: str = 
     return sorted(p for p in out.iterdir() if p.is_file())
 
 
-def push_space(folder: str | os.PathLike, repo_id: str, private: bool = False):
-    """Upload a staged Space folder through the Hub tooling (``hf_negationclip.hub.push_folder``)."""
-    try:
-        from .hub import push_folder
-    except ImportError as err:
-        raise ImportError(f"uploading needs hf_negationclip.hub.push_folder (the Hub tooling), which this "
-                          f"installation lacks ({err}); the folder {folder} is staged: upload it with "
-                          f"`hf upload --repo-type space {repo_id} {folder}`") from err
-    return push_folder(folder, repo_id, repo_type="space", private=private)
+def push_space(folder: str | os.PathLike, repo_id: str, private: bool = False, exist_ok: bool = False):
+    """Upload a staged Space folder through the Hub tooling's one code path (``hub.push_folder``)."""
+    from .hub import push_folder
+
+    return push_folder(folder, repo_id, repo_type="space", private=private, exist_ok=exist_ok,
+                       commit_message=f"Upload the {repo_id.split('/')[-1]} Space")

@@ -237,12 +237,22 @@ def plot_loss(history: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _write_card(out: Path) -> None:
+    """The model card (README.md) beside every saved checkpoint; a card problem never costs the run."""
+    from .cards import write_model_card
+
+    try:
+        write_model_card(out)
+    except (ValueError, OSError, KeyError) as err:
+        logger.warning("could not write the model card in %s: %s", out, err)
+
+
 def pretrain(cfg: PretrainConfig, evaluator: Evaluator | None = None) -> dict:
     """Train a model from ``cfg.preset`` on the captions, save it and (optionally) evaluate it.
 
     Writes to ``cfg.output_dir``: the checkpoint (``model.safetensors``,
     ``config.json``, processor files), ``training_config.json``,
-    ``train_log.jsonl``, ``loss.png`` and, with an evaluator, ``metrics.json``.
+    ``train_log.jsonl``, ``loss.png``, ``README.md`` (the model card) and, with an evaluator, ``metrics.json``.
     Returns ``{"output_dir", "history", "metrics", "train_seconds"}``.
     """
     out = Path(cfg.output_dir)
@@ -270,4 +280,5 @@ def pretrain(cfg: PretrainConfig, evaluator: Evaluator | None = None) -> dict:
         metrics = {**evaluator(model, processor), "train_seconds": round(train_seconds, 1),
                    "train_images": len(data), "steps": history[-1]["step"] if history else 0}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _write_card(out)
     return {"output_dir": str(out), "history": history, "metrics": metrics, "train_seconds": train_seconds}
