@@ -96,6 +96,9 @@ class PushSpaceConfig:
     private: bool = field(default=False, metadata={"help": "create the Space private"})
     exist_ok: bool = field(default=False, metadata={"help": "allow a new commit to an existing Space"})
     dry_run: bool = field(default=False, metadata={"help": "stage the folder and list its files; upload nothing"})
+
+
+@dataclass
 class PushOptions:
     """What every push shares (models, datasets; Spaces reuse it)."""
 
