@@ -28,7 +28,7 @@ def test_transformers_backends_reject_garbage_with_reasons(world, tiny_models, t
     lm, llava = tiny_models
     cfg = CorpusConfig(world_dir=str(world), output_dir=str(tmp_path), splits="val", backend="transformers",
                        lm_model=str(lm), verifiers="annotations+mllm", mllm_model=str(llava), max_images=3,
-                       captions_per_image=2, batch_size=4, show_progress=False)
+                       captions_per_image=2, batch_size=4, max_new_tokens=12, show_progress=False)
     summary = run_corpus(cfg)
     records = list(iter_split_records(tmp_path, "val"))
     assert len(records) >= 6 and all(r["status"] == "rejected" and r["reason"] for r in records)

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -56,6 +56,7 @@ class CorpusConfig:
     max_in_flight: int = field(default=8, metadata={"help": "openai backend: concurrent requests"})
     request_timeout: float = field(default=60.0, metadata={"help": "openai backend: seconds per request"})
     max_retries: int = field(default=4, metadata={"help": "openai backend: retries on 429/5xx/timeouts"})
+    max_new_tokens: int = field(default=48, metadata={"help": "model backends: tokens generated per answer"})
     num_shards: int = field(default=1, metadata={"help": "split the job over this many machines"})
     shard_index: int = field(default=0, metadata={"help": "this machine's shard (0-based)"})
     batch_size: int = field(default=64, metadata={"help": "jobs per backend call and per JSONL flush"})
@@ -337,17 +338,36 @@ def run_corpus(cfg: CorpusConfig) -> dict:
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = [s.strip() for s in cfg.splits.split(",") if s.strip()] or discover_splits(cfg.root)
-    (out_dir / "corpus_config.json").write_text(json.dumps(cfg.public_dict(), indent=2, sort_keys=True))
+    cfg, state = _per_process(cfg)
+    if state is None or state.is_main_process:
+        (out_dir / "corpus_config.json").write_text(json.dumps(cfg.public_dict(), indent=2, sort_keys=True))
     stats, cache = CorpusStats(), {}
     text_backend = make_text_backend(cfg)
     for split in splits:
         stats = run_split(cfg, split, text_backend, stats, cache)
     summary = {"splits": {}, "counts": dict(sorted(stats.counts.items()))}
+    if state is not None:
+        state.wait_for_everyone()  # the export reads every process's shard file
+        if not state.is_main_process:
+            return summary
     if cfg.export:
         for split in splits:
             summary["splits"][split] = export_split(cfg.output_dir, split, image_dir=_image_dir(cfg, split))
     write_stats(out_dir, stats, summary)
     return summary
+
+
+def _per_process(cfg: CorpusConfig):
+    """Under ``accelerate launch``, each process of the model backends takes its own slice of this shard."""
+    if cfg.backend != "transformers" and "mllm" not in cfg.verifiers:
+        return cfg, None
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return cfg, None
+    return replace(cfg, num_shards=cfg.num_shards * state.num_processes,
+                   shard_index=cfg.shard_index * state.num_processes + state.process_index), state
 
 
 def _image_dir(cfg: CorpusConfig, split: str) -> str:

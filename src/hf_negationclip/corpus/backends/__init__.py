@@ -19,7 +19,8 @@ def make_text_backend(cfg) -> TextBackend:
 
         if not cfg.lm_model:
             raise ValueError("--backend transformers needs --lm_model (a local causal LM folder or Hub id)")
-        return TransformersTextBackend(cfg.lm_model, batch_size=cfg.batch_size, seed=cfg.seed)
+        return TransformersTextBackend(cfg.lm_model, batch_size=cfg.batch_size, seed=cfg.seed,
+                                       max_new_tokens=cfg.max_new_tokens)
     if cfg.backend == "openai":
         from .openai_api import OpenAIClient, OpenAITextBackend
 
