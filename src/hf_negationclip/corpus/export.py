@@ -41,22 +41,33 @@ def _annotation(rec: dict, ann_id: int) -> dict:
 
 def export_split(out_dir: str | os.PathLike, split: str, image_dir: str | os.PathLike | None = None,
                  source_captions: str | os.PathLike | None = None) -> dict:
-    """Write ``<out_dir>/negated_captions_<split>.json`` from the split's shards; returns its counts."""
+    """Write ``<out_dir>/negated_captions_<split>.json`` from the split's shards; returns its counts.
+
+    Annotations are streamed to the file in shard order (the order the run
+    decided them, the same after a resume), so memory does not grow with the
+    corpus; only the ids of the images used are kept.
+    """
     out_dir = Path(out_dir)
-    accepted = sorted((r for r in iter_split_records(out_dir, split) if r["status"] == "accepted"),
-                      key=lambda r: (r["image_id"], r["caption_id"], r["pipeline"]))
-    images = _image_records(out_dir, split, {r["image_id"] for r in accepted}, source_captions)
-    data = {"info": {"description": f"hf-negationclip negated captions ({split})", "version": "1.0",
-                     "image_dir": str(image_dir) if image_dir else None},
-            "licenses": [], "images": images,
-            "annotations": [_annotation(r, i + 1) for i, r in enumerate(accepted)]}
     path = out_dir / f"negated_captions_{split}.json"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
+    info = {"description": f"hf-negationclip negated captions ({split})", "version": "1.0",
+            "image_dir": str(image_dir) if image_dir else None}
+    image_ids: set[int] = set()
+    n = with_pairs = 0
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write('{"info": ' + json.dumps(info) + ', "licenses": [], "annotations": [')
+        for rec in iter_split_records(out_dir, split):
+            if rec["status"] != "accepted":
+                continue
+            n += 1
+            fh.write((",\n" if n > 1 else "\n") + json.dumps(_annotation(rec, n)))
+            image_ids.add(rec["image_id"])
+            with_pairs += bool(rec["distractors"])
+        images = _image_records(out_dir, split, image_ids, source_captions)
+        fh.write('\n], "images": ' + json.dumps(images) + "}\n")
     os.replace(tmp, path)
-    logger.info("wrote %d negated captions to %s", len(accepted), path)
-    return {"file": path.name, "captions": len(accepted), "images": len(images),
-            "with_distractors": sum(bool(r["distractors"]) for r in accepted)}
+    logger.info("wrote %d negated captions to %s", n, path)
+    return {"file": path.name, "captions": n, "images": len(images), "with_distractors": with_pairs}
 
 
 def _image_records(out_dir: Path, split: str, ids: set[int], source_captions) -> list[dict]:

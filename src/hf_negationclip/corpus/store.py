@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -59,6 +60,7 @@ class ShardWriter:
                 if on_existing is not None:
                     on_existing(rec)  # a resumed run counts what the killed one decided
         self._fh = open(self.path, "a", encoding="utf-8")
+        self._synced, self.fsync_every = time.monotonic(), 5.0
 
     def write(self, records: Iterable[dict]) -> None:
         lines = []
@@ -70,10 +72,17 @@ class ShardWriter:
             lines.append(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
         if lines:
             self._fh.write("".join(lines))
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            self._fh.flush()  # in the OS after this: a killed process loses nothing
+            if time.monotonic() - self._synced > self.fsync_every:
+                self._sync()  # on disk too, against power loss, without paying a sync per batch
+
+    def _sync(self) -> None:
+        os.fsync(self._fh.fileno())
+        self._synced = time.monotonic()
 
     def close(self) -> None:
+        self._fh.flush()
+        self._sync()
         self._fh.close()
 
     def __enter__(self) -> "ShardWriter":
