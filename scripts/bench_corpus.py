@@ -17,10 +17,13 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, shutil, sys, time
+import json, re, shutil, sys, time
 from hf_negationclip.corpus import CorpusConfig, run_corpus
+def peak_mb():
+    # VmHWM is this process's own peak; getrusage's ru_maxrss would carry the parent's peak across fork+exec
+    return int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
 world, out, distractors = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+rss_imports = peak_mb()
 shutil.rmtree(out, ignore_errors=True)
 t = time.perf_counter()
 summary = run_corpus(CorpusConfig(world_dir=world, output_dir=out, distractors=distractors, show_progress=False))
@@ -29,7 +32,7 @@ accepted = sum(v for k, v in summary["counts"].items() if k.endswith("/accepted"
 decided = accepted + sum(v for k, v in summary["counts"].items() if k.endswith("/rejected"))
 print(json.dumps({"seconds": seconds, "accepted": accepted, "decided": decided,
                   "pairs": sum(s["with_distractors"] for s in summary["splits"].values()),
-                  "rss_imports_mb": rss_imports, "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_imports_mb": rss_imports, "rss_peak_mb": peak_mb()}))
 """
 
 
@@ -50,7 +53,7 @@ def main() -> None:
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         world = work / f"world_{n}"
-        write_world(world, n, seed=0, show_progress=False)
+        write_world(world, n, seed=0, show_progress=False)  # resumes: an existing world is kept
         for distractors in (True, False):
             r = run_child(world, work / f"corpus_{n}_{int(distractors)}", distractors)
             rows.append({"images": n, "distractors": distractors, **r})

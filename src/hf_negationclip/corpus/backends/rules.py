@@ -148,8 +148,10 @@ class RulesBackend:
         # with attributes, "a red circle ... no blue circle" is the hard case: same category, other colour
         same_kind = [m for m in job.mentions if vocab.attribute_values] if rng.random() < 0.3 else []
         if same_kind:
-            m = _pick(rng, same_kind)
             key = _pick(rng, sorted(vocab.attribute_values))
+            # prefer a mention that leaves this attribute open ("a ring"): "no red ring" then has a minimal pair
+            open_ = [m for m in same_kind if key not in dict(m.attributes)]
+            m = _pick(rng, open_ or same_kind)
             values = [v for v in vocab.attribute_values[key] if v != dict(m.attributes).get(key)]
             return Target("object", m.category, ((key, _pick(rng, values)),)) if values else None
         if not fresh:
