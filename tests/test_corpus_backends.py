@@ -163,3 +163,16 @@ def test_openai_backend_needs_an_endpoint(world, tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_MODEL", raising=False)
     with pytest.raises(ValueError, match="base URL"):
         run_corpus(CorpusConfig(world_dir=str(world), output_dir=str(tmp_path), backend="openai", show_progress=False))
+
+
+def test_clip_verifier_chains_after_the_annotations(world, tmp_path):
+    base = dict(world_dir=str(world), splits="val", pipelines="absent-object", verifiers="annotations+clip",
+                clip_model="tiny", max_images=3, captions_per_image=2, show_progress=False)
+    run_corpus(CorpusConfig(output_dir=str(tmp_path / "strict"), clip_threshold=1e-6, **base))
+    strict = list(iter_split_records(tmp_path / "strict", "val"))
+    assert strict and all(r["status"] == "rejected" for r in strict)
+    assert any(r["reason"] == "clip: present in image" for r in strict)
+    run_corpus(CorpusConfig(output_dir=str(tmp_path / "lax"), clip_threshold=1.0, **base))
+    lax = list(iter_split_records(tmp_path / "lax", "val"))
+    assert any(r["status"] == "accepted" and r["verifier"] == "annotations+clip" for r in lax)
+    assert not any(r["reason"] == "clip: present in image" for r in lax)

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .captions import CaptionRecord, CorpusFormatError, load_coco_captions, read_json
+from .captions import CaptionRecord, CorpusFormatError, captions_from_coco, read_json
 from .scene import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,20 @@ class SplitSource:
         # re-renderable scene-world images (scene_seed + object centres), as opposed to photos
         self.has_scenes = self.objects is not None and all("scene_seed" in img for img in self.images.values()) and \
             all(o.get("center") for objs in self.objects.values() for o in objs)
+
+
+#: the image fields a run needs (COCO images carry more: licenses, URLs, dates)
+_IMAGE_KEYS = ("id", "file_name", "height", "width", "scene_seed")
+
+
+def _compact_vqa(obj: dict):
+    # called bottom-up while parsing: each of the 10 answers per question shrinks to its string at once
+    if "answer_id" in obj and "answer" in obj:
+        return obj["answer"]
+    if "question_id" in obj and "answers" in obj:
+        return {"question_id": obj["question_id"], "image_id": obj.get("image_id"),
+                "multiple_choice_answer": obj.get("multiple_choice_answer", ""), "answers": obj["answers"]}
+    return obj
 
 
 def discover_splits(root: str | os.PathLike) -> list[str]:
@@ -91,12 +105,18 @@ def load_no_questions(root: Path, split: str) -> dict[int, list[str]]:
     a_path = root / "vqa" / f"v2_mscoco_{split}_annotations.json"
     if not (q_path.is_file() and a_path.is_file()):
         return {}
-    questions, answers = read_json(q_path), read_json(a_path)
+    questions = read_json(q_path)
+    try:
+        with open(a_path, encoding="utf-8") as fh:
+            answers = json.load(fh, object_hook=_compact_vqa)
+    except json.JSONDecodeError as err:
+        raise CorpusFormatError(f"{a_path} is not valid JSON (line {err.lineno}: {err.msg})") from err
     try:
         text = {q["question_id"]: q["question"] for q in questions["questions"]}
+        del questions
         out: dict[int, list[str]] = {}
         for ann in answers["annotations"]:
-            votes = Counter(a["answer"].strip().lower() for a in ann.get("answers", []))
+            votes = Counter(str(a).strip().lower() for a in ann.get("answers", []))
             top = ann.get("multiple_choice_answer", "").strip().lower()
             if top == "no" and votes.get("no", 0) >= votes.get("yes", 0) and ann["question_id"] in text:
                 out.setdefault(ann["image_id"], []).append(text[ann["question_id"]])
@@ -109,14 +129,17 @@ def load_split(root: str | os.PathLike, split: str, with_vqa: bool = True) -> Sp
     """Read one split of a scene world or COCO root."""
     root = Path(root)
     image_dir = image_dir_for(root, split)
-    captions = load_coco_captions(root / "annotations" / f"captions_{split}.json", image_dir)
-    images = {img["id"]: img for img in read_json(root / "annotations" / f"captions_{split}.json")["images"]}
+    cap_path = root / "annotations" / f"captions_{split}.json"
+    data = read_json(cap_path)
+    captions = captions_from_coco(data, cap_path, image_dir)
+    images = {img["id"]: {k: img[k] for k in _IMAGE_KEYS if k in img} for img in data["images"]}
+    del data
     objects = vocab = None
     inst = root / "annotations" / f"instances_{split}.json"
     if inst.is_file():
         objects, vocab, inst_images = load_instances(inst)
         for image_id, img in inst_images.items():  # the world keeps scene_seed/background on instance images too
-            images.setdefault(image_id, {}).update({k: v for k, v in img.items() if k not in images.get(image_id, {})})
+            images.setdefault(image_id, {}).update({k: img[k] for k in _IMAGE_KEYS if k in img and k not in images.get(image_id, {})})
     else:
         logger.warning("%s missing: no annotation verifier, no distractors for split %s", inst, split)
     no_questions = load_no_questions(root, split) if with_vqa else {}
