@@ -224,6 +224,8 @@ def run_push_space(cfg: PushSpaceConfig) -> list[Path]:
         push_space(cfg.out_dir, cfg.repo_id, cfg.private, cfg.exist_ok)
         print(f"uploaded to https://huggingface.co/spaces/{cfg.repo_id}")
     return files
+
+
 def _report_push(staged, dry_run: bool):
     print(f"staged {len(staged.files)} files in {staged.folder}:\n{staged.tree()}")
     if staged.skipped:
@@ -270,11 +272,42 @@ def run_pull(cfg: PullConfig) -> Path:
     return path
 
 
+def run_corpus(cfg) -> dict:
+    from .corpus.pipeline import run_corpus as build
+
+    summary = build(cfg)
+    for split, info in summary["splits"].items():
+        print(f"{split}: {info['captions']} negated captions on {info['images']} images "
+              f"({info['with_distractors']} with a distractor) -> {Path(cfg.output_dir) / info['file']}")
+    counts = summary["counts"]
+    print(f"accepted {sum(v for k, v in counts.items() if k.endswith('/accepted'))}, rejected "
+          f"{sum(v for k, v in counts.items() if k.endswith('/rejected'))}; details in {Path(cfg.output_dir) / 'corpus_stats.json'}")
+    return summary
+
+
+def run_negation_stats(cfg) -> dict:
+    from .corpus.stats import run_negation_stats as count
+
+    return count(cfg)
+
+
+def run_export_corpus(cfg) -> dict:
+    from .corpus.export import run_export_corpus as export
+
+    return export(cfg)
+
+
 def _commands() -> dict[str, tuple[type, Callable]]:
+    from .corpus.export import ExportCorpusConfig
+    from .corpus.pipeline import CorpusConfig
+    from .corpus.stats import NegationStatsConfig
     from .training import PretrainConfig
 
     return {
         "world": (WorldConfig, run_world),
+        "corpus": (CorpusConfig, run_corpus),
+        "export-corpus": (ExportCorpusConfig, run_export_corpus),
+        "negation-stats": (NegationStatsConfig, run_negation_stats),
         "pretrain": (PretrainConfig, run_pretrain),
         "evaluate": (EvaluateConfig, run_evaluate),
         "demo": (DemoConfig, run_demo),
@@ -288,6 +321,9 @@ def _commands() -> dict[str, tuple[type, Callable]]:
 
 _SUMMARY = {
     "world": "render the embedded scene world (COCO, RefCOCOg, VQAv2 formats)",
+    "corpus": "build the negated-caption corpus (2 pipelines, validation, minimal-pair distractors, resumable shards)",
+    "export-corpus": "export a corpus as a parquet folder with embedded images + dataset card (load_dataset-ready)",
+    "negation-stats": "how often captions contain negation, by cue (COCO JSON, parquet folder or Hub dataset)",
     "pretrain": "pre-train a CLIP (tiny preset by default) on a world's affirmative captions and evaluate it",
     "evaluate": "evaluate a checkpoint on a world split",
     "demo": "world + pretrain + evaluate: the whole loop on the embedded default",
@@ -305,8 +341,7 @@ _POSITIONAL = {"push-model": "run_dir", "push-dataset": "folder", "pull": "repo_
 
 def _usage() -> str:
     lines = ["usage: hf-negationclip <command> [options]   (hf-negationclip <command> --help for options)", "", "commands:"]
-    lines += [f"  {name:<11} {text}" for name, text in _SUMMARY.items()]
-    lines += [f"  {name:<12} {text}" for name, text in _SUMMARY.items()]
+    lines += [f"  {name:<15} {text}" for name, text in _SUMMARY.items()]
     return "\n".join(lines)
 
 

@@ -86,9 +86,15 @@ def load_coco_captions(path: str | os.PathLike, image_dir: str | os.PathLike, ca
     annotation with a missing image or empty caption is skipped, counted and
     logged; a file that is not COCO captions at all raises ``CorpusFormatError``.
     """
-    data = read_json(path)
+    return captions_from_coco(read_json(path), path, image_dir, caption_field)
+
+
+def captions_from_coco(data: object, path: str | os.PathLike, image_dir: str | os.PathLike,
+                       caption_field: str = "caption") -> list[CaptionRecord]:
+    """:func:`load_coco_captions` on already parsed JSON (``path`` only names it in messages)."""
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
         raise CorpusFormatError(f"{path} is not COCO captions JSON: expected an object with 'images' and 'annotations' lists")
+    image_dir = Path(image_dir)
     files = {img["id"]: img["file_name"] for img in data["images"] if isinstance(img, dict) and "id" in img and "file_name" in img}
     records, skipped = [], Counter()
     for ann in data["annotations"]:
@@ -99,7 +105,7 @@ def load_coco_captions(path: str | os.PathLike, image_dir: str | os.PathLike, ca
         if ann.get("image_id") not in files:
             skipped["unknown image_id"] += 1
             continue
-        records.append(CaptionRecord(ann["image_id"], Path(image_dir) / files[ann["image_id"]], caption.strip(), ann.get("id")))
+        records.append(CaptionRecord(ann["image_id"], image_dir / files[ann["image_id"]], caption.strip(), ann.get("id")))
     if skipped:
         logger.warning("%s: skipped %d annotations (%s)", path, sum(skipped.values()), dict(skipped))
     if not records:

@@ -1,0 +1,114 @@
+"""Minimal-pair distractors: images that contain the negated thing and agree with everything else the caption says.
+
+On the scene world they are *rendered*: the negated object takes the place
+(and spot) of an object the caption does not mention, or the negated attribute
+is given to the caption's object; same object count, same layout, same
+background (``synthetic.render_scene`` with the image's ``scene_seed``). On
+COCO-format photos they are *retrieved*: another image whose instances hold
+the negated category and every category the caption mentions. (The CLIP
+image-embedding fallback of the design is not implemented.)
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .. import synthetic
+from .backends.base import Job
+
+
+def keeps_mentions(mentions, before: Sequence[Mapping], after: Sequence[Mapping]) -> bool:
+    """No object stops matching a phrase the caption affirms (so counts and relations stay true too)."""
+    return all(m.matches(b) for m in mentions for a, b in zip(before, after) if m.matches(a))
+
+
+def edited_scene(job: Job, image_size: int) -> tuple[list[dict] | None, str]:
+    """The job's objects edited so the negated thing is there and every affirmed phrase still holds, or (None, why).
+
+    Object targets take the place of an object the caption does not mention,
+    or, when the target shares a category with a mentioned object whose
+    attributes the caption leaves open ("a ring" vs "no red ring"), recolour
+    that object. Attribute targets set the attribute on the caption's object.
+    """
+    objects, target = job.objects or [], job.target
+    if target.kind == "attribute":
+        if target.key is None:
+            return None, "free-text attribute"
+        edits = [[i for i, o in enumerate(objects) if o["category"] == target.category]]
+        change = lambda o: {**o, "attributes": {**o["attributes"], target.key: target.value}}  # noqa: E731
+    else:
+        rng = np.random.default_rng([job.seed, 3])
+        order = [int(i) for i in rng.permutation(len(objects))]
+        unmentioned = [[i] for i in order if not any(m.matches(objects[i]) for m in job.mentions)]
+        same = [[i] for i in order if objects[i]["category"] == target.category and [i] not in unmentioned]
+        edits = unmentioned + same
+        change = lambda o: {**o, "category": target.category, "attributes": {**o["attributes"], **dict(target.attributes)}}  # noqa: E731
+    if not edits or not edits[0]:
+        return None, "nothing to edit"
+    why = "edit would contradict the caption"
+    for idx in edits:
+        edited = [change(o) if i in idx else o for i, o in enumerate(objects)]
+        if not keeps_mentions(job.mentions, objects, edited):
+            continue
+        if all(_fits_pixels(edited, i, image_size) for i in idx):
+            return edited, ""
+        why = "edit would overlap another object"
+    return None, why
+
+
+def to_world_objects(objects: Sequence[Mapping]) -> list[dict]:
+    """Scene-world drawing dicts (shape, color, size, x, y) from annotated objects."""
+    return [{"shape": o["category"], "color": o["attributes"].get("color"), "size": o["attributes"].get("size"),
+             "x": o["center"][0], "y": o["center"][1]} for o in objects]
+
+
+def render_distractor(job: Job, image: Mapping, out_path: Path) -> tuple[list[dict] | None, str]:
+    """Render the job's distractor to ``out_path`` (atomically). Returns (its objects, or None and why not)."""
+    size = int(image.get("width", synthetic.DEFAULT_IMAGE_SIZE))
+    edited, why = edited_scene(job, size)
+    if edited is None:
+        return None, why
+    try:
+        picture = synthetic.render_scene(to_world_objects(edited), size, int(image["scene_seed"]))
+    except (ValueError, KeyError, TypeError) as err:
+        return None, f"cannot render: {err}"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    picture.save(tmp, format="JPEG", quality=92)
+    os.replace(tmp, out_path)
+    return edited, ""
+
+
+def _fits_pixels(objects: Sequence[Mapping], i: int, image_size: int) -> bool:
+    me = objects[i]
+    r = synthetic.SIZE_RADIUS.get(me["attributes"].get("size"), 0.0) * image_size
+    if not (r <= me["center"][0] <= image_size - r and r <= me["center"][1] <= image_size - r):
+        return False
+    return all(math.dist(me["center"], o["center"]) > r + synthetic.SIZE_RADIUS.get(o["attributes"].get("size"), 0.0)
+               * image_size + 1 for j, o in enumerate(objects) if j != i)
+
+
+class RetrievalIndex:
+    """Images by annotated category, to find a photo holding the negated category and every mentioned one."""
+
+    def __init__(self, objects: Mapping[int, Sequence[Mapping]]):
+        self.by_category: dict[str, set[int]] = {}
+        for image_id, objs in objects.items():
+            for o in objs:
+                self.by_category.setdefault(o["category"], set()).add(image_id)
+
+    def find(self, job: Job, k: int = 1) -> tuple[list[int], str]:
+        if job.target.kind != "object" or job.target.attributes:
+            return [], "no attribute annotations to retrieve by"
+        needed = {m.category for m in job.mentions} | {job.target.category}
+        sets = sorted((self.by_category.get(c, set()) for c in needed), key=len)
+        hits = set.intersection(*sets) - {job.image_id} if sets else set()
+        if not hits:
+            return [], "no image holds the negated thing and every mentioned category"
+        rng = np.random.default_rng([job.seed, 4])
+        ranked = sorted(hits)
+        return [ranked[int(i)] for i in rng.choice(len(ranked), size=min(k, len(ranked)), replace=False)], ""

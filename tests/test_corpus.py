@@ -1,0 +1,212 @@
+"""The negated-caption corpus on the scene world: truth against annotations, forms, distractors, resume, shards."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hf_negationclip import synthetic
+from hf_negationclip.benchmarks import load_world_split
+from hf_negationclip.cli import main
+from hf_negationclip.corpus import (POSITIONS, CorpusConfig, Target, Vocabulary, has_negation, question_target,
+                                    run_corpus, validate)
+from hf_negationclip.corpus.backends import ATTRIBUTE_FORMS, OBJECT_FORMS, Job
+from hf_negationclip.corpus.backends.rules import rewrite_attribute, rewrite_object
+from hf_negationclip.corpus.store import iter_split_records
+
+VOCAB = Vocabulary(list(synthetic.SHAPES), {"color": list(synthetic.COLORS), "size": list(synthetic.SIZES)})
+
+
+@pytest.fixture(scope="module")
+def corpus(world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    summary = run_corpus(CorpusConfig(world_dir=str(world), output_dir=str(out), show_progress=False))
+    return out, summary
+
+
+def _records(out, split="train", status="accepted"):
+    return [r for r in iter_split_records(out, split) if r["status"] == status]
+
+
+def _truth(world, split="train"):
+    """Objects per image read straight from the world's annotations (independent of the corpus code)."""
+    return {im.image_id: im.objects for im in load_world_split(world, split)}
+
+
+def _holds(target: dict, objects) -> bool:
+    """Whether the negated statement is TRUE of these world objects."""
+    attrs = target["attributes"]
+    if target["kind"] == "object":
+        return not any(o["shape"] == target["category"] and all(o[k] == v for k, v in attrs.items()) for o in objects)
+    same = [o for o in objects if o["shape"] == target["category"]]
+    return bool(same) and all(o[target["key"]] != target["value"] for o in same)
+
+
+def test_accepted_captions_never_negate_what_is_in_the_image(world, corpus):
+    out, _ = corpus
+    truth = _truth(world)
+    accepted = _records(out)
+    assert len(accepted) > 500
+    for rec in accepted:
+        assert _holds(rec["target"], truth[rec["image_id"]]), rec
+        assert has_negation(rec["negated_caption"]) and rec["negated_caption"] != rec["caption"]
+
+
+def test_every_form_and_position_occurs_and_rejects_have_reasons(corpus):
+    out, summary = corpus
+    accepted = [r for s in ("train", "val", "test") for r in _records(out, s)]
+    forms = {r["form"] for r in accepted}
+    assert forms == set(OBJECT_FORMS) | set(ATTRIBUTE_FORMS)
+    assert len(forms) >= 12
+    assert {r["position"] for r in accepted} == set(POSITIONS)
+    assert {r["pipeline"] for r in accepted} == {"absent-object", "vqa-no"}
+    assert {r["target"]["kind"] for r in accepted} == {"object", "attribute"}
+    rejected = _records(out, "train", "rejected")
+    assert rejected and all(r["reason"] for r in rejected)
+    stats = json.loads((out / "corpus_stats.json").read_text())
+    assert sum(stats["forms"].values()) == stats["accepted"] == len(accepted)
+    assert (out / "corpus_stats.png").stat().st_size > 1000
+
+
+def test_distractors_are_minimal_pairs(world, corpus):
+    """Each distractor holds the negated thing, keeps every affirmed phrase, count, spots and background."""
+    out, _ = corpus
+    truth = _truth(world)
+    images = {im.image_id: im for im in load_world_split(world, "train")}
+    with_pairs = [r for r in _records(out) if r["distractors"]]
+    assert len(with_pairs) > 100
+    kinds = set()
+    for rec in with_pairs:
+        before = truth[rec["image_id"]]
+        after = [{"shape": o["category"], **o["attributes"], "x": o["center"][0], "y": o["center"][1]}
+                 for o in rec["distractor_objects"]]
+        assert not _holds(rec["target"], after), rec  # the negation is FALSE of the distractor
+        assert len(after) == len(before) and [(o["x"], o["y"]) for o in after] == [(o["x"], o["y"]) for o in before]
+        for m in VOCAB.mentions(rec["caption"]):  # everything the caption affirms is still there
+            assert any(o["shape"] == m.category and all(o[k] == v for k, v in m.attributes) for o in after), (rec, m)
+        kinds.add(rec["target"]["kind"])
+        path = out / rec["distractors"][0]
+        assert path.is_file()
+    assert kinds == {"object", "attribute"}
+    # the rendered pixels are the described scene on the original background
+    rec = with_pairs[0]
+    im = images[rec["image_id"]]
+    expect = synthetic.render_scene([{"shape": o["category"], **o["attributes"], "x": o["center"][0], "y": o["center"][1]}
+                                     for o in rec["distractor_objects"]], im.image_size, im.scene_seed)
+    got = np.asarray(Image.open(out / rec["distractors"][0]).convert("RGB"), dtype=float)
+    assert np.abs(got - np.asarray(expect, dtype=float)).mean() < 4  # JPEG noise only
+    stats = json.loads((out / "corpus_stats.json").read_text())
+    assert any(k.startswith("distractors/none/") for k in stats["counts"])  # impossible edits are counted
+
+
+def test_interchange_file_matches_the_shared_format(world, corpus):
+    out, _ = corpus
+    data = json.loads((out / "negated_captions_train.json").read_text())
+    assert {"info", "licenses", "images", "annotations"} <= set(data)
+    assert set(data["images"][0]) == {"id", "file_name", "height", "width"}
+    for ann in data["annotations"]:
+        assert {"id", "image_id", "caption", "updated_caption", "negated", "cue", "form", "position", "pipeline",
+                "proposer", "verifier", "distractors"} <= set(ann)
+        assert ann["pipeline"] in ("absent-object", "vqa-no")
+        for rel in ann["distractors"]:
+            assert not os.path.isabs(rel) and (out / rel).is_file()
+    ids = {img["id"] for img in data["images"]}
+    assert all((Path(world) / "images" / "train" / img["file_name"]).is_file() for img in data["images"])
+    assert {a["image_id"] for a in data["annotations"]} <= ids
+    # the paper's reader reads it
+    from hf_negationclip.corpus import load_coco_captions
+    recs = load_coco_captions(out / "negated_captions_train.json", Path(world) / "images" / "train", "updated_caption")
+    assert len(recs) == len(data["annotations"])
+
+
+def test_rules_rewrites_keep_the_caption_and_vary_the_wording():
+    caption = "a small red circle to the left of a blue square"
+    texts, forms = set(), set()
+    for seed in range(300):
+        job = Job(1, 1, caption, Path("x.jpg"), "absent-object", seed, mentions=VOCAB.mentions(caption),
+                  target=Target("object", "triangle", (("color", "green"),)))
+        text, form = rewrite_object(job, np.random.default_rng(seed))
+        job.negated_caption = text
+        assert validate(job, VOCAB) is None, text
+        texts.add(text)
+        forms.add(form)
+    assert forms == set(OBJECT_FORMS) and len(texts) > 60
+    job = Job(1, 1, "a square on a striped background", Path("x.jpg"), "vqa-no", 0,
+              mentions=VOCAB.mentions("a square on a striped background"), target=Target("attribute", "square", (), "color", "red"))
+    outs = {rewrite_attribute(job, np.random.default_rng(s))[0] for s in range(60)}
+    assert "a square that is not red on a striped background" in outs and len(outs) >= 8
+
+
+def test_validation_names_its_reasons():
+    job = Job(1, 1, "a red circle and a blue square", Path("x.jpg"), "absent-object", 0,
+              target=Target("object", "star", ()))
+    cases = {"": "empty output", "a red circle and a blue square with a star": "no negation cue",
+             "a circle and a square with no star": "dropped content words",
+             "a red circle and a blue square with no triangle": "does not name the negated thing",
+             "Rewritten caption: a red circle and a blue square with no star": "prompt text leaked",
+             "no star": "bad length"}
+    for text, reason in cases.items():
+        job.negated_caption, job.reason = text, None
+        assert validate(job, VOCAB) == reason, text
+    job.negated_caption = "a red circle and a blue square with no star"
+    assert validate(job, VOCAB) is None
+
+
+def test_question_targets():
+    mentions = VOCAB.mentions("a square and a blue circle")
+    assert question_target("Is the square red?", mentions, VOCAB) == Target("attribute", "square", (), "color", "red")
+    assert question_target("Is the circle red?", mentions, VOCAB) is None  # the caption says it is blue
+    assert question_target("Is the star red?", mentions, VOCAB) is None  # no star in this caption
+    assert question_target("Is there a red star in the picture?", mentions, VOCAB) == Target("object", "star", (("color", "red"),))
+    assert question_target("Is there a blue circle in the picture?", mentions, VOCAB) is None
+    assert question_target("What colour is it?", mentions, VOCAB) is None
+
+
+def test_shards_partition_the_corpus(world, corpus, tmp_path):
+    out, _ = corpus
+    for index in range(2):
+        run_corpus(CorpusConfig(world_dir=str(world), output_dir=str(tmp_path), splits="val", num_shards=2,
+                                shard_index=index, show_progress=False))
+    assert len(list((tmp_path / "shards" / "val").glob("shard-*-of-00002.jsonl"))) == 2
+    merged = sorted(json.dumps(r, sort_keys=True) for r in iter_split_records(tmp_path, "val"))
+    single = sorted(json.dumps(r, sort_keys=True) for r in iter_split_records(out, "val"))
+    assert merged == single
+
+
+def test_kill_and_resume_gives_the_uninterrupted_corpus(world, tmp_path):
+    args = ["corpus", "--world_dir", str(world), "--splits", "train", "--batch_size", "4", "--show_progress", "false"]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    assert main(args + ["--output_dir", str(full)]) == 0
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "hf_negationclip.cli", *args, "--output_dir", str(resumed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shard = resumed / "shards" / "train" / "shard-00000-of-00001.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not shard.exists() or shard.read_bytes().count(b"\n") < 40):
+        time.sleep(0.01)
+    still_running = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert still_running, "the run finished before it could be killed"
+    lines_at_kill = shard.read_bytes().count(b"\n")
+    with open(shard, "ab") as fh:  # a write torn by the kill
+        fh.write(b'{"image_id": 1, "capt')
+    assert main(args + ["--output_dir", str(resumed)]) == 0
+    a = [json.dumps(r, sort_keys=True) for r in iter_split_records(full, "train")]
+    b = [json.dumps(r, sort_keys=True) for r in iter_split_records(resumed, "train")]
+    assert sorted(a) == sorted(b) and len(b) == len(set(b)) > lines_at_kill
+    assert (full / "negated_captions_train.json").read_bytes() == (resumed / "negated_captions_train.json").read_bytes()
+
+
+def test_cli_errors_are_one_line(world, tmp_path, capsys):
+    assert main(["corpus", "--world_dir", str(tmp_path / "nope"), "--output_dir", str(tmp_path)]) == 2
+    assert main(["corpus", "--world_dir", str(world), "--pipelines", "bogus"]) == 2
+    assert main(["corpus", "--world_dir", str(world), "--num_shards", "2", "--shard_index", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 3

@@ -1,0 +1,178 @@
+"""Model backends of the corpus: tiny random transformers models, and an OpenAI-compatible server on 127.0.0.1."""
+import json
+import logging
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from hf_negationclip.corpus import CorpusConfig, Target, run_corpus
+from hf_negationclip.corpus.backends import Job
+from hf_negationclip.corpus.store import iter_split_records
+
+from tiny_models import save_tiny_llava, save_tiny_lm
+
+SECRET = "sk-test-DO-NOT-LEAK-4242"
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_models")
+    return save_tiny_lm(root / "lm"), save_tiny_llava(root / "llava")
+
+
+def test_transformers_backends_reject_garbage_with_reasons(world, tiny_models, tmp_path):
+    lm, llava = tiny_models
+    cfg = CorpusConfig(world_dir=str(world), output_dir=str(tmp_path), splits="val", backend="transformers",
+                       lm_model=str(lm), verifiers="annotations+mllm", mllm_model=str(llava), max_images=3,
+                       captions_per_image=2, batch_size=4, max_new_tokens=12, show_progress=False)
+    summary = run_corpus(cfg)
+    records = list(iter_split_records(tmp_path, "val"))
+    assert len(records) >= 6 and all(r["status"] == "rejected" and r["reason"] for r in records)
+    assert summary["splits"]["val"]["captions"] == 0
+    assert any(r["reason"].startswith("transformers:") for r in records)
+
+
+def test_transformers_verifier_answers_every_job(world, tiny_models):
+    from hf_negationclip.corpus.backends.transformers_lm import TransformersVerifier
+
+    images = sorted((Path(world) / "images" / "val").glob("*.jpg"))[:3]
+    jobs = [Job(1, i, "a circle", p, "absent-object", i, target=Target("object", "star")) for i, p in enumerate(images)]
+    jobs.append(Job(2, 9, "a circle", Path(world) / "missing.jpg", "absent-object", 9, target=Target("object", "star")))
+    verdicts = TransformersVerifier(str(tiny_models[1]), batch_size=2).verify(jobs)
+    assert len(verdicts) == 4 and all(v in (True, False, None) for v in verdicts)
+    assert jobs[-1].reason and "mllm" in jobs[-1].reason  # the unreadable image is rejected with a reason
+
+
+class _Server:
+    """An OpenAI-compatible chat endpoint that misbehaves on purpose for the first requests."""
+
+    def __init__(self, plan=None, always=None, delay=0.03):
+        self.plan, self.always, self.delay = plan or {}, always, delay
+        self.lock, self.n, self.in_flight, self.max_in_flight, self.auth = threading.Lock(), 0, 0, 0, set()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.n += 1
+                    mode = server.always or server.plan.get(server.n, "ok")
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    server.auth.add(self.headers.get("Authorization"))
+                try:
+                    self._answer(mode, body)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _send(self, status, payload: bytes, headers=()):
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _answer(self, mode, body):
+                if mode == "drop":
+                    self.close_connection = True  # no response at all: the client sees a dropped connection
+                    return
+                if mode == "slow":
+                    time.sleep(1.0)
+                if mode == "429":
+                    return self._send(429, b'{"error": "rate limited"}', [("Retry-After", "0")])
+                if mode == "500":
+                    return self._send(500, b"internal error")
+                if mode == "malformed":
+                    return self._send(200, b'{"choices": [ this is not json')
+                time.sleep(server.delay)
+                text = json.dumps({"choices": [{"message": {"role": "assistant", "content": _reply(body)}}]})
+                self._send(200, text.encode())
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _reply(body) -> str:
+    """What a competent model would answer to our three prompts."""
+    content = body["messages"][-1]["content"]
+    if isinstance(content, list):  # the vision question
+        return "No, there is none."
+    if "Name one object" in content:
+        return "A star."
+    caption = re.search(r'Caption: "(.*?)"\n', content).group(1)
+    fact = re.search(r"states that there is no (.+?) in the image", content)
+    return f'"{caption.rstrip(".")} with no {fact.group(1)}"' if fact else caption
+
+
+def _openai_cfg(world, out, url, **kw):
+    return CorpusConfig(world_dir=str(world), output_dir=str(out), splits="val", backend="openai", api_base=url,
+                        api_model="tiny-test", verifiers="annotations+mllm", pipelines="absent-object", max_images=5,
+                        captions_per_image=2, max_in_flight=3, request_timeout=0.5, show_progress=False, **kw)
+
+
+def test_openai_backend_survives_a_misbehaving_server(world, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    server = _Server(plan={1: "429", 2: "500", 3: "malformed", 4: "drop", 5: "slow", 7: "500"})
+    caplog.set_level(logging.DEBUG)
+    try:
+        summary = run_corpus(_openai_cfg(world, tmp_path, server.url, max_retries=4))
+    finally:
+        server.close()
+    records = list(iter_split_records(tmp_path, "val"))
+    accepted = [r for r in records if r["status"] == "accepted"]
+    assert len(records) == 10 and accepted and summary["splits"]["val"]["captions"] == len(accepted)
+    assert all(r["reason"] for r in records if r["status"] == "rejected")
+    for rec in accepted:  # the endpoint's caption went through validation and the annotation check
+        assert rec["negated"] == "star" and "with no star" in rec["negated_caption"] and rec["form"] == "openai-rewrite"
+    assert server.n > 20 + 5 and 2 <= server.max_in_flight <= 3
+    assert server.auth == {f"Bearer {SECRET}"}
+    assert SECRET not in caplog.text
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_openai_backend_rejects_when_the_server_never_answers_properly(world, tmp_path):
+    server = _Server(always="malformed")
+    try:
+        run_corpus(_openai_cfg(world, tmp_path, server.url, max_retries=1))
+    finally:
+        server.close()
+    records = list(iter_split_records(tmp_path, "val"))
+    assert records and all(r["status"] == "rejected" and r["reason"] == "openai: MalformedResponse" for r in records)
+
+
+def test_openai_backend_needs_an_endpoint(world, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_MODEL", raising=False)
+    with pytest.raises(ValueError, match="base URL"):
+        run_corpus(CorpusConfig(world_dir=str(world), output_dir=str(tmp_path), backend="openai", show_progress=False))
+
+
+def test_clip_verifier_chains_after_the_annotations(world, tmp_path):
+    base = dict(world_dir=str(world), splits="val", pipelines="absent-object", verifiers="annotations+clip",
+                clip_model="tiny", max_images=3, captions_per_image=2, show_progress=False)
+    run_corpus(CorpusConfig(output_dir=str(tmp_path / "strict"), clip_threshold=1e-6, **base))
+    strict = list(iter_split_records(tmp_path / "strict", "val"))
+    assert strict and all(r["status"] == "rejected" for r in strict)
+    assert any(r["reason"] == "clip: present in image" for r in strict)
+    run_corpus(CorpusConfig(output_dir=str(tmp_path / "lax"), clip_threshold=1.0, **base))
+    lax = list(iter_split_records(tmp_path / "lax", "val"))
+    assert any(r["status"] == "accepted" and r["verifier"] == "annotations+clip" for r in lax)
+    assert not any(r["reason"] == "clip: present in image" for r in lax)
