@@ -121,3 +121,12 @@ def test_scene_config_exports_loadable_parquet_with_card(world, tmp_path):
     assert row["cue"] in ("not", "without", "no") and row["position"] in ("front", "middle", "end")
     (tmp_path / "cache").rename(tmp_path / "gone")  # the parquet holds the image bytes, not paths
     assert load_dataset(str(out), "scene", split="test")[0]["image"].size == (128, 128)
+
+
+def test_negrefcocog_cli_errors_are_one_line(tmp_path, capsys):
+    from hf_negationclip.cli import main
+
+    assert main(["negrefcocog", "--config", "official", "--data_dir", str(OFFICIAL.parent), "--out", str(tmp_path)]) == 2
+    assert "pass image_dir=" in capsys.readouterr().err
+    assert main(["negrefcocog", "--config", "bogus", "--data_dir", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "unknown NegRefCOCOg config" in capsys.readouterr().err

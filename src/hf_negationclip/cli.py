@@ -90,6 +90,17 @@ class EvaluateConfig:
 
 
 @dataclass
+class NegRefCOCOgConfig:
+    """Build NegRefCOCOg and export it as parquet (images embedded) with a dataset card."""
+
+    config: str = field(default="scene", metadata={"help": "refcocog | official | scene"})
+    data_dir: str = field(default="runs/world", metadata={"help": "RefCOCOg root, folder of NegRefCOCOg.json, or a scene world"})
+    image_dir: str | None = field(default=None, metadata={"help": "COCO train2014 folder (refcocog, official)"})
+    out: str = field(default="runs/negrefcocog", metadata={"help": "output folder (one sub-folder per config + README.md)"})
+    seed: int = field(default=0, metadata={"help": "seed of the candidate shuffling"})
+
+
+@dataclass
 class DemoConfig:
     """The whole loop on the embedded default: render a world, pre-train the biased baseline, evaluate."""
 
@@ -185,6 +196,15 @@ def _merge_repeated(argv: list[str], flag: str) -> list[str]:
     return rest + ([flag, *values] if values else [])
 
 
+def run_negrefcocog(cfg: NegRefCOCOgConfig) -> Path:
+    from .benchmarks import export_negrefcocog
+
+    out = export_negrefcocog(cfg.out, cfg.config, cfg.data_dir, cfg.image_dir, cfg.seed)
+    stats = json.loads((out / "stats.json").read_text())[cfg.config]
+    print(f"wrote NegRefCOCOg {cfg.config}: {stats['n']} samples, cues {stats['cue']} to {out}")
+    return out
+
+
 def run_demo(cfg: DemoConfig) -> dict:
     from .training import PretrainConfig
 
@@ -207,6 +227,7 @@ def _commands() -> dict[str, tuple[type, Callable]]:
         "world": (WorldConfig, run_world),
         "pretrain": (PretrainConfig, run_pretrain),
         "evaluate": (EvaluateConfig, run_evaluate),
+        "negrefcocog": (NegRefCOCOgConfig, run_negrefcocog),
         "demo": (DemoConfig, run_demo),
     }
 
@@ -215,13 +236,14 @@ _SUMMARY = {
     "world": "render the embedded scene world (COCO, RefCOCOg, VQAv2 formats)",
     "pretrain": "pre-train a CLIP (tiny preset by default) on a world's affirmative captions and evaluate it",
     "evaluate": "score checkpoints on the negation benchmarks (real files and/or a world's scene twins)",
+    "negrefcocog": "build NegRefCOCOg (refcocog | official | scene) and export it as parquet with a dataset card",
     "demo": "world + pretrain + evaluate: the whole loop on the embedded default",
 }
 
 
 def _usage() -> str:
     lines = ["usage: hf-negationclip <command> [options]   (hf-negationclip <command> --help for options)", "", "commands:"]
-    lines += [f"  {name:<10} {text}" for name, text in _SUMMARY.items()]
+    lines += [f"  {name:<12} {text}" for name, text in _SUMMARY.items()]
     return "\n".join(lines)
 
 
