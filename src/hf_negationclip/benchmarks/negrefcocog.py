@@ -144,18 +144,25 @@ def write_negrefcocog_json(samples: Sequence[NegRefCOCOgSample], json_path: str 
     return path
 
 
+def check_config(config: str, data_dir, image_dir) -> None:
+    """Clear errors for a bad config name or missing folders, before any building starts."""
+    if config not in CONFIGS:
+        raise ValueError(f"unknown NegRefCOCOg config {config!r}; expected one of {CONFIGS}")
+    if not Path(data_dir).exists():
+        raise FileNotFoundError(f"NegRefCOCOg {config}: data_dir {data_dir} does not exist")
+    if config != "scene" and image_dir is None:
+        raise ValueError(f"NegRefCOCOg {config}: pass image_dir= (the COCO train2014 image folder)")
+    if image_dir is not None and not Path(image_dir).is_dir():
+        raise FileNotFoundError(f"NegRefCOCOg {config}: image_dir {image_dir} is not a folder")
+
+
 def samples_for_config(config: str, data_dir: str | os.PathLike, image_dir: str | os.PathLike | None = None,
                        seed: int = 0) -> list[NegRefCOCOgSample]:
     """The samples of one builder config (see the module docstring for what ``data_dir`` holds)."""
-    if config not in CONFIGS:
-        raise ValueError(f"unknown NegRefCOCOg config {config!r}; expected one of {CONFIGS}")
+    check_config(config, data_dir, image_dir)
     data_dir = Path(data_dir)
-    if not data_dir.exists():
-        raise FileNotFoundError(f"NegRefCOCOg {config}: data_dir {data_dir} does not exist")
     if config == "scene":
         return negrefcocog_from_refcocog(load_refcocog(data_dir), image_dir or data_dir / "images", seed, source="scene")
-    if image_dir is None:
-        raise ValueError(f"NegRefCOCOg {config}: pass image_dir= (the COCO train2014 image folder)")
     if config == "official":
         json_path = data_dir / "NegRefCOCOg.json" if data_dir.is_dir() else data_dir
         return load_negrefcocog_official(json_path, image_dir, seed)
@@ -236,6 +243,7 @@ def export_negrefcocog(out_dir: str | os.PathLike, config: str, data_dir: str | 
     """
     from datasets.table import embed_table_storage
 
+    check_config(config, data_dir, image_dir)  # datasets would wrap these errors in DatasetGenerationError
     builder = _builder_class()(config_name=config, data_dir=str(data_dir), image_dir=str(image_dir) if image_dir else None,
                                seed=seed, cache_dir=str(cache_dir) if cache_dir else None)
     builder.download_and_prepare()
