@@ -283,9 +283,8 @@ def _retrieval_metrics(task: Task, cache: EmbeddingCache, bootstrap: int, seed: 
     owner = torch.as_tensor(r.owner)
     t2i = _strict_ranks(sim.T, owner)
     # image -> text: the best-ranked own caption; other images' captions scoring >= it are ahead
-    masked = sim.clone()
     own = owner[None, :] == torch.arange(len(r.images))[:, None]
-    best_own = masked.masked_fill(~own, float("-inf")).max(1).values
+    best_own = sim.masked_fill(~own, float("-inf")).max(1).values
     i2t = (sim.masked_fill(own, float("-inf")) >= best_own[:, None]).sum(1)
     metrics = {}
     for k in RECALL_KS:
