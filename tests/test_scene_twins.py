@@ -110,3 +110,18 @@ def test_evaluate_cli_plain_errors_for_bad_models(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time, so not via the env
     assert main(["evaluate", "--model", "some-org/some-clip"]) == 2
     assert "Hub cannot be reached" in capsys.readouterr().err
+
+
+def test_zeroshot_on_a_labelled_datasets_dataset(tmp_path):
+    import datasets
+
+    from hf_negationclip.evaluation.harness import load_task
+
+    images = [Image.new("RGB", (40, 40), c) for c in ("red", "blue", "red")]
+    ds = datasets.Dataset.from_dict({"img": images, "label": [0, 1, 0]},
+                                    features=datasets.Features({"img": datasets.Image(),
+                                                                "label": datasets.ClassLabel(names=["red", "blue"])}))
+    ds.save_to_disk(str(tmp_path / "ds"))
+    task = load_task("zs", {"kind": "zeroshot", "folder": str(tmp_path / "ds")})
+    refs, labels, classes = task.zeroshot
+    assert labels == [0, 1, 0] and classes == ["red", "blue"] and all(r.path.is_file() for r in refs)

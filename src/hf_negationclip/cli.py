@@ -61,7 +61,7 @@ class EvaluateConfig:
     retrieval_captions: str | None = field(default=None, metadata={"help": "COCO captions JSON for retrieval"})
     retrieval_images: str | None = field(default=None, metadata={"help": "image folder of retrieval_captions"})
     retrieval_max_images: int | None = field(default=5000, metadata={"help": "retrieval over the first N images"})
-    zeroshot_dir: str | None = field(default=None, metadata={"help": "ImageFolder tree (class/image) for zero-shot"})
+    zeroshot_dir: str | None = field(default=None, metadata={"help": "zero-shot: ImageFolder tree (class/image) or a save_to_disk dataset with Image + ClassLabel columns"})
     crop_margin: float = field(default=0.0, metadata={"help": "NegRefCOCOg crop context, a fraction of the box per side (0: official)"})
     batch_size: int = field(default=64, metadata={"help": "encoding batch size"})
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% intervals (0: none)"})

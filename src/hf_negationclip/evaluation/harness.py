@@ -137,8 +137,33 @@ def load_task(name: str, spec: dict, seed: int = 0, crop_margin: float = 0.0) ->
             return Task(name, kind, retrieval=load_negbench_retrieval(spec["csv"], spec["image_root"]))
         return Task(name, kind, retrieval=load_coco_retrieval(spec["captions"], spec["image_dir"], spec.get("max_images")))
     if kind == "zeroshot":
-        return Task(name, kind, zeroshot=load_image_folder(spec["folder"]))
+        folder = Path(spec["folder"])
+        if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
+            return Task(name, kind, zeroshot=_labelled_dataset(folder, name))
+        return Task(name, kind, zeroshot=load_image_folder(folder))
     raise ValueError(f"task {name!r}: unknown kind {kind!r}; expected one of {TASK_KINDS}")
+
+
+def _labelled_dataset(folder: Path, name: str) -> tuple[list[ImageRef], list[int], list[str]]:
+    """A ``save_to_disk`` dataset with an Image column and a ClassLabel column, written out as image files once."""
+    import datasets
+
+    ds = datasets.load_from_disk(str(folder))
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["test"] if "test" in ds else ds[next(iter(ds))]
+    image_col = next((c for c, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+    label_col = next((c for c, f in ds.features.items() if isinstance(f, datasets.ClassLabel)), None)
+    if image_col is None or label_col is None:
+        raise ValueError(f"task {name!r}: {folder} needs an Image column and a ClassLabel column")
+    cache = folder / ".hf_negationclip_images"  # the harness reads files; decode each image once
+    cache.mkdir(exist_ok=True)
+    refs = []
+    for i, row in enumerate(ds):
+        path = cache / f"{i:08d}.png"
+        if not path.is_file():
+            row[image_col].convert("RGB").save(path)
+        refs.append(ImageRef(path))
+    return refs, list(ds[label_col]), [n.replace("_", " ") for n in ds.features[label_col].names]
 
 
 # --------------------------------------------------------------------------- encoding once
