@@ -63,7 +63,7 @@ class EvaluateConfig:
     retrieval_max_images: int | None = field(default=5000, metadata={"help": "retrieval over the first N images"})
     zeroshot_dir: str | None = field(default=None, metadata={"help": "zero-shot: ImageFolder tree (class/image) or a save_to_disk dataset with Image + ClassLabel columns"})
     crop_margin: float = field(default=0.0, metadata={"help": "NegRefCOCOg crop context, a fraction of the box per side (0: official)"})
-    batch_size: int = field(default=64, metadata={"help": "encoding batch size"})
+    batch_size: int = field(default=256, metadata={"help": "images per encoding batch (texts: 4x)"})
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% intervals (0: none)"})
     seed: int = field(default=0, metadata={"help": "seed of candidate shuffling, scene twins and bootstrap"})
     show_progress: bool = field(default=True, metadata={"help": "show progress bars"})

@@ -172,7 +172,7 @@ def _labelled_dataset(folder: Path, name: str) -> tuple[list[ImageRef], list[int
 class EmbeddingCache:
     """Encodes each distinct image / crop / text once per model, in batches, and hands back row indices."""
 
-    def __init__(self, model, processor, batch_size: int = 64, show_progress: bool = False):
+    def __init__(self, model, processor, batch_size: int = 256, show_progress: bool = False):
         self.model, self.processor, self.batch_size, self.show_progress = model.eval(), processor, batch_size, show_progress
         self.device = next(model.parameters()).device
         self.image_rows: dict[ImageRef, int] = {}
@@ -336,7 +336,7 @@ def score_task(task: Task, cache: EmbeddingCache, bootstrap: int = 1000, seed: i
     return _choice_metrics(task, cache, bootstrap, seed)
 
 
-def evaluate_models(models: dict[str, object], tasks: Sequence[Task], batch_size: int = 64, bootstrap: int = 1000,
+def evaluate_models(models: dict[str, object], tasks: Sequence[Task], batch_size: int = 256, bootstrap: int = 1000,
                     seed: int = 0, show_progress: bool = False) -> dict:
     """results.json's ``models`` part: each model's metrics on every task (``"<task>/<metric>"`` keys).
 
@@ -422,7 +422,7 @@ class HarnessConfig:
     output_dir: str = "runs/eval"
     seed: int = 0
     bootstrap: int = 1000
-    batch_size: int = 64
+    batch_size: int = 256
     crop_margin: float = 0.0
     show_progress: bool = True
 
