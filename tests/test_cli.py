@@ -49,7 +49,8 @@ def test_pretrain_then_evaluate_a_saved_checkpoint(world, tmp_path, capsys):
     assert "negation_probe_accuracy" in printed and "chance 0.500" in printed
     saved = json.loads((out / "training_config.json").read_text())
     assert saved["max_steps"] == 2 and saved["batch_size"] == 16
-    assert main(["evaluate", "--model", str(out), "--world_dir", str(world), "--probe_items", "6",
-                 "--output", str(tmp_path / "m.json")]) == 0
-    metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["negation_probe_accuracy"]["n"] == 6
+    assert main(["evaluate", "--model", str(out), "--world_dir", str(world), "--n_items", "6", "--tasks", "ccneg",
+                 "--output_dir", str(tmp_path / "eval"), "--bootstrap", "0", "--show_progress", "false"]) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["models"]["ckpt"]["path"] == str(out)
+    assert results["models"]["ckpt"]["metrics"]["scene-ccneg/accuracy"]["n"] == 6

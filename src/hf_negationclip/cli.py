@@ -45,13 +45,65 @@ class WorldConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Evaluate a checkpoint on a world split (zero-shot, retrieval, negation probe)."""
+    """Score checkpoints on the negation benchmarks (real files and/or the scene twins of a world)."""
 
-    model: str = field(default="runs/pretrain", metadata={"help": "checkpoint folder or Hub id"})
-    world_dir: str = field(default="runs/world", metadata={"help": "scene world folder"})
-    split: str = field(default="val", metadata={"help": "split to evaluate on"})
-    probe_items: int = field(default=200, metadata={"help": "negation-probe pairs (each with an affirmative twin)"})
-    output: str | None = field(default=None, metadata={"help": "write the metrics JSON here"})
+    model: list[str] = field(default_factory=lambda: ["runs/pretrain"],
+                             metadata={"help": "checkpoint folder, Hub id or preset; repeat (--model a --model b) for several"})
+    output_dir: str = field(default="runs/eval", metadata={"help": "results.json, results.md and results.png go here"})
+    world_dir: str | None = field(default=None, metadata={"help": "scene world: write its benchmark twins and evaluate on them"})
+    benchmarks_dir: str | None = field(default=None, metadata={"help": "scene twins folder (default <output_dir>/scene_benchmarks)"})
+    split: str = field(default="val", metadata={"help": "world split the scene twins are built from"})
+    n_items: int = field(default=200, metadata={"help": "items per scene twin"})
+    tasks: str = field(default="all", metadata={"help": "comma-separated task kinds or names to run (all: every task given)"})
+    negrefcocog_json: str | None = field(default=None, metadata={"help": "the official NegRefCOCOg.json"})
+    coco_images: str | None = field(default=None, metadata={"help": "COCO train2014 image folder (for NegRefCOCOg)"})
+    valse_json: str | None = field(default=None, metadata={"help": "VALSE existence.json"})
+    valse_images: str | None = field(default=None, metadata={"help": "Visual7W image folder of VALSE existence"})
+    negbench_csv: str | None = field(default=None, metadata={"help": "NegBench MCQ CSV"})
+    negbench_root: str | None = field(default=None, metadata={"help": "folder the CSV's image paths resolve against"})
+    ccneg_pt: str | None = field(default=None, metadata={"help": "CC-Neg ccneg_preprocessed.pt"})
+    ccneg_images: str | None = field(default=None, metadata={"help": "folder holding the CC-Neg images (by file name)"})
+    ccneg_last: int = field(default=40_000, metadata={"help": "CC-Neg evaluation split: the last N items of the file"})
+    retrieval_captions: str | None = field(default=None, metadata={"help": "COCO captions JSON for retrieval"})
+    retrieval_images: str | None = field(default=None, metadata={"help": "image folder of retrieval_captions"})
+    retrieval_max_images: int | None = field(default=5000, metadata={"help": "retrieval over the first N images"})
+    zeroshot_dir: str | None = field(default=None, metadata={"help": "zero-shot: ImageFolder tree (class/image) or a save_to_disk dataset with Image + ClassLabel columns"})
+    crop_margin: float = field(default=0.0, metadata={"help": "NegRefCOCOg crop context, a fraction of the box per side (0: official)"})
+    batch_size: int = field(default=256, metadata={"help": "images per encoding batch (texts: 4x)"})
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% intervals (0: none)"})
+    seed: int = field(default=0, metadata={"help": "seed of candidate shuffling, scene twins and bootstrap"})
+    show_progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def real_tasks(self) -> dict[str, dict]:
+        """Specs of the real benchmarks whose files were given (both halves of a pair are required)."""
+        pairs = {
+            "negrefcocog": (self.negrefcocog_json, self.coco_images, lambda a, b: {"json": a, "image_dir": b}),
+            "valse-existence": (self.valse_json, self.valse_images, lambda a, b: {"json": a, "image_dir": b}),
+            "negbench-mcq": (self.negbench_csv, self.negbench_root, lambda a, b: {"csv": a, "image_root": b}),
+            "ccneg": (self.ccneg_pt, self.ccneg_images, lambda a, b: {"pt": a, "image_dir": b, "last": self.ccneg_last}),
+            "retrieval": (self.retrieval_captions, self.retrieval_images,
+                          lambda a, b: {"captions": a, "image_dir": b, "max_images": self.retrieval_max_images}),
+        }
+        specs = {}
+        for name, (a, b, make) in pairs.items():
+            if bool(a) != bool(b):
+                raise ValueError(f"task {name} needs both its file and its image folder")
+            if a:
+                specs[name] = {"kind": name, **make(a, b)}
+        if self.zeroshot_dir:
+            specs["zeroshot"] = {"kind": "zeroshot", "folder": self.zeroshot_dir}
+        return specs
+
+
+@dataclass
+class NegRefCOCOgConfig:
+    """Build NegRefCOCOg and export it as parquet (images embedded) with a dataset card."""
+
+    config: str = field(default="scene", metadata={"help": "refcocog | official | scene"})
+    data_dir: str = field(default="runs/world", metadata={"help": "RefCOCOg root, folder of NegRefCOCOg.json, or a scene world"})
+    image_dir: str | None = field(default=None, metadata={"help": "COCO train2014 folder (refcocog, official)"})
+    out: str = field(default="runs/negrefcocog", metadata={"help": "output folder (one sub-folder per config + README.md)"})
+    seed: int = field(default=0, metadata={"help": "seed of the candidate shuffling"})
 
 
 @dataclass
@@ -171,15 +223,56 @@ def run_pretrain(cfg) -> dict:
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from .evaluation import WorldEvaluator, format_metrics
-    from .modeling import build_model, load_processor
+    from .benchmarks import write_scene_benchmarks
+    from .evaluation import TASK_KINDS, HarnessConfig, run_harness
 
-    model, processor = build_model(cfg.model), load_processor(cfg.model)
-    metrics = WorldEvaluator(cfg.world_dir, cfg.split, cfg.probe_items)(model, processor)
-    print(format_metrics(metrics))
-    if cfg.output:
-        Path(cfg.output).write_text(json.dumps(metrics, indent=2))
-    return metrics
+    from .evaluation import load_checkpoint
+
+    labels = {label: load_checkpoint(name) for label, name in _model_labels(cfg.model).items()}  # fail fast
+    tasks = cfg.real_tasks()
+    if cfg.world_dir or cfg.benchmarks_dir:
+        bench = Path(cfg.benchmarks_dir or Path(cfg.output_dir) / "scene_benchmarks")
+        if cfg.world_dir:
+            manifest = write_scene_benchmarks(cfg.world_dir, bench, cfg.split, cfg.n_items, cfg.seed)
+        else:
+            from .corpus import read_json
+
+            manifest = read_json(bench / "manifest.json")
+        tasks.update(manifest["tasks"])
+    wanted = [w.strip() for w in cfg.tasks.split(",") if w.strip()]
+    if wanted != ["all"]:
+        unknown = [w for w in wanted if w not in TASK_KINDS and w not in tasks]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; kinds: {list(TASK_KINDS)}")
+        tasks = {n: s for n, s in tasks.items() if n in wanted or s["kind"] in wanted}
+    results = run_harness(HarnessConfig(labels, tasks, cfg.output_dir, cfg.seed, cfg.bootstrap, cfg.batch_size,
+                                        cfg.crop_margin, cfg.show_progress))
+    for label, name in _model_labels(cfg.model).items():
+        results["models"][label]["path"] = name
+    (Path(cfg.output_dir) / "results.json").write_text(json.dumps(results, indent=2))
+    print((Path(cfg.output_dir) / "results.md").read_text())
+    print(f"wrote {Path(cfg.output_dir) / 'results.json'}, results.md and results.png")
+    return results
+
+
+def _model_labels(models: list[str]) -> dict[str, str]:
+    """A short, unique label per model (its folder name), mapped to the checkpoint."""
+    labels: dict[str, str] = {}
+    for name in models:
+        label = Path(name.rstrip("/")).name or name
+        while label in labels:
+            label += "'"
+        labels[label] = name
+    return labels
+
+
+def run_negrefcocog(cfg: NegRefCOCOgConfig) -> Path:
+    from .benchmarks import export_negrefcocog
+
+    out = export_negrefcocog(cfg.out, cfg.config, cfg.data_dir, cfg.image_dir, cfg.seed)
+    stats = json.loads((out / "stats.json").read_text())[cfg.config]
+    print(f"wrote NegRefCOCOg {cfg.config}: {stats['n']} samples, cues {stats['cue']} to {out}")
+    return out
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -310,6 +403,7 @@ def _commands() -> dict[str, tuple[type, Callable]]:
         "negation-stats": (NegationStatsConfig, run_negation_stats),
         "pretrain": (PretrainConfig, run_pretrain),
         "evaluate": (EvaluateConfig, run_evaluate),
+        "negrefcocog": (NegRefCOCOgConfig, run_negrefcocog),
         "demo": (DemoConfig, run_demo),
         "app": (AppConfig, run_app),
         "push-space": (PushSpaceConfig, run_push_space),
@@ -325,7 +419,8 @@ _SUMMARY = {
     "export-corpus": "export a corpus as a parquet folder with embedded images + dataset card (load_dataset-ready)",
     "negation-stats": "how often captions contain negation, by cue (COCO JSON, parquet folder or Hub dataset)",
     "pretrain": "pre-train a CLIP (tiny preset by default) on a world's affirmative captions and evaluate it",
-    "evaluate": "evaluate a checkpoint on a world split",
+    "evaluate": "score checkpoints on the negation benchmarks (real files and/or a world's scene twins)",
+    "negrefcocog": "build NegRefCOCOg (refcocog | official | scene) and export it as parquet with a dataset card",
     "demo": "world + pretrain + evaluate: the whole loop on the embedded default",
     "app": "the Gradio app: compare CLIP checkpoints on negation in the browser",
     "push-space": "stage the app as a Hugging Face Space (--dry_run) and upload it",

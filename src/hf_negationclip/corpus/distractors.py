@@ -73,7 +73,8 @@ def render_distractor(job: Job, image: Mapping, out_path: Path) -> tuple[list[di
     if edited is None:
         return None, why
     try:
-        picture = synthetic.render_scene(to_world_objects(edited), size, int(image["scene_seed"]))
+        picture = synthetic.render_scene(to_world_objects(edited), size, int(image["scene_seed"]),
+                                         image.get("background", synthetic.DEFAULT_BACKGROUND))
     except (ValueError, KeyError, TypeError) as err:
         return None, f"cannot render: {err}"
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ class SplitSource:
 
 
 #: the image fields a run needs (COCO images carry more: licenses, URLs, dates)
-_IMAGE_KEYS = ("id", "file_name", "height", "width", "scene_seed")
+_IMAGE_KEYS = ("id", "file_name", "height", "width", "scene_seed", "background")
 
 
 def _compact_vqa(obj: dict):

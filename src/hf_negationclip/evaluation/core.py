@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from . import synthetic
-from .benchmarks import ChoiceItem, build_negation_probe, build_shape_probe, load_world_split, single_object_images
-from .corpus import load_coco_captions
-from .modeling import feature_tensor
+from .. import synthetic
+from ..benchmarks import ChoiceItem, build_negation_probe, build_shape_probe, load_world_split, single_object_images
+from ..corpus import load_coco_captions
+from ..modeling import feature_tensor
 
 logger = logging.getLogger(__name__)
 

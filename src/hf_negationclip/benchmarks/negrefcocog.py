@@ -1,0 +1,271 @@
+"""NegRefCOCOg: referring expressions with negation, built as the paper does, and its ``datasets`` builder.
+
+Three sources, one record type (:class:`NegRefCOCOgSample`):
+
+- ``refcocog``: a RefCOCOg download (``refs(umd).p`` + ``instances.json``) and the
+  COCO images: keep the expressions that contain a negation cue, pair the
+  referred box with the other boxes of the same category in the image;
+- ``official``: the published ``NegRefCOCOg.json`` + a COCO train2014 folder;
+- ``scene``: the scene world's RefCOCOg files, built exactly like ``refcocog``.
+
+Candidate boxes are shuffled per sample with a fixed seed (the official file
+always lists the answer first). :func:`export_negrefcocog` writes parquet with
+the images embedded and a generated dataset card, so ``load_dataset(folder,
+"scene")`` works offline and ``push_to_hub`` works unchanged.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from PIL import Image
+
+from ..corpus import CorpusFormatError, negation_cues, negation_position, read_json
+from .readers import ImageRef, TextImageChoice, cue_label, shuffle_candidates
+from .refcocog import RefCOCOg, load_refcocog
+
+logger = logging.getLogger(__name__)
+
+CONFIGS = ("refcocog", "official", "scene")
+SPLIT = "test"
+
+
+@dataclass(frozen=True)
+class NegRefCOCOgSample:
+    """One phrase with its candidate boxes (COCO ``[x, y, w, h]``); ``target`` indexes the referred one."""
+
+    image: Path
+    image_id: str
+    phrase: str
+    boxes: tuple[tuple[float, float, float, float], ...]
+    target: int
+    cues: tuple[str, ...] = field(default=())
+    position: str = "none"
+    source: str = ""
+
+    @property
+    def cue(self) -> str:
+        return cue_label(self.phrase)
+
+    def to_choice(self, margin: float = 0.0) -> TextImageChoice:
+        """The harness item: the phrase against one crop per candidate box."""
+        crops = tuple(ImageRef(self.image, box, margin) for box in self.boxes)
+        return TextImageChoice(self.phrase, crops, self.target, {"cue": self.cue, "position": self.position})
+
+
+def crop_box(image: Image.Image, box: Sequence[float], margin: float = 0.0) -> Image.Image:
+    """Crop a COCO ``[x, y, w, h]`` box, widened by ``margin`` times its width/height on every side.
+
+    ``margin=0`` is the official scorer's crop ``(x, y, x + w, y + h)``. A
+    margin shows some context around small objects; the crop is clipped to
+    the image and is never empty.
+    """
+    x, y, w, h = (float(v) for v in box)
+    dx, dy = margin * w, margin * h
+    left, top = max(0, int(round(x - dx))), max(0, int(round(y - dy)))
+    right = min(image.width, max(left + 1, int(round(x + w + dx))))
+    bottom = min(image.height, max(top + 1, int(round(y + h + dy))))
+    return image.crop((left, top, right, bottom))
+
+
+def _sample(image: Path, image_id, phrase: str, boxes: list, target: int, seed: int, index: int, source: str) -> NegRefCOCOgSample:
+    boxes = [tuple(float(v) for v in b) for b in boxes]
+    shuffled, answer = shuffle_candidates(boxes, target, seed, index)
+    return NegRefCOCOgSample(Path(image), str(image_id), phrase, shuffled, answer, tuple(negation_cues(phrase)),
+                             negation_position(phrase) or "none", source)
+
+
+def negrefcocog_from_refcocog(data: RefCOCOg, image_root: str | os.PathLike, seed: int = 0,
+                              splits: Iterable[str] | None = None, source: str = "refcocog") -> list[NegRefCOCOgSample]:
+    """Expressions with a negation cue, each with its box and the same-category boxes of its image as distractors."""
+    by_image: dict[int, list[dict]] = {}
+    for ann in data.annotations.values():
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    wanted = set(splits) if splits is not None else None
+    samples, skipped = [], Counter()
+    for ref in data.refs:
+        if wanted is not None and ref.get("split") not in wanted:
+            continue
+        target = data.annotations.get(ref["ann_id"])
+        if target is None:
+            skipped["unknown ann_id"] += 1
+            continue
+        others = [a["bbox"] for a in by_image.get(ref["image_id"], [])
+                  if a["category_id"] == target["category_id"] and a["id"] != target["id"]]
+        for sent in ref["sentences"]:
+            phrase = str(sent.get("raw") or sent.get("sent") or "").strip()
+            if not negation_cues(phrase):
+                continue
+            if not others:
+                skipped["no same-category distractor"] += 1
+                continue
+            samples.append(_sample(data.image_path(ref, image_root), ref["image_id"], phrase, [target["bbox"]] + others, 0,
+                                   seed, len(samples), f"{source}:{ref.get('split', '')}"))
+    if skipped:
+        logger.info("NegRefCOCOg from RefCOCOg: skipped %s", dict(skipped))
+    return samples
+
+
+def load_negrefcocog_official(json_path: str | os.PathLike, image_dir: str | os.PathLike,
+                              seed: int = 0) -> list[NegRefCOCOgSample]:
+    """The published ``NegRefCOCOg.json`` (``image``, ``phrase``, ``ref_bbox``, ``bbox_list``), images under ``image_dir``."""
+    data = read_json(json_path)
+    if not isinstance(data, list):
+        raise CorpusFormatError(f"{json_path}: expected NegRefCOCOg's list of records")
+    samples = []
+    for index, rec in enumerate(data):
+        try:
+            boxes, ref = rec["bbox_list"], rec["ref_bbox"]
+            target = boxes.index(ref)  # the official scorer compares exact float lists
+            phrase, image = rec["phrase"], rec["image"]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise CorpusFormatError(f"{json_path}: record {index} is not a NegRefCOCOg record ({err!r})") from err
+        image_id = Path(image).stem.rsplit("_", 1)[-1].lstrip("0") or "0"
+        samples.append(_sample(Path(image_dir) / image, image_id, phrase, boxes, target, seed, index, "official"))
+    return samples
+
+
+def write_negrefcocog_json(samples: Sequence[NegRefCOCOgSample], json_path: str | os.PathLike,
+                           image_root: str | os.PathLike) -> Path:
+    """Write samples in the official layout (answer first, image names relative to ``image_root``)."""
+    records = []
+    for s in samples:
+        boxes = [list(s.boxes[s.target])] + [list(b) for i, b in enumerate(s.boxes) if i != s.target]
+        records.append({"image": os.path.relpath(s.image, image_root), "phrase": s.phrase, "ref_bbox": list(s.boxes[s.target]),
+                        "bbox_list": boxes})
+    path = Path(json_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records))
+    return path
+
+
+def check_config(config: str, data_dir, image_dir) -> None:
+    """Clear errors for a bad config name or missing folders, before any building starts."""
+    if config not in CONFIGS:
+        raise ValueError(f"unknown NegRefCOCOg config {config!r}; expected one of {CONFIGS}")
+    if not Path(data_dir).exists():
+        raise FileNotFoundError(f"NegRefCOCOg {config}: data_dir {data_dir} does not exist")
+    if config != "scene" and image_dir is None:
+        raise ValueError(f"NegRefCOCOg {config}: pass image_dir= (the COCO train2014 image folder)")
+    if image_dir is not None and not Path(image_dir).is_dir():
+        raise FileNotFoundError(f"NegRefCOCOg {config}: image_dir {image_dir} is not a folder")
+
+
+def samples_for_config(config: str, data_dir: str | os.PathLike, image_dir: str | os.PathLike | None = None,
+                       seed: int = 0) -> list[NegRefCOCOgSample]:
+    """The samples of one builder config (see the module docstring for what ``data_dir`` holds)."""
+    check_config(config, data_dir, image_dir)
+    data_dir = Path(data_dir)
+    if config == "scene":
+        return negrefcocog_from_refcocog(load_refcocog(data_dir), image_dir or data_dir / "images", seed, source="scene")
+    if config == "official":
+        json_path = data_dir / "NegRefCOCOg.json" if data_dir.is_dir() else data_dir
+        return load_negrefcocog_official(json_path, image_dir, seed)
+    return negrefcocog_from_refcocog(load_refcocog(data_dir), image_dir, seed)
+
+
+# --------------------------------------------------------------------------- datasets builder and export
+
+
+def _builder_class():
+    """The ``datasets`` builder, defined lazily so that importing the package does not import ``datasets``."""
+    import datasets
+
+    class NegRefCOCOgConfig(datasets.BuilderConfig):
+        def __init__(self, image_dir: str | None = None, seed: int = 0, **kwargs):
+            super().__init__(**kwargs)
+            self.image_dir, self.seed = image_dir, seed
+
+    class NegRefCOCOgBuilder(datasets.GeneratorBasedBuilder):
+        """NegRefCOCOg: ``config_name`` in refcocog / official / scene, ``data_dir=`` and ``image_dir=`` as in
+        :func:`samples_for_config`."""
+
+        BUILDER_CONFIG_CLASS = NegRefCOCOgConfig
+        BUILDER_CONFIGS = [NegRefCOCOgConfig(name=name, version=datasets.Version("1.0.0")) for name in CONFIGS]
+        DEFAULT_CONFIG_NAME = "scene"
+
+        def _info(self):
+            return datasets.DatasetInfo(description=__doc__, features=features(), license="MIT (annotations)")
+
+        def _split_generators(self, dl_manager):
+            if not self.config.data_dir:
+                raise ValueError(f"NegRefCOCOg {self.config.name}: pass data_dir= (see the dataset card)")
+            return [datasets.SplitGenerator(name=SPLIT)]
+
+        def _generate_examples(self):
+            samples = samples_for_config(self.config.name, self.config.data_dir, self.config.image_dir, self.config.seed)
+            missing = 0
+            for index, s in enumerate(samples):
+                if not s.image.is_file():
+                    missing += 1
+                    continue
+                yield index, sample_to_example(s)
+            if missing:
+                logger.warning("NegRefCOCOg %s: skipped %d samples whose image is missing", self.config.name, missing)
+
+    return NegRefCOCOgBuilder
+
+
+def features():
+    import datasets
+
+    return datasets.Features({
+        "image": datasets.Image(), "image_id": datasets.Value("string"), "phrase": datasets.Value("string"),
+        "boxes": datasets.List(datasets.List(datasets.Value("float32"), length=4)), "target": datasets.Value("int32"),
+        "cues": datasets.List(datasets.Value("string")), "cue": datasets.Value("string"),
+        "position": datasets.Value("string"), "source": datasets.Value("string"),
+    })
+
+
+def sample_to_example(s: NegRefCOCOgSample) -> dict:
+    return {"image": str(s.image), "image_id": s.image_id, "phrase": s.phrase, "boxes": [list(b) for b in s.boxes],
+            "target": s.target, "cues": list(s.cues), "cue": s.cue, "position": s.position, "source": s.source}
+
+
+def __getattr__(name: str):
+    if name == "NegRefCOCOgBuilder":
+        return _builder_class()
+    raise AttributeError(name)
+
+
+def export_negrefcocog(out_dir: str | os.PathLike, config: str, data_dir: str | os.PathLike,
+                       image_dir: str | os.PathLike | None = None, seed: int = 0,
+                       cache_dir: str | os.PathLike | None = None) -> Path:
+    """Build one config and write ``<out_dir>/<config>/test-00000-of-00001.parquet`` (images embedded) + README.md.
+
+    The card lists every config already exported into ``out_dir``, so exporting
+    several configs one after another gives one loadable folder.
+    """
+    from datasets.table import embed_table_storage
+
+    check_config(config, data_dir, image_dir)  # datasets would wrap these errors in DatasetGenerationError
+    builder = _builder_class()(config_name=config, data_dir=str(data_dir), image_dir=str(image_dir) if image_dir else None,
+                               seed=seed, cache_dir=str(cache_dir) if cache_dir else None)
+    builder.download_and_prepare()
+    ds = builder.as_dataset(split=SPLIT)
+    # to_parquet stores image paths only: embed the bytes first so the folder is self-contained
+    ds = ds.with_format("arrow").map(embed_table_storage, batched=True).with_format(None)
+    out = Path(out_dir)
+    (out / config).mkdir(parents=True, exist_ok=True)
+    ds.to_parquet(str(out / config / f"{SPLIT}-00000-of-00001.parquet"))
+    stats = json.loads((out / "stats.json").read_text()) if (out / "stats.json").is_file() else {}
+    stats[config] = {"n": len(ds), "images": len(set(ds["image_id"])), "cue": dict(Counter(ds["cue"]).most_common()),
+                     "position": dict(Counter(ds["position"]).most_common())}
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    write_card(out, stats)
+    return out
+
+
+def write_card(out_dir: Path, stats: dict) -> Path:
+    from ..cards import render_template
+
+    text = render_template("negrefcocog_card.md.j2", configs=[{"name": c, **stats[c]} for c in CONFIGS if c in stats],
+                           split=SPLIT)
+    path = Path(out_dir) / "README.md"
+    path.write_text(text)
+    return path

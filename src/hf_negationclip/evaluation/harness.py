@@ -1,0 +1,450 @@
+"""The benchmark harness: any CLIP checkpoints on any negation benchmark, real or scene twin.
+
+A task is a name and a spec (``kind`` + file paths): the real benchmarks are
+given on the command line, the scene twins come from a ``manifest.json``
+written by :func:`hf_negationclip.benchmarks.write_scene_benchmarks`. For each
+model every distinct image, crop and text of every task is encoded ONCE, in
+batches, under ``torch.inference_mode`` (bf16 autocast on a GPU); tasks then
+only index into the cached embeddings. Accuracies go through the
+``negation_accuracy`` evaluate metric (chance, bootstrap 95% interval,
+breakdowns). Ties count as wrong; candidate order is shuffled by the readers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..benchmarks import (load_ccneg, load_coco_retrieval, load_image_folder, load_negbench_mcq,
+                          load_negrefcocog_official, load_valse_existence)
+from ..benchmarks.negrefcocog import crop_box
+from ..benchmarks.readers import ImageRef, ImageTextChoice, RetrievalSet, TextImageChoice, load_negbench_retrieval
+from ..modeling import feature_tensor
+from .core import strict_argmax
+
+logger = logging.getLogger(__name__)
+
+TASK_KINDS = ("negrefcocog", "valse-existence", "negbench-mcq", "ccneg", "retrieval", "zeroshot")
+ZERO_SHOT_TEMPLATES = ("a photo of a {}.",)
+RECALL_KS = (1, 5, 10)
+
+
+def metric_path() -> Path:
+    """Folder of the ``negation_accuracy`` evaluate module: ``evaluate.load(metric_path())`` works offline."""
+    return Path(str(resources.files("hf_negationclip") / "eval_scripts" / "negation_accuracy"))
+
+
+@lru_cache(maxsize=1)
+def _metric():
+    import evaluate
+
+    return evaluate.load(str(metric_path()))
+
+
+# --------------------------------------------------------------------------- loading checkpoints
+
+
+def load_checkpoint(name: str):
+    """(model, processor) from a checkpoint folder, a preset name or a Hub id, with plain errors.
+
+    A name that is neither an existing folder nor a valid Hub id, or a Hub id
+    that cannot be fetched (offline, not cached), raises ``ValueError`` /
+    ``OSError`` saying so in one line.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from ..modeling import PRESETS, build_model, load_processor
+
+    if name in PRESETS and PRESETS[name].checkpoint is None:
+        return build_model(name, seed=0), load_processor(name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"model folder {path} holds no config.json: not a saved checkpoint")
+        return build_model(str(path)), load_processor(str(path))
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        looks_like_path = True
+    if looks_like_path:
+        raise ValueError(f"model {name!r} is neither a checkpoint folder nor a valid Hub id")
+    try:
+        return build_model(name), load_processor(name)
+    except OSError as err:
+        raise OSError(f"cannot load model {name!r} from the Hub: it is not in the local cache and the Hub cannot be "
+                      f"reached (offline?); pass a checkpoint folder instead") from err
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass
+class Task:
+    """A loaded task: choice items, a retrieval set, or an image folder with classes."""
+
+    name: str
+    kind: str
+    items: list = field(default_factory=list)
+    retrieval: RetrievalSet | None = None
+    zeroshot: tuple | None = None
+
+    def image_refs(self) -> list[ImageRef]:
+        if self.kind == "negrefcocog":
+            return [ref for it in self.items for ref in it.images]
+        if self.items:
+            return [it.image for it in self.items]
+        return list(self.retrieval.images) if self.retrieval else list(self.zeroshot[0])
+
+    def texts(self) -> list[str]:
+        if self.kind == "negrefcocog":
+            return [it.text for it in self.items]
+        if self.items:
+            return [t for it in self.items for t in it.texts]
+        if self.retrieval:
+            return list(self.retrieval.texts)
+        return [t.format(c) for c in self.zeroshot[2] for t in ZERO_SHOT_TEMPLATES]
+
+
+def load_task(name: str, spec: dict, seed: int = 0, crop_margin: float = 0.0) -> Task:
+    """Read one task from its spec (``kind`` and the paths that kind's reader takes)."""
+    kind = spec.get("kind")
+    if kind == "negrefcocog":
+        samples = [s for s in load_negrefcocog_official(spec["json"], spec["image_dir"], seed) if s.image.is_file()]
+        if not samples:
+            raise FileNotFoundError(f"{name}: none of the images of {spec['json']} is under {spec['image_dir']}")
+        return Task(name, kind, [s.to_choice(crop_margin) for s in samples])
+    if kind == "valse-existence":
+        return Task(name, kind, load_valse_existence(spec["json"], spec["image_dir"], seed))
+    if kind == "negbench-mcq":
+        return Task(name, kind, load_negbench_mcq(spec["csv"], spec["image_root"], seed))
+    if kind == "ccneg":
+        return Task(name, kind, load_ccneg(spec["pt"], spec["image_dir"], spec.get("last", 40_000), seed))
+    if kind == "retrieval":
+        if "csv" in spec:
+            return Task(name, kind, retrieval=load_negbench_retrieval(spec["csv"], spec["image_root"]))
+        return Task(name, kind, retrieval=load_coco_retrieval(spec["captions"], spec["image_dir"], spec.get("max_images")))
+    if kind == "zeroshot":
+        folder = Path(spec["folder"])
+        if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
+            return Task(name, kind, zeroshot=_labelled_dataset(folder, name))
+        return Task(name, kind, zeroshot=load_image_folder(folder))
+    raise ValueError(f"task {name!r}: unknown kind {kind!r}; expected one of {TASK_KINDS}")
+
+
+def _labelled_dataset(folder: Path, name: str) -> tuple[list[ImageRef], list[int], list[str]]:
+    """A ``save_to_disk`` dataset with an Image column and a ClassLabel column, written out as image files once."""
+    import datasets
+
+    ds = datasets.load_from_disk(str(folder))
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["test"] if "test" in ds else ds[next(iter(ds))]
+    image_col = next((c for c, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+    label_col = next((c for c, f in ds.features.items() if isinstance(f, datasets.ClassLabel)), None)
+    if image_col is None or label_col is None:
+        raise ValueError(f"task {name!r}: {folder} needs an Image column and a ClassLabel column")
+    cache = folder / ".hf_negationclip_images"  # the harness reads files; decode each image once
+    cache.mkdir(exist_ok=True)
+    refs = []
+    for i, row in enumerate(ds):
+        path = cache / f"{i:08d}.png"
+        if not path.is_file():
+            row[image_col].convert("RGB").save(path)
+        refs.append(ImageRef(path))
+    return refs, list(ds[label_col]), [n.replace("_", " ") for n in ds.features[label_col].names]
+
+
+# --------------------------------------------------------------------------- encoding once
+
+
+class EmbeddingCache:
+    """Encodes each distinct image / crop / text once per model, in batches, and hands back row indices."""
+
+    def __init__(self, model, processor, batch_size: int = 256, show_progress: bool = False):
+        self.model, self.processor, self.batch_size, self.show_progress = model.eval(), processor, batch_size, show_progress
+        self.device = next(model.parameters()).device
+        self.image_rows: dict[ImageRef, int] = {}
+        self.text_rows: dict[str, int] = {}
+        self.image_emb = self.text_emb = None
+
+    def _autocast(self):
+        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    def encode(self, refs: Sequence[ImageRef], texts: Sequence[str]) -> None:
+        self.image_rows = {ref: i for i, ref in enumerate(dict.fromkeys(refs))}
+        self.text_rows = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+        with torch.inference_mode(), self._autocast():
+            self.image_emb = self._images(list(self.image_rows))
+            self.text_emb = self._texts(list(self.text_rows))
+
+    def _pil_batches(self, refs: list[ImageRef]):
+        # refs of one file are adjacent after sorting, so each file is opened once
+        order = sorted(range(len(refs)), key=lambda i: str(refs[i].path))
+        batch, index, opened = [], [], (None, None)
+        for i in order:
+            ref = refs[i]
+            if opened[0] != ref.path:
+                with Image.open(ref.path) as im:
+                    opened = (ref.path, im.convert("RGB"))
+            batch.append(opened[1] if ref.box is None else crop_box(opened[1], ref.box, ref.margin))
+            index.append(i)
+            if len(batch) == self.batch_size:
+                yield index, batch
+                batch, index = [], []
+        if batch:
+            yield index, batch
+
+    def _images(self, refs: list[ImageRef]) -> torch.Tensor:
+        out = torch.empty(len(refs), self.model.config.projection_dim)
+        bar = tqdm(total=len(refs), desc="images", unit="img", disable=not self.show_progress, leave=False)
+        for index, batch in self._pil_batches(refs):
+            pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)
+            out[index] = self._normalise(self.model.get_image_features(pixel_values=pixels))
+            bar.update(len(batch))
+        bar.close()
+        return out
+
+    def _texts(self, texts: list[str]) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(texts), 4 * self.batch_size):
+            tok = self.processor.tokenizer(texts[start:start + 4 * self.batch_size], padding=True, truncation=True,
+                                           return_tensors="pt").to(self.device)
+            chunks.append(self._normalise(self.model.get_text_features(**tok)))
+        return torch.cat(chunks) if chunks else torch.empty(0, self.model.config.projection_dim)
+
+    @staticmethod
+    def _normalise(features) -> torch.Tensor:
+        return torch.nn.functional.normalize(feature_tensor(features).float(), dim=-1).cpu()
+
+    def images(self, refs: Sequence[ImageRef]) -> torch.Tensor:
+        return self.image_emb[[self.image_rows[r] for r in refs]]
+
+    def texts(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.text_emb[[self.text_rows[t] for t in texts]]
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _padded_choice_scores(queries: torch.Tensor, candidates: list[torch.Tensor]) -> torch.Tensor:
+    """Scores [n, max_k] of each query against its own candidates; missing slots are -inf."""
+    k = max(len(c) for c in candidates)
+    cand = torch.zeros(len(candidates), k, queries.shape[-1])
+    mask = torch.ones(len(candidates), k, dtype=torch.bool)
+    for i, c in enumerate(candidates):
+        cand[i, :len(c)] = c
+        mask[i, :len(c)] = False
+    return torch.einsum("nkd,nd->nk", cand, queries).masked_fill(mask, float("-inf"))
+
+
+def _summary(predictions, references, groups: dict | None = None, num_choices=None, chance=None, bootstrap: int = 1000,
+             seed: int = 0) -> dict:
+    """One results.json metric entry, computed by the negation_accuracy metric."""
+    out = _metric().compute(predictions=[int(p) for p in predictions], references=[int(r) for r in references],
+                            num_choices=num_choices, chance=chance, groups=groups, bootstrap=bootstrap, seed=seed)
+    entry = {"value": out["accuracy"], "chance": out["chance"], "n": out["n"], "ci95": out["ci95"]}
+    if out["breakdown"]:
+        entry["breakdown"] = {g: {v: {"value": m["accuracy"], "n": m["n"]} for v, m in vals.items()}
+                              for g, vals in out["breakdown"].items()}
+    return entry
+
+
+def _choice_metrics(task: Task, cache: EmbeddingCache, bootstrap: int, seed: int) -> dict:
+    if task.kind == "negrefcocog":
+        queries = cache.texts([it.text for it in task.items])
+        cands = [cache.images(it.images) for it in task.items]
+    else:
+        queries = cache.images([it.image for it in task.items])
+        cands = [cache.texts(it.texts) for it in task.items]
+    pred = strict_argmax(_padded_choice_scores(queries, cands)).tolist()
+    ref = [it.answer for it in task.items]
+    k = [len(c) for c in cands]
+    groups = defaultdict(list)
+    for it in task.items:
+        for g, v in it.groups.items():
+            groups[g].append(v)
+    groups = {g: v for g, v in groups.items() if len(v) == len(ref)}
+    metrics = {}
+    # affirmative control items (no cue in the phrase) are scored apart from the negated ones
+    affirm = [g == "none" for g in groups.get("cue", [])] if task.kind == "negrefcocog" else []
+    if any(affirm):
+        keep = [i for i, a in enumerate(affirm) if not a]
+        aff = [i for i, a in enumerate(affirm) if a]
+        metrics["affirmative_accuracy"] = _summary([pred[i] for i in aff], [ref[i] for i in aff],
+                                                   num_choices=[k[i] for i in aff], bootstrap=bootstrap, seed=seed)
+        pred, ref, k = [pred[i] for i in keep], [ref[i] for i in keep], [k[i] for i in keep]
+        groups = {g: [v[i] for i in keep] for g, v in groups.items()}
+    metrics["accuracy"] = _summary(pred, ref, groups, num_choices=k, bootstrap=bootstrap, seed=seed)
+    for template in sorted(set(groups.get("template", []))):
+        idx = [i for i, t in enumerate(groups["template"]) if t == template]
+        metrics[f"{template}_accuracy"] = _summary([pred[i] for i in idx], [ref[i] for i in idx],
+                                                   num_choices=[k[i] for i in idx], bootstrap=bootstrap, seed=seed)
+    return metrics
+
+
+def _strict_ranks(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Rank of each row's target column, counting every other column scoring >= it as ahead (ties lose)."""
+    true = scores.gather(1, target[:, None])
+    return (scores >= true).sum(1) - 1
+
+
+def _retrieval_metrics(task: Task, cache: EmbeddingCache, bootstrap: int, seed: int) -> dict:
+    r = task.retrieval
+    sim = cache.images(r.images) @ cache.texts(r.texts).T  # [images, texts]
+    owner = torch.as_tensor(r.owner)
+    t2i = _strict_ranks(sim.T, owner)
+    # image -> text: the best-ranked own caption; other images' captions scoring >= it are ahead
+    own = owner[None, :] == torch.arange(len(r.images))[:, None]
+    best_own = sim.masked_fill(~own, float("-inf")).max(1).values
+    i2t = (sim.masked_fill(own, float("-inf")) >= best_own[:, None]).sum(1)
+    metrics = {}
+    for k in RECALL_KS:
+        for direction, ranks, pool in (("text_to_image", t2i, len(r.images)), ("image_to_text", i2t, len(r.images))):
+            hits = (ranks < k).long().tolist()
+            metrics[f"{direction}_r@{k}"] = _summary(hits, [1] * len(hits), chance=min(1.0, k / pool),
+                                                     bootstrap=bootstrap, seed=seed)
+    return metrics
+
+
+def _zeroshot_metrics(task: Task, cache: EmbeddingCache, bootstrap: int, seed: int) -> dict:
+    refs, labels, classes = task.zeroshot
+    prompts = cache.texts(task.texts()).view(len(classes), len(ZERO_SHOT_TEMPLATES), -1).mean(1)
+    pred = strict_argmax(cache.images(refs) @ torch.nn.functional.normalize(prompts, dim=-1).T).tolist()
+    return {"accuracy": _summary(pred, labels, num_choices=len(classes), bootstrap=bootstrap, seed=seed)}
+
+
+def score_task(task: Task, cache: EmbeddingCache, bootstrap: int = 1000, seed: int = 0) -> dict:
+    """``{metric: entry}`` of one task from the cached embeddings."""
+    if task.kind == "retrieval":
+        return _retrieval_metrics(task, cache, bootstrap, seed)
+    if task.kind == "zeroshot":
+        return _zeroshot_metrics(task, cache, bootstrap, seed)
+    return _choice_metrics(task, cache, bootstrap, seed)
+
+
+def evaluate_models(models: dict[str, object], tasks: Sequence[Task], batch_size: int = 256, bootstrap: int = 1000,
+                    seed: int = 0, show_progress: bool = False) -> dict:
+    """results.json's ``models`` part: each model's metrics on every task (``"<task>/<metric>"`` keys).
+
+    ``models`` maps a label to a (model, processor) pair or a checkpoint name.
+    """
+    refs = [r for t in tasks for r in t.image_refs()]
+    texts = [s for t in tasks for s in t.texts()]
+    out = {}
+    for label, model in models.items():
+        path = model if isinstance(model, str) else getattr(model[0], "name_or_path", "")
+        model, processor = load_checkpoint(model) if isinstance(model, str) else model
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+        cache = EmbeddingCache(model, processor, batch_size, show_progress)
+        cache.encode(refs, texts)
+        metrics = {}
+        for task in tasks:
+            for name, entry in score_task(task, cache, bootstrap, seed).items():
+                metrics[f"{task.name}/{name}"] = entry
+        out[label] = {"path": str(path), "metrics": metrics}
+    return out
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def write_markdown(results: dict, path: str | os.PathLike) -> str:
+    """A table: one row per metric, one column per model ("value [lo, hi]"), chance and n beside."""
+    labels = list(results["models"])
+    names = list(dict.fromkeys(m for lab in labels for m in results["models"][lab]["metrics"]))
+    lines = ["| metric | chance | n | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
+    for name in names:
+        cells, first = [], None
+        for lab in labels:
+            e = results["models"][lab]["metrics"].get(name)
+            first = first or e
+            ci = f" [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]" if e and e.get("ci95") else ""
+            cells.append(f"{e['value']:.3f}{ci}" if e else "")
+        lines.append(f"| {name} | {first['chance']:.3f} | {first['n']} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    Path(path).write_text(text)
+    return text
+
+
+def write_plot(results: dict, path: str | os.PathLike, metric_suffixes: Sequence[str] = ("accuracy",)) -> Path:
+    """Bar chart of the accuracy metrics, one bar per model, chance drawn as a black line per metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(results["models"])
+    names = [m for m in dict.fromkeys(n for lab in labels for n in results["models"][lab]["metrics"])
+             if m.split("/")[-1].endswith(tuple(metric_suffixes))]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) * max(1, len(labels)) ** 0.5), 4.5))
+    width = 0.8 / max(1, len(labels))
+    x = np.arange(len(names))
+    for j, lab in enumerate(labels):
+        vals = [results["models"][lab]["metrics"].get(n, {}).get("value", np.nan) for n in names]
+        ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, label=lab)
+    for i, n in enumerate(names):
+        chance = next(results["models"][lab]["metrics"][n]["chance"] for lab in labels if n in results["models"][lab]["metrics"])
+        ax.hlines(chance, i - 0.45, i + 0.45, colors="black", linestyles="--", label="chance" if i == 0 else None)
+    ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- one run
+
+
+@dataclass
+class HarnessConfig:
+    """What :func:`run_harness` evaluates: models (label -> checkpoint), task specs and where to write."""
+
+    models: dict[str, object]
+    tasks: dict[str, dict]
+    output_dir: str = "runs/eval"
+    seed: int = 0
+    bootstrap: int = 1000
+    batch_size: int = 256
+    crop_margin: float = 0.0
+    show_progress: bool = True
+
+
+def run_harness(cfg: HarnessConfig) -> dict:
+    """Load every task, score every model, write results.json, results.md and results.png; return the results."""
+    if not cfg.tasks:
+        raise ValueError("no tasks to evaluate: pass benchmark files or a world/benchmarks folder")
+    if not cfg.models:
+        raise ValueError("no model to evaluate")
+    # load the models first: a bad model name fails in a second, before any benchmark is read
+    loaded = {label: load_checkpoint(m) if isinstance(m, str) else m for label, m in cfg.models.items()}
+    tasks = [load_task(name, spec, cfg.seed, cfg.crop_margin) for name, spec in cfg.tasks.items()]
+    models = evaluate_models(loaded, tasks, cfg.batch_size, cfg.bootstrap, cfg.seed, cfg.show_progress)
+    for label, name in cfg.models.items():
+        if isinstance(name, str):
+            models[label]["path"] = name
+    results = {"tasks": [t.name for t in tasks], "models": models, "created": datetime.now(timezone.utc).isoformat(),
+               "seed": cfg.seed}
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_markdown(results, out / "results.md")
+    write_plot(results, out / "results.png")
+    return results
