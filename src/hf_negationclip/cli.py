@@ -3,7 +3,7 @@
 Each subcommand parses one config dataclass (``HfArgumentParser``) and calls
 one Python function, ``run_<name>(config)``, that can be called directly::
 
-    from hf_negationclip.cli import DemoConfig, run_demo
+    from hf_negationclip.demo import DemoConfig, run_demo
     run_demo(DemoConfig(out="runs/demo", images=2000))
 """
 from __future__ import annotations
@@ -104,17 +104,6 @@ class NegRefCOCOgConfig:
     image_dir: str | None = field(default=None, metadata={"help": "COCO train2014 folder (refcocog, official)"})
     out: str = field(default="runs/negrefcocog", metadata={"help": "output folder (one sub-folder per config + README.md)"})
     seed: int = field(default=0, metadata={"help": "seed of the candidate shuffling"})
-
-
-@dataclass
-class DemoConfig:
-    """The whole loop on the embedded default: render a world, pre-train the biased baseline, evaluate."""
-
-    out: str = field(default="runs/demo", metadata={"help": "output folder (world/ and baseline/ inside)"})
-    images: int = field(default=5000, metadata={"help": "world size"})
-    seed: int = field(default=0, metadata={"help": "seed of the world, the weights and the data order"})
-    epochs: int = field(default=12, metadata={"help": "pre-training epochs"})
-    show_progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
 
 @dataclass
@@ -275,21 +264,6 @@ def run_negrefcocog(cfg: NegRefCOCOgConfig) -> Path:
     return out
 
 
-def run_demo(cfg: DemoConfig) -> dict:
-    from .training import PretrainConfig
-
-    out = Path(cfg.out)
-    run_world(WorldConfig(out=str(out / "world"), images=cfg.images, seed=cfg.seed, show_progress=cfg.show_progress))
-    result = _pretrain_and_evaluate(PretrainConfig(world_dir=str(out / "world"), output_dir=str(out / "baseline"),
-                                                   epochs=cfg.epochs, seed=cfg.seed, show_progress=cfg.show_progress))
-    m = result["metrics"]
-    neg, aff = m["negation_probe_accuracy"], m["affirmative_probe_accuracy"]
-    print(f"\nThe baseline, trained on captions that never negate, picks the image WITHOUT the negated object "
-          f"{neg['value']:.0%} of the time (chance {neg['chance']:.0%}); with the affirmative caption it finds the object "
-          f"{aff['value']:.0%} of the time. Metrics: {out / 'baseline' / 'metrics.json'}")
-    return result
-
-
 def run_app(cfg: AppConfig, launch: bool = True):
     """Load the models and serve the app; ``launch=False`` returns the Blocks without serving."""
     from .app import build_demo, default_model_specs, load_models
@@ -391,6 +365,7 @@ def run_export_corpus(cfg) -> dict:
 
 
 def _commands() -> dict[str, tuple[type, Callable]]:
+    from .demo import DemoConfig, run_demo
     from .corpus.export import ExportCorpusConfig
     from .corpus.pipeline import CorpusConfig
     from .corpus.stats import NegationStatsConfig
@@ -421,7 +396,7 @@ _SUMMARY = {
     "pretrain": "pre-train a CLIP (tiny preset by default) on a world's affirmative captions and evaluate it",
     "evaluate": "score checkpoints on the negation benchmarks (real files and/or a world's scene twins)",
     "negrefcocog": "build NegRefCOCOg (refcocog | official | scene) and export it as parquet with a dataset card",
-    "demo": "world + pretrain + evaluate: the whole loop on the embedded default",
+    "demo": "the whole story on the embedded default: world, baseline, corpus, benchmarks, 3 fine-tunes, report",
     "app": "the Gradio app: compare CLIP checkpoints on negation in the browser",
     "push-space": "stage the app as a Hugging Face Space (--dry_run) and upload it",
     "push-model": "stage a run (checkpoint, generated card, results) and push it to the Hub (--dry_run: stage only)",
