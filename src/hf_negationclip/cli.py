@@ -59,6 +59,19 @@ class DemoConfig:
     show_progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
 
+@dataclass
+class ConvertOpenAIConfig:
+    """Convert an OpenAI-``clip`` ViT state dict (.pth) into a transformers checkpoint + processor."""
+
+    checkpoint: str = field(default=None, metadata={"help": "the .pth/.pt state dict (loaded with torch.load(weights_only=True))"})
+    out: str = field(default=None, metadata={"help": "output checkpoint folder"})
+    arch: str | None = field(default=None, metadata={"help": "expected architecture (ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px); checked against the weights"})
+
+    def __post_init__(self) -> None:
+        if not self.checkpoint or not self.out:
+            raise ValueError("convert-openai needs --checkpoint and --out")
+
+
 def run_world(cfg: WorldConfig) -> dict:
     from .synthetic import write_world
 
@@ -97,6 +110,14 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     return metrics
 
 
+def run_convert_openai(cfg: ConvertOpenAIConfig) -> str:
+    from .modeling import convert_openai_checkpoint
+
+    out = convert_openai_checkpoint(cfg.checkpoint, cfg.out, cfg.arch)
+    print(f"wrote a transformers CLIP checkpoint + processor to {out}")
+    return str(out)
+
+
 def run_demo(cfg: DemoConfig) -> dict:
     from .training import PretrainConfig
 
@@ -120,6 +141,7 @@ def _commands() -> dict[str, tuple[type, Callable]]:
         "pretrain": (PretrainConfig, run_pretrain),
         "evaluate": (EvaluateConfig, run_evaluate),
         "demo": (DemoConfig, run_demo),
+        "convert-openai": (ConvertOpenAIConfig, run_convert_openai),
     }
 
 
@@ -128,12 +150,13 @@ _SUMMARY = {
     "pretrain": "pre-train a CLIP (tiny preset by default) on a world's affirmative captions and evaluate it",
     "evaluate": "evaluate a checkpoint on a world split",
     "demo": "world + pretrain + evaluate: the whole loop on the embedded default",
+    "convert-openai": "convert an OpenAI-clip ViT checkpoint (.pth) into a transformers checkpoint + processor",
 }
 
 
 def _usage() -> str:
     lines = ["usage: hf-negationclip <command> [options]   (hf-negationclip <command> --help for options)", "", "commands:"]
-    lines += [f"  {name:<10} {text}" for name, text in _SUMMARY.items()]
+    lines += [f"  {name:<15} {text}" for name, text in _SUMMARY.items()]
     return "\n".join(lines)
 
 
