@@ -110,6 +110,21 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     return metrics
 
 
+def run_finetune(cfg) -> dict:
+    """Fine-tune (recipe ``paper`` or ``tiny``) and, on a scene world, report its probes."""
+    from .evaluation import WorldEvaluator, format_metrics
+    from .training import finetune
+
+    evaluator = None
+    if (Path(cfg.world_dir) / "annotations" / "instances_val.json").exists():
+        evaluator = WorldEvaluator(cfg.world_dir, "val", 200, cfg.seed)
+    result = finetune(cfg, evaluator)
+    print(f"saved the fine-tuned model to {result['output_dir']} ({result['train_seconds']:.0f} s of training)")
+    if result["metrics"]:
+        print(f"metrics on the world's val split:\n{format_metrics(result['metrics'])}")
+    return result
+
+
 def run_convert_openai(cfg: ConvertOpenAIConfig) -> str:
     from .modeling import convert_openai_checkpoint
 
@@ -134,11 +149,12 @@ def run_demo(cfg: DemoConfig) -> dict:
 
 
 def _commands() -> dict[str, tuple[type, Callable]]:
-    from .training import PretrainConfig
+    from .training import FinetuneConfig, PretrainConfig
 
     return {
         "world": (WorldConfig, run_world),
         "pretrain": (PretrainConfig, run_pretrain),
+        "finetune": (FinetuneConfig, run_finetune),
         "evaluate": (EvaluateConfig, run_evaluate),
         "demo": (DemoConfig, run_demo),
         "convert-openai": (ConvertOpenAIConfig, run_convert_openai),
@@ -148,6 +164,7 @@ def _commands() -> dict[str, tuple[type, Callable]]:
 _SUMMARY = {
     "world": "render the embedded scene world (COCO, RefCOCOg, VQAv2 formats)",
     "pretrain": "pre-train a CLIP (tiny preset by default) on a world's affirmative captions and evaluate it",
+    "finetune": "fine-tune NegationCLIP (recipes paper | tiny; text, vision, both or LoRA); --config FILE.yaml|json",
     "evaluate": "evaluate a checkpoint on a world split",
     "demo": "world + pretrain + evaluate: the whole loop on the embedded default",
     "convert-openai": "convert an OpenAI-clip ViT checkpoint (.pth) into a transformers checkpoint + processor",
@@ -158,6 +175,25 @@ def _usage() -> str:
     lines = ["usage: hf-negationclip <command> [options]   (hf-negationclip <command> --help for options)", "", "commands:"]
     lines += [f"  {name:<15} {text}" for name, text in _SUMMARY.items()]
     return "\n".join(lines)
+
+
+def _apply_config_file(parser, config_cls, args: list[str]) -> list[str]:
+    """``--config FILE`` (YAML or JSON) sets defaults; flags given on the command line still win."""
+    if "--config" not in args:
+        return args
+    from dataclasses import fields
+
+    from .training import read_config_file
+
+    i = args.index("--config")
+    if i + 1 >= len(args):
+        raise ValueError("--config needs a file")
+    values = read_config_file(args[i + 1])
+    unknown = sorted(set(values) - {f.name for f in fields(config_cls)})
+    if unknown:
+        raise ValueError(f"unknown option(s) in {args[i + 1]}: {', '.join(unknown)}")
+    parser.set_defaults(**values)
+    return args[:i] + args[i + 2:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is noise here
     try:
+        rest = _apply_config_file(parser, config_cls, rest)
         (cfg,) = parser.parse_args_into_dataclasses(rest)
         fn(cfg)
     except (ValueError, OSError, KeyError, CorpusFormatError) as err:

@@ -146,6 +146,15 @@ def load_records(cfg: FinetuneConfig) -> list:
     return load_negated_corpus(cfg.corpus_path, cfg.images_path)
 
 
+def _processor_for(preset: str, model: NegationCLIPModel):
+    """The checkpoint's own processor when it has one, else the shipped one sized for the model."""
+    saved = any(Path(preset, name).is_file() for name in ("processor_config.json", "preprocessor_config.json"))
+    hub = PRESETS.get(preset) is not None and PRESETS[preset].checkpoint is not None
+    if saved or hub or (not Path(preset).exists() and preset not in PRESETS):
+        return load_processor(preset)
+    return load_processor(image_size=model.config.vision_config.image_size)
+
+
 def _base_reference(cfg: FinetuneConfig, model: NegationCLIPModel, out: Path) -> str:
     """What ``adapter_config.json`` records as its base: an absolute folder or a Hub id a user can resolve."""
     if Path(cfg.preset, "config.json").is_file():
@@ -170,9 +179,8 @@ def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     records = load_records(cfg)
     train_records, val_records = split_by_image(records, cfg.val_fraction, cfg.seed)
-    is_folder = Path(cfg.preset, "config.json").is_file()
-    processor = load_processor(cfg.preset if is_folder or cfg.preset != "tiny" else None)
     model = build_model(cfg.preset, seed=cfg.seed)
+    processor = _processor_for(cfg.preset, model)
     (out / "training_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     data = ImageTextData(train_records, processor, cfg.cache_images, cfg.show_progress, cfg.affirmative_ratio)
     val_data = ImageTextData(val_records, processor, cfg.cache_images, False) if len(val_records) else None

@@ -183,6 +183,11 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
             with log_path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
+    evaluating = val_data is not None or evaluator is not None
+    if evaluating and start == 0:  # the starting point, for the history and plot (never kept as "best")
+        if accelerator.is_main_process:
+            log({"step": 0, **_evaluate(accelerator.unwrap_model(model), val_data, evaluator, cfg, weights)})
+        accelerator.wait_for_everyone()
     model.train()
     bar = tqdm(total=total, initial=start, desc="training", unit="step",
                disable=not (cfg.show_progress and accelerator.is_main_process))
@@ -214,8 +219,7 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
                    "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 1)}
             log(row)
             bar.set_postfix(loss=row["loss"])
-        if (val_data is not None or evaluator is not None) and (
-                done == total or (cfg.eval_steps and done % cfg.eval_steps == 0)):
+        if evaluating and (done == total or (cfg.eval_steps and done % cfg.eval_steps == 0)):
             if accelerator.is_main_process:
                 row = {"step": done, **_evaluate(accelerator.unwrap_model(model), val_data, evaluator, cfg, weights)}
                 log(row)
