@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
+import torch
 from accelerate import PartialState
 
 from ..modeling import PRESETS, NegationCLIPModel, build_model, load_processor
@@ -187,6 +188,7 @@ def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None) -> dict:
     logger.info("fine-tuning %s (%s) on %d images, validating on %d", cfg.preset, cfg.train, len(data),
                 len(val_data) if val_data else 0)
     base_ref = _base_reference(cfg, model, out) if cfg.train.startswith("lora") else None
+    torch.manual_seed(cfg.seed)  # LoRA's initial A matrices: the same in a run and its resumed twin
     trainable = configure_trainable(model, cfg)
     during = None
     if evaluator is not None and cfg.best_metric and not cfg.best_metric.endswith("loss"):

@@ -135,7 +135,10 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
 
     out = Path(cfg.output_dir)
     accum = cfg.gradient_accumulation_steps
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with=_trackers(), project_dir=str(out))
+    # step_scheduler_with_optimizer=False: the schedule counts global optimizer steps; accelerate's default
+    # steps it once per process per step (it assumes per-process epochs), which ends a 2-process cosine early
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with=_trackers(), project_dir=str(out),
+                              step_scheduler_with_optimizer=False)
     set_seed(cfg.seed)
     weights = weights or LossWeights()
     world, rank = accelerator.num_processes, accelerator.process_index

@@ -126,5 +126,11 @@ def compute_loss(model, batch: dict, weights: LossWeights, accelerator=None) -> 
     if "distractor_owner" in batch and weights.exclusion:
         parts["exclusion"] = exclusion_loss(img, txt, img_all[n_img:], batch["distractor_owner"], scale)
     loss = sum(getattr(weights, name) * value for name, value in parts.items())
-    backward = loss + (world - 1) * weights.contrastive * parts["contrastive"]
+    backward = loss
+    if world > 1:
+        # DDP averages gradients over processes: the features' share of the global loss is scaled by the number
+        # of processes; logit_scale sees every logit on every process already, so its share is not
+        features_only = contrastive_loss(img_g, txt_g, scale.detach())
+        scale_only = contrastive_loss(img_g.detach(), txt_g.detach(), scale)
+        backward = loss + weights.contrastive * (world * features_only + scale_only - parts["contrastive"])
     return backward, {"loss": loss.detach(), **{name: value.detach() for name, value in parts.items()}}
