@@ -98,11 +98,20 @@ def compute_loss(model, batch: dict, weights: LossWeights, accelerator=None) -> 
     of processes to give the exact gradient of the global loss.
     """
     n = batch["n_texts"]
+    n_hard = n if "hard_mask" in batch else 0
+    k = batch["mcq_valid"].shape[1] if "mcq_valid" in batch else 0
+    # encode only what a weighted term uses: rows [captions | hard negatives | MCQ options]
+    keep = [torch.arange(n)]
+    if weights.hard_negative and n_hard:
+        keep.append(torch.arange(n, 2 * n))
+    if weights.mcq and k:
+        keep.append(torch.arange(n + n_hard, n + n_hard + n * k))
+    rows = torch.cat(keep).to(batch["input_ids"].device)
     pixels = batch["pixel_values"]
     n_img = len(pixels)
-    if "distractor_pixel_values" in batch:
+    if weights.exclusion and "distractor_pixel_values" in batch:
         pixels = torch.cat([pixels, batch["distractor_pixel_values"]])
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=pixels)
+    out = model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows], pixel_values=pixels)
     img_all, txt_all = out.image_embeds.float(), out.text_embeds.float()
     img, txt = img_all[:n_img], txt_all[:n]
     base = model.module if hasattr(model, "module") else model
@@ -112,18 +121,12 @@ def compute_loss(model, batch: dict, weights: LossWeights, accelerator=None) -> 
     world = accelerator.num_processes if accelerator is not None else 1
     parts = {"contrastive": contrastive_loss(img_g, txt_g, scale)}
     cursor = n
-    if "hard_mask" in batch:
-        hard = txt_all[cursor:cursor + n]
+    if weights.hard_negative and n_hard:
+        parts["hard_negative"] = hard_negative_loss(img, txt_g, offset, txt_all[cursor:cursor + n], batch["hard_mask"], scale)
         cursor += n
-        if weights.hard_negative:
-            parts["hard_negative"] = hard_negative_loss(img, txt_g, offset, hard, batch["hard_mask"], scale)
-    if "mcq_valid" in batch:
-        k = batch["mcq_valid"].shape[1]
-        options = txt_all[cursor:cursor + n * k].view(n, k, -1)
-        cursor += n * k
-        if weights.mcq and k:
-            parts["mcq"] = mcq_loss(img, txt, options, batch["mcq_valid"], scale)
-    if "distractor_owner" in batch and weights.exclusion:
+    if weights.mcq and k:
+        parts["mcq"] = mcq_loss(img, txt, txt_all[cursor:cursor + n * k].view(n, k, -1), batch["mcq_valid"], scale)
+    if weights.exclusion and "distractor_owner" in batch:
         parts["exclusion"] = exclusion_loss(img, txt, img_all[n_img:], batch["distractor_owner"], scale)
     loss = sum(getattr(weights, name) * value for name, value in parts.items())
     backward = loss
