@@ -60,7 +60,9 @@ def bare_seconds(cfg, data) -> float:
     model.train()
     batches = [data.batch(data.order(0, 0)[k * cfg.batch_size:(k + 1) * cfg.batch_size].tolist(), 0, 0)
                for k in range(min(cfg.max_steps, len(data) // cfg.batch_size))]
-    batches = [{k: v for k, v in b.items() if k in ("pixel_values", "input_ids", "attention_mask")} for b in batches]
+    # the rows the loop's forward sees (captions only: extra terms are off), with the same padding
+    batches = [{"pixel_values": b["pixel_values"], "input_ids": b["input_ids"][:b["n_texts"]],
+                "attention_mask": b["attention_mask"][:b["n_texts"]]} for b in batches]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, 0, cfg.max_steps)

@@ -76,7 +76,8 @@ def test_text_finetune_lowers_validation_loss_and_changes_only_the_text_side(set
 
 
 def test_lora_run_writes_an_adapter_that_loads_like_the_merged_checkpoint(setup, tmp_path):
-    finetune(_cfg(setup, tmp_path, train="lora-both", lora_r=4, max_steps=3, val_fraction=0.0))
+    finetune(_cfg(setup, tmp_path, train="lora-both", lora_r=4, max_steps=3, val_fraction=0.0, mixed_precision="bf16",
+                  gradient_checkpointing=True, gradient_accumulation_steps=2))
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(setup["base"].resolve()) and config["r"] == 4
     adapter = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))

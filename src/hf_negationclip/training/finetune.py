@@ -34,7 +34,7 @@ TRAIN_PARTS: tuple[str, ...] = ("text", "vision", "both", "lora-text", "lora-vis
 RECIPES: dict[str, dict] = {
     "paper": dict(learning_rate=1e-6, batch_size=512, epochs=15, train="text", val_fraction=0.2, best_metric="val_loss",
                   warmup_ratio=0.0, hard_negative_weight=0.0, mcq_weight=0.0, exclusion_weight=0.0),
-    "tiny": dict(learning_rate=1e-4, batch_size=64, epochs=6, train="text", val_fraction=0.2, best_metric="val_loss",
+    "tiny": dict(learning_rate=2e-4, batch_size=64, epochs=3, train="text", val_fraction=0.2, best_metric="val_loss",
                  warmup_ratio=0.05, hard_negative_weight=0.0, mcq_weight=0.0, exclusion_weight=1.0),
 }
 
@@ -196,8 +196,6 @@ def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None) -> dict:
     t0 = time.time()
     history = train_contrastive(trainable, data, cfg, cfg.loss_weights(), val_data, during)
     train_seconds = time.time() - t0
-    if base_ref is not None:
-        model = trainable.merge_and_unload() if not PartialState().is_main_process else model
     if not PartialState().is_main_process:  # every process holds the same weights; one writes them
         return {"output_dir": str(out), "history": history, "metrics": None, "train_seconds": train_seconds, "model": model}
     if base_ref is not None:
