@@ -162,7 +162,9 @@ def test_two_cpu_processes_train_on_the_global_batch(setup, tmp_path):
     # same global batches, same weights: the contrastive loss saw all 8 images on both processes
     w1, w2, base = _weights(tmp_path / "one"), _weights(tmp_path / "two"), _weights(setup["base"])
     assert any(not torch.equal(w1[k], base[k]) for k in w1)
-    assert all(torch.allclose(w1[k], w2[k], atol=2e-5) for k in w1)
+    # k_proj biases get a zero gradient (softmax ignores a shift of every key), so Adam turns float noise into
+    # lr-sized steps there; every other weight must agree
+    assert all(torch.allclose(w1[k], w2[k], atol=2e-5) for k in w1 if not k.endswith("k_proj.bias"))
 
 
 def test_exclusion_and_gathered_contrastive_terms_match_their_definitions(setup, world):

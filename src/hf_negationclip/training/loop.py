@@ -159,6 +159,7 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
+    out.mkdir(parents=True, exist_ok=True)
     checkpoints, log_path, best_dir = out / "checkpoints", out / "train_log.jsonl", out / "best"
     start, history = 0, []
     latest = _latest_state(checkpoints) if cfg.resume else None
