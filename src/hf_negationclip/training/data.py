@@ -116,6 +116,11 @@ class ImageTextData:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def keep_extras(self, hard: bool, mcq: bool, distractors: bool) -> None:
+        """Build only the extra inputs a weighted loss term uses (tokenising unused texts costs time)."""
+        self.extras = {"hard": self.extras["hard"] and hard, "mcq": self.extras["mcq"] and mcq,
+                       "distractors": self.extras["distractors"] and distractors}
+
     def _process(self, sources: Sequence) -> torch.Tensor:
         return self.processor(images=[open_image(s) for s in sources], return_tensors="pt")["pixel_values"]
 

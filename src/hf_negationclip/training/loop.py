@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -135,12 +136,19 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
 
     out = Path(cfg.output_dir)
     accum = cfg.gradient_accumulation_steps
+    from accelerate.state import AcceleratorState
+
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # one process: let runs in one session differ in precision
+        AcceleratorState._reset_state()
     # step_scheduler_with_optimizer=False: the schedule counts global optimizer steps; accelerate's default
     # steps it once per process per step (it assumes per-process epochs), which ends a 2-process cosine early
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with=_trackers(), project_dir=str(out),
                               step_scheduler_with_optimizer=False)
     set_seed(cfg.seed)
     weights = weights or LossWeights()
+    for dataset in (data, val_data):
+        if dataset is not None:
+            dataset.keep_extras(weights.hard_negative > 0, weights.mcq > 0, weights.exclusion > 0)
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % world or cfg.batch_size // world < 2:
         raise ValueError(f"batch_size {cfg.batch_size} must split into >= 2 images on each of {world} processes")
