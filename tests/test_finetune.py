@@ -76,7 +76,7 @@ def test_text_finetune_lowers_validation_loss_and_changes_only_the_text_side(set
 
 
 def test_lora_run_writes_an_adapter_that_loads_like_the_merged_checkpoint(setup, tmp_path):
-    finetune(_cfg(setup, tmp_path, train="lora-both", lora_r=4, max_steps=3, val_fraction=0.0, mixed_precision="bf16",
+    finetune(_cfg(setup, tmp_path, train="lora-both", lora_r=4, max_steps=2, val_fraction=0.0, mixed_precision="bf16",
                   gradient_checkpointing=True, gradient_accumulation_steps=2))
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(setup["base"].resolve()) and config["r"] == 4
@@ -97,7 +97,7 @@ def test_lora_run_writes_an_adapter_that_loads_like_the_merged_checkpoint(setup,
 
 @pytest.mark.parametrize("train", ["text", "lora-text"])
 def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(setup, tmp_path, train):
-    kw = dict(train=train, max_steps=6, val_fraction=0.0, lora_r=4, export_text_encoder=False)
+    kw = dict(train=train, max_steps=4, val_fraction=0.0, lora_r=4, export_text_encoder=False)
     finetune(_cfg(setup, tmp_path / "full", **kw))
     cut = tmp_path / "cut"
     args = [f"--{k}={v}" for k, v in dict(preset=setup["base"], world_dir=setup["world"], corpus_dir=setup["corpus"],
@@ -112,7 +112,7 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(set
     assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
     assert not (cut / "model.safetensors").exists()
     resumed = finetune(_cfg(setup, cut, save_steps=2, **kw))
-    assert [h["step"] for h in resumed["history"]] == [1, 2, 3, 4, 5, 6]
+    assert [h["step"] for h in resumed["history"]] == [1, 2, 3, 4]
     full, again = _weights(tmp_path / "full"), _weights(cut)
     assert all(torch.allclose(full[k], again[k], atol=1e-6) for k in full)
 
