@@ -184,6 +184,19 @@ class PullConfig:
     local_dir: str | None = field(default=None, metadata={"help": "copy the files here (default: the Hub cache only)"})
 
 
+@dataclass
+class ConvertOpenAIConfig:
+    """Convert an OpenAI-``clip`` ViT state dict (.pth) into a transformers checkpoint + processor."""
+
+    checkpoint: str = field(default=None, metadata={"help": "the .pth/.pt state dict (loaded with torch.load(weights_only=True))"})
+    out: str = field(default=None, metadata={"help": "output checkpoint folder"})
+    arch: str | None = field(default=None, metadata={"help": "expected architecture (ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px); checked against the weights"})
+
+    def __post_init__(self) -> None:
+        if not self.checkpoint or not self.out:
+            raise ValueError("convert-openai needs --checkpoint and --out")
+
+
 def run_world(cfg: WorldConfig) -> dict:
     from .synthetic import write_world
 
@@ -253,6 +266,29 @@ def _model_labels(models: list[str]) -> dict[str, str]:
             label += "'"
         labels[label] = name
     return labels
+
+
+def run_finetune(cfg) -> dict:
+    """Fine-tune (recipe ``paper`` or ``tiny``) and, on a scene world, report its probes."""
+    from .evaluation import WorldEvaluator, format_metrics
+    from .training import finetune
+
+    evaluator = None
+    if (Path(cfg.world_dir) / "annotations" / "instances_val.json").exists():
+        evaluator = WorldEvaluator(cfg.world_dir, "val", 200, cfg.seed)
+    result = finetune(cfg, evaluator)
+    print(f"saved the fine-tuned model to {result['output_dir']} ({result['train_seconds']:.0f} s of training)")
+    if result["metrics"]:
+        print(f"metrics on the world's val split:\n{format_metrics(result['metrics'])}")
+    return result
+
+
+def run_convert_openai(cfg: ConvertOpenAIConfig) -> str:
+    from .modeling import convert_openai_checkpoint
+
+    out = convert_openai_checkpoint(cfg.checkpoint, cfg.out, cfg.arch)
+    print(f"wrote a transformers CLIP checkpoint + processor to {out}")
+    return str(out)
 
 
 def run_negrefcocog(cfg: NegRefCOCOgConfig) -> Path:
@@ -369,7 +405,7 @@ def _commands() -> dict[str, tuple[type, Callable]]:
     from .corpus.export import ExportCorpusConfig
     from .corpus.pipeline import CorpusConfig
     from .corpus.stats import NegationStatsConfig
-    from .training import PretrainConfig
+    from .training import FinetuneConfig, PretrainConfig
 
     return {
         "world": (WorldConfig, run_world),
@@ -377,9 +413,11 @@ def _commands() -> dict[str, tuple[type, Callable]]:
         "export-corpus": (ExportCorpusConfig, run_export_corpus),
         "negation-stats": (NegationStatsConfig, run_negation_stats),
         "pretrain": (PretrainConfig, run_pretrain),
+        "finetune": (FinetuneConfig, run_finetune),
         "evaluate": (EvaluateConfig, run_evaluate),
         "negrefcocog": (NegRefCOCOgConfig, run_negrefcocog),
         "demo": (DemoConfig, run_demo),
+        "convert-openai": (ConvertOpenAIConfig, run_convert_openai),
         "app": (AppConfig, run_app),
         "push-space": (PushSpaceConfig, run_push_space),
         "push-model": (PushModelConfig, run_push_model),
@@ -402,6 +440,8 @@ _SUMMARY = {
     "push-model": "stage a run (checkpoint, generated card, results) and push it to the Hub (--dry_run: stage only)",
     "push-dataset": "stage a parquet dataset folder with its card and push it to the Hub (--dry_run: stage only)",
     "pull": "download a model / dataset / Space repo (offline from the cache with HF_HUB_OFFLINE=1)",
+    "finetune": "fine-tune NegationCLIP (recipes paper | tiny; text, vision, both or LoRA); --config FILE.yaml|json",
+    "convert-openai": "convert an OpenAI-clip ViT checkpoint (.pth) into a transformers checkpoint + processor",
 }
 
 
@@ -443,6 +483,25 @@ def _merge_repeated_list_flags(config_cls: type, argv: list[str]) -> list[str]:
     return rest
 
 
+def _apply_config_file(parser, config_cls, args: list[str]) -> list[str]:
+    """``--config FILE`` (YAML or JSON) sets defaults; flags given on the command line still win."""
+    if "--config" not in args:
+        return args
+    from dataclasses import fields
+
+    from .training import read_config_file
+
+    i = args.index("--config")
+    if i + 1 >= len(args):
+        raise ValueError("--config needs a file")
+    values = read_config_file(args[i + 1])
+    unknown = sorted(set(values) - {f.name for f in fields(config_cls)})
+    if unknown:
+        raise ValueError(f"unknown option(s) in {args[i + 1]}: {', '.join(unknown)}")
+    parser.set_defaults(**values)
+    return args[:i] + args[i + 2:]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -465,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file is noise here
     try:
-        (cfg,) = parser.parse_args_into_dataclasses(_merge_repeated_list_flags(config_cls, rest))
+        rest = _apply_config_file(parser, config_cls, _merge_repeated_list_flags(config_cls, rest))
+        (cfg,) = parser.parse_args_into_dataclasses(rest)
         fn(cfg)
     except (ValueError, OSError, KeyError, ImportError, CorpusFormatError, HubError) as err:
         print(f"error: {err}", file=sys.stderr)

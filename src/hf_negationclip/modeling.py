@@ -11,8 +11,10 @@ paper's fine-tuning recipe attached.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -123,6 +125,85 @@ class NegationCLIPModel(CLIPModel):
     def lock_text_final_layer_norm(self) -> None:
         self.text_model.final_layer_norm.requires_grad_(False)
 
+    def freeze(self, text: bool | None = None, vision: bool | None = None) -> "NegationCLIPModel":
+        """Freeze (``True``) or unfreeze (``False``) each tower with its projection; ``None`` leaves it as is.
+
+        ``logit_scale`` trains while either tower does. Returns ``self``.
+        """
+        for flag, modules in ((text, (self.text_model, self.text_projection)),
+                              (vision, (self.vision_model, self.visual_projection))):
+            if flag is not None:
+                for module in modules:
+                    module.requires_grad_(not flag)
+        towers_train = any(p.requires_grad for m in (self.text_model, self.vision_model) for p in m.parameters())
+        self.logit_scale.requires_grad_(towers_train)
+        return self
+
+    def add_lora(self, r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0,
+                 target_modules: str | list[str] | None = None, towers: str = "text", **lora_kwargs):
+        """Wrap the model in a peft ``PeftModel`` with LoRA adapters (peft's own argument names).
+
+        ``target_modules`` defaults to the attention projections of ``towers``
+        (``text``, ``vision`` or ``both``). Every base weight is frozen. The
+        returned ``PeftModel`` saves the adapter folder; :meth:`merge_lora` (or
+        ``merge_and_unload()``) folds the adapters back into this model.
+        """
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                            target_modules=target_modules if target_modules is not None else lora_target_regex(towers),
+                            **lora_kwargs)
+        return get_peft_model(self, config)
+
+    def merge_lora(self) -> "NegationCLIPModel":
+        """Fold LoRA adapters injected by :meth:`add_lora` into the base weights and drop them (in place)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for name, module in list(self.named_modules()):
+            if isinstance(module, BaseTunerLayer):
+                module.merge()
+                parent, _, child = name.rpartition(".")
+                setattr(self.get_submodule(parent), child, module.get_base_layer())
+        if hasattr(self, "peft_config"):
+            del self.peft_config
+        return self
+
+    def export_text_encoder(self, out_dir: str | os.PathLike, tokenizer=None) -> Path:
+        """Write the text tower as a ``CLIPTextModel`` + its tokenizer (a Stable Diffusion ``text_encoder``).
+
+        Both ``CLIPTextModel.from_pretrained(out_dir)`` and
+        ``CLIPTokenizer.from_pretrained(out_dir)`` load the folder.
+        """
+        from transformers import CLIPTextModel
+
+        out = Path(out_dir)
+        text = CLIPTextModel(self.config.text_config)
+        text.load_state_dict(self.text_model.state_dict())  # transformers 5: CLIPModel.text_model is a CLIPTextModel
+        text.to(self.dtype).save_pretrained(out, safe_serialization=True)
+        (tokenizer or load_tokenizer()).save_pretrained(out)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, merge_lora: bool = True, **kwargs):
+        """Load our checkpoints, plain CLIP checkpoints, or a LoRA adapter folder.
+
+        An adapter folder (``adapter_config.json``) is loaded on top of the base
+        recorded in it (``base_model_name_or_path``: a Hub id or a folder) and,
+        with ``merge_lora=True``, merged into a plain ``NegationCLIPModel``.
+        """
+        adapter = Path(str(pretrained_model_name_or_path)) / "adapter_config.json"
+        if not adapter.is_file():
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        from peft import PeftModel
+
+        base = resolve_adapter_base(adapter)
+        try:
+            base_model = super().from_pretrained(base, *args, **kwargs)
+        except OSError as err:
+            raise OSError(f"cannot load {base!r}, the base model of the LoRA adapter {adapter.parent}: {err}") from err
+        model = PeftModel.from_pretrained(base_model, str(adapter.parent))
+        return model.merge_and_unload() if merge_lora else model
+
     @torch.no_grad()
     def similarity(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -159,6 +240,32 @@ class NegationCLIPModel(CLIPModel):
         img = torch.nn.functional.normalize(torch.cat(img), dim=-1)
         txt = torch.nn.functional.normalize(torch.cat(txt), dim=-1)
         return (self.logit_scale.exp().float() * img @ txt.T).softmax(dim=-1).cpu()
+
+
+def lora_target_regex(towers: str = "text") -> str:
+    """peft ``target_modules`` regex for the attention projections of one or both CLIP towers."""
+    names = {"text": "text_model", "vision": "vision_model", "both": "(text_model|vision_model)"}
+    if towers not in names:
+        raise ValueError(f"LoRA towers must be one of {sorted(names)}, got {towers!r}")
+    return rf".*{names[towers]}\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
+
+
+def resolve_adapter_base(adapter_config: Path) -> str:
+    """The base checkpoint of an adapter folder: a folder (absolute, or relative to cwd or the adapter) or a Hub id."""
+    try:
+        base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{adapter_config} has no usable base_model_name_or_path") from err
+    if not base:
+        raise ValueError(f"{adapter_config} records no base model (base_model_name_or_path is empty)")
+    for candidate in (Path(base), adapter_config.parent / base):
+        if (candidate / "config.json").is_file():
+            return str(candidate)
+    looks_like_path = Path(base).is_absolute() or base.startswith((".", "~")) or base.count("/") > 1 or os.sep in base.replace("/", "")
+    if looks_like_path or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", base):
+        raise FileNotFoundError(f"the LoRA adapter in {adapter_config.parent} needs its base model {base!r}, which is "
+                                f"not a checkpoint folder here; pass the base explicitly or fix base_model_name_or_path")
+    return base  # a Hub id: transformers resolves (or reports) it
 
 
 def feature_tensor(features) -> torch.Tensor:
@@ -213,3 +320,111 @@ def load_processor(name_or_path: str | os.PathLike | None = None, image_size: in
     finally:
         hf_logging.set_verbosity(verbosity)
     return CLIPProcessor(image_processor=image_processor, tokenizer=load_tokenizer())
+
+
+# --------------------------------------------------------------------------- OpenAI ``clip`` checkpoints
+
+#: the OpenAI ViT architectures: (vision width, vision layers, patch, image size, text width, text layers, embed dim)
+OPENAI_ARCHS: dict[str, tuple[int, int, int, int, int, int, int]] = {
+    "ViT-B/32": (768, 12, 32, 224, 512, 12, 512),
+    "ViT-B/16": (768, 12, 16, 224, 512, 12, 512),
+    "ViT-L/14": (1024, 24, 14, 224, 768, 12, 768),
+    "ViT-L/14@336px": (1024, 24, 14, 336, 768, 12, 768),
+}
+
+
+def _layer_count(state: dict, prefix: str) -> int:
+    return len({k.split(".")[2 + prefix.count(".")] for k in state if k.startswith(prefix + ".resblocks.")})
+
+
+def openai_clip_config(state: dict, arch: str | None = None) -> CLIPConfig:
+    """A ``CLIPConfig`` read off the shapes of an OpenAI-``clip`` state dict (heads = width / 64, as OpenAI does)."""
+    if "visual.conv1.weight" not in state:
+        raise ValueError("not an OpenAI CLIP ViT state dict (no visual.conv1.weight; ResNet CLIPs are not supported)")
+    v_width, _, patch, _ = state["visual.conv1.weight"].shape
+    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    t_width = state["ln_final.weight"].shape[0]
+    found = (v_width, _layer_count(state, "visual.transformer"), patch, patch * grid, t_width,
+             _layer_count(state, "transformer"), state["text_projection"].shape[1])
+    if arch is not None:
+        if arch not in OPENAI_ARCHS:
+            raise ValueError(f"unknown --arch {arch!r}; known: {sorted(OPENAI_ARCHS)}")
+        if OPENAI_ARCHS[arch] != found:
+            raise ValueError(f"the checkpoint does not match {arch}: expected {OPENAI_ARCHS[arch]}, found {found} "
+                             "(vision width, layers, patch, image size, text width, layers, embed dim)")
+    text = dict(vocab_size=state["token_embedding.weight"].shape[0], hidden_size=t_width, intermediate_size=4 * t_width,
+                num_hidden_layers=found[5], num_attention_heads=max(t_width // 64, 1),
+                max_position_embeddings=state["positional_embedding"].shape[0], bos_token_id=BOS_TOKEN_ID,
+                eos_token_id=EOS_TOKEN_ID, pad_token_id=EOS_TOKEN_ID, hidden_act="quick_gelu")
+    vision = dict(hidden_size=v_width, intermediate_size=4 * v_width, num_hidden_layers=found[1],
+                  num_attention_heads=max(v_width // 64, 1), image_size=found[3], patch_size=patch, hidden_act="quick_gelu")
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=found[6])
+
+
+def _convert_blocks(state: dict, src: str, dst: str, layers: int) -> dict:
+    out = {}
+    for i in range(layers):
+        s, d = f"{src}.resblocks.{i}", f"{dst}.encoder.layers.{i}"
+        for kind in ("weight", "bias"):
+            q, k, v = state[f"{s}.attn.in_proj_{kind}"].chunk(3, dim=0)
+            out.update({f"{d}.self_attn.q_proj.{kind}": q, f"{d}.self_attn.k_proj.{kind}": k, f"{d}.self_attn.v_proj.{kind}": v,
+                        f"{d}.self_attn.out_proj.{kind}": state[f"{s}.attn.out_proj.{kind}"],
+                        f"{d}.layer_norm1.{kind}": state[f"{s}.ln_1.{kind}"], f"{d}.layer_norm2.{kind}": state[f"{s}.ln_2.{kind}"],
+                        f"{d}.mlp.fc1.{kind}": state[f"{s}.mlp.c_fc.{kind}"], f"{d}.mlp.fc2.{kind}": state[f"{s}.mlp.c_proj.{kind}"]})
+    return out
+
+
+def openai_to_hf_state_dict(state: dict, config: CLIPConfig) -> dict:
+    """Rename (and split / transpose) an OpenAI-``clip`` ViT state dict into ``CLIPModel`` keys."""
+    out = {
+        "logit_scale": state["logit_scale"],
+        "text_model.embeddings.token_embedding.weight": state["token_embedding.weight"],
+        "text_model.embeddings.position_embedding.weight": state["positional_embedding"],
+        "text_model.final_layer_norm.weight": state["ln_final.weight"], "text_model.final_layer_norm.bias": state["ln_final.bias"],
+        "text_projection.weight": state["text_projection"].T,
+        "vision_model.embeddings.class_embedding": state["visual.class_embedding"],
+        "vision_model.embeddings.patch_embedding.weight": state["visual.conv1.weight"],
+        "vision_model.embeddings.position_embedding.weight": state["visual.positional_embedding"],
+        "vision_model.pre_layrnorm.weight": state["visual.ln_pre.weight"], "vision_model.pre_layrnorm.bias": state["visual.ln_pre.bias"],
+        "vision_model.post_layernorm.weight": state["visual.ln_post.weight"],
+        "vision_model.post_layernorm.bias": state["visual.ln_post.bias"],
+        "visual_projection.weight": state["visual.proj"].T,
+    }
+    out.update(_convert_blocks(state, "transformer", "text_model", config.text_config.num_hidden_layers))
+    out.update(_convert_blocks(state, "visual.transformer", "vision_model", config.vision_config.num_hidden_layers))
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def load_openai_state_dict(path: str | os.PathLike) -> dict:
+    """Tensors of an OpenAI-``clip`` ``.pth``/``.pt`` state dict, through ``torch.load(weights_only=True)`` only."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle.UnpicklingError, RuntimeError for TorchScript archives, ...
+        raise ValueError(f"refusing to load {path}: not a plain weights-only state dict ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}). TorchScript archives: load them with "
+                         "clip.load(..., jit=False) and torch.save(model.state_dict()) first") from err
+    for wrapper in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"{path} does not hold a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def convert_openai_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, arch: str | None = None) -> Path:
+    """Convert an OpenAI-``clip`` ViT checkpoint into a ``NegationCLIPModel`` folder (safetensors + processor)."""
+    state = load_openai_state_dict(checkpoint)
+    config = openai_clip_config(state, arch)
+    config.architectures = ["NegationCLIPModel"]
+    model = NegationCLIPModel(config)
+    missing, unexpected = model.load_state_dict(openai_to_hf_state_dict(state, config), strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"conversion left missing keys {missing[:5]} / unexpected keys {unexpected[:5]}")
+    out = Path(out_dir)
+    model.save_pretrained(out, safe_serialization=True)
+    load_processor(image_size=config.vision_config.image_size).save_pretrained(out)
+    return out

@@ -1,0 +1,131 @@
+"""Speed and memory of the fine-tuning loop (a benchmark, not a test).
+
+1. samples/s of ``train_contrastive`` (the loop ``hf-negationclip finetune``
+   runs: batches drawn and tokenised from the data, Accelerate, logging)
+   versus a bare PyTorch forward/backward/step loop over pre-built tensors,
+   same model, trainable parts, batch size and number of steps, on the same
+   machine, alternated so load changes hit both. Goal: ratio >= 0.85.
+2. peak RSS of fine-tuning ``both`` towers vs ``text`` vs ``lora-text``, each
+   in its own subprocess (so one run's peak does not hide another's).
+
+    python scripts/bench_finetune.py [--steps 20] [--batch_size 64]
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from negation_fixture import write_negation_fixture  # noqa: E402
+
+from hf_negationclip import synthetic  # noqa: E402
+from hf_negationclip.modeling import build_model, load_processor  # noqa: E402
+from hf_negationclip.training import FinetuneConfig, ImageTextData, configure_trainable, train_contrastive  # noqa: E402
+from hf_negationclip.training.data import load_negated_corpus  # noqa: E402
+
+
+def _setup(root: Path, n_images: int):
+    world, corpus = root / "world", root / "corpus"
+    if not (world / "world.json").exists():
+        synthetic.write_world(world, n_images, seed=0, show_progress=False)
+    if not (corpus / "negated_captions_train.json").exists():
+        write_negation_fixture(world, corpus, "train")
+    return world, corpus
+
+
+def _cfg(root, world, corpus, train, steps, batch_size):
+    return FinetuneConfig(preset="tiny", world_dir=str(world), corpus_dir=str(corpus), output_dir=str(root / f"out_{train}"),
+                          train=train, max_steps=steps, batch_size=batch_size, exclusion_weight=0.0, save_steps=0,
+                          log_steps=10**6, show_progress=False, val_fraction=0.0, resume=False)
+
+
+def loop_seconds(cfg, data) -> float:
+    model = configure_trainable(build_model("tiny", seed=0), cfg)
+    t = time.perf_counter()
+    train_contrastive(model, data, cfg, cfg.loss_weights())
+    return time.perf_counter() - t
+
+
+def bare_seconds(cfg, data) -> float:
+    """forward/backward/step over tensors built beforehand: the floor any loop pays."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    model = configure_trainable(build_model("tiny", seed=0), cfg)
+    model.train()
+    data.keep_extras(False, False, False)  # what the loop builds with every extra term off: same padding
+    batches = [data.batch(data.order(0, 0)[k * cfg.batch_size:(k + 1) * cfg.batch_size].tolist(), 0, 0)
+               for k in range(min(cfg.max_steps, len(data) // cfg.batch_size))]
+    # the rows the loop's forward sees (captions only: extra terms are off), with the same padding
+    batches = [{"pixel_values": b["pixel_values"], "input_ids": b["input_ids"][:b["n_texts"]],
+                "attention_mask": b["attention_mask"][:b["n_texts"]]} for b in batches]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, 0, cfg.max_steps)
+    t = time.perf_counter()
+    for step in range(cfg.max_steps):
+        loss = model(**batches[step % len(batches)], return_loss=True).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t
+
+
+def rss_child(root: Path, train: str, steps: int, batch_size: int) -> None:
+    world, corpus = _setup(root, 0)
+    cfg = _cfg(root, world, corpus, train, steps, batch_size)
+    data = ImageTextData(load_negated_corpus(cfg.corpus_path, cfg.images_path), load_processor(), show_progress=False)
+    before = _rss_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak (VmHWM) so data loading does not count
+    loop_seconds(cfg, data)
+    print(json.dumps({"train": train, "peak_rss_mb": _rss_mb("VmHWM"), "data_rss_mb": before}))
+
+
+def _rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch_size", type=int, default=64)
+    ap.add_argument("--images", type=int, default=600)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--root", default=None)
+    ap.add_argument("--rss-child", default=None)
+    args = ap.parse_args()
+    root = Path(args.root or tempfile.mkdtemp(prefix="bench_finetune_"))
+    if args.rss_child:
+        return rss_child(root, args.rss_child, args.steps, args.batch_size)
+    torch.set_num_threads(torch.get_num_threads())
+    world, corpus = _setup(root, args.images)
+    cfg = _cfg(root, world, corpus, "text", args.steps, args.batch_size)
+    data = ImageTextData(load_negated_corpus(cfg.corpus_path, cfg.images_path), load_processor(), show_progress=False)
+    loop, bare = [], []
+    for _ in range(args.rounds):  # alternate, so a load change on the machine hits both
+        bare.append(bare_seconds(cfg, data))
+        loop.append(loop_seconds(cfg, data))
+    samples = args.steps * args.batch_size
+    print(f"train=text, batch {args.batch_size}, {args.steps} steps, {len(data)} images, {torch.get_num_threads()} threads")
+    print(f"  bare loop    : {samples / min(bare):7.1f} samples/s (best of {args.rounds}; all: {[round(samples / b, 1) for b in bare]})")
+    print(f"  finetune loop: {samples / min(loop):7.1f} samples/s (best of {args.rounds}; all: {[round(samples / s, 1) for s in loop]})")
+    print(f"  ratio (finetune / bare): {min(bare) / min(loop):.3f}   (goal >= 0.85)")
+    for train in ("both", "text", "lora-text"):
+        res = subprocess.run([sys.executable, __file__, "--rss-child", train, "--root", str(root), "--steps", "5",
+                              "--batch_size", str(args.batch_size)], capture_output=True, text=True, check=True)
+        row = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"  peak RSS while training {train:<10}: {row['peak_rss_mb']:7.0f} MB "
+              f"(model + data before training: {row['data_rss_mb']:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Training data: images with their captions, negated-caption corpora and ``datasets`` sources.
+
+Every source ends up as :class:`ImageTextData`: unique images, each with a
+list of :class:`Caption` entries. A caption may carry what the extra loss
+terms need: the affirmative caption it was made from (hard negative), wrong
+options (MCQ term) and distractor images that contain the negated thing
+(exclusion term). A distractor travels WITH its caption: whichever batch and
+process a caption lands in, its distractors are encoded there too, so the
+pairs are co-located by construction.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..corpus import CorpusFormatError, load_coco_captions, read_json
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A caption and what the optional loss terms need of it."""
+
+    text: str
+    original: str | None = None  # the affirmative caption a negated one was made from
+    distractors: tuple[Path, ...] = ()  # images holding the negated thing (minimal pairs)
+    mcq_wrong: tuple[str, ...] = ()  # wrong options of a multiple-choice question on the image
+
+
+@dataclass(frozen=True)
+class DatasetImage:
+    """An image inside a ``datasets`` table, decoded only when needed (hashable, so it groups like a path)."""
+
+    table: object
+    row: int
+    column: str
+
+    def __hash__(self) -> int:
+        return hash((id(self.table), self.row, self.column))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DatasetImage) and (id(self.table), self.row, self.column) == (id(other.table), other.row, other.column)
+
+    def open(self) -> Image.Image:
+        return self.table[self.row][self.column]
+
+
+@dataclass(frozen=True)
+class TrainRecord:
+    """One (image, caption) pair; ``image`` is a path or a :class:`DatasetImage`."""
+
+    image: Path | DatasetImage
+    caption: Caption
+
+
+def image_key(record):
+    """The image a record refers to (``TrainRecord.image`` or ``CaptionRecord.image_path``)."""
+    return getattr(record, "image", None) or record.image_path
+
+
+def _sort_key(image) -> tuple:
+    return (image.row, image.column) if isinstance(image, DatasetImage) else (0, str(image))
+
+
+def open_image(source) -> Image.Image:
+    try:
+        if isinstance(source, DatasetImage):
+            image = source.open()
+        elif isinstance(source, Image.Image):
+            image = source
+        else:
+            with Image.open(source) as im:
+                return im.convert("RGB")
+        return image.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise OSError(f"cannot read training image {source}: {err}") from err
+
+
+class ImageTextData:
+    """Unique images, each with all its captions; one caption is drawn per image per epoch.
+
+    Drawing per image (not per caption) keeps an image from meeting itself as
+    a negative in the same batch. With ``affirmative_ratio`` > 0, that
+    fraction of the negated picks of an epoch uses the caption's original
+    affirmative caption instead (keeps generality).
+    """
+
+    def __init__(self, records: Sequence, processor, cache_images: bool = True, show_progress: bool = True,
+                 affirmative_ratio: float = 0.0):
+        captions: dict[object, list[Caption]] = defaultdict(list)
+        for r in records:  # CaptionRecord (image_path, caption str) or TrainRecord
+            captions[image_key(r)].append(r.caption if isinstance(r.caption, Caption) else Caption(r.caption))
+        self.paths = sorted(captions, key=_sort_key)
+        self.captions = [captions[p] for p in self.paths]
+        self.processor, self.affirmative_ratio = processor, affirmative_ratio
+        self.extras = {"hard": any(c.original for cs in self.captions for c in cs),
+                       "distractors": any(c.distractors for cs in self.captions for c in cs),
+                       "mcq": any(c.mcq_wrong for cs in self.captions for c in cs)}
+        self.cache = self.distractor_cache = None
+        if cache_images:
+            self.cache = self._process_all(self.paths, "preprocessing images", show_progress)
+            extra = sorted({d for cs in self.captions for c in cs for d in c.distractors}, key=str)
+            if extra:
+                self.distractor_row = {d: i for i, d in enumerate(extra)}
+                self.distractor_cache = self._process_all(extra, "preprocessing distractors", show_progress)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def keep_extras(self, hard: bool, mcq: bool, distractors: bool) -> None:
+        """Build only the extra inputs a weighted loss term uses (tokenising unused texts costs time)."""
+        self.extras = {"hard": self.extras["hard"] and hard, "mcq": self.extras["mcq"] and mcq,
+                       "distractors": self.extras["distractors"] and distractors}
+
+    def _process(self, sources: Sequence) -> torch.Tensor:
+        return self.processor(images=[open_image(s) for s in sources], return_tensors="pt")["pixel_values"]
+
+    def _process_all(self, sources: Sequence, desc: str, show_progress: bool) -> torch.Tensor:
+        chunks = [self._process(sources[i:i + 256])
+                  for i in tqdm(range(0, len(sources), 256), desc=desc, disable=not show_progress)]
+        return torch.cat(chunks)
+
+    def order(self, epoch: int, seed: int) -> torch.Tensor:
+        """The image order of an epoch: a function of (seed, epoch), so a resumed run sees the same batches."""
+        return torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+    def _caption_picks(self, epoch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which caption of each image an epoch uses, and whether it swaps to the affirmative original."""
+        if getattr(self, "_picks_key", None) != (epoch, seed):
+            gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
+            picks = torch.randint(0, 1 << 30, (len(self),), generator=gen)
+            swap = torch.rand(len(self), generator=gen) < self.affirmative_ratio
+            self._picks_key, self._picks = (epoch, seed), (picks, swap)
+        return self._picks
+
+    def entries(self, indices: Sequence[int], epoch: int, seed: int) -> list[tuple[Caption, bool]]:
+        """(caption entry, use its affirmative original instead) for each image index."""
+        picks, swap = self._caption_picks(epoch, seed)
+        out = []
+        for i in indices:
+            entry = self.captions[i][int(picks[i]) % len(self.captions[i])]
+            out.append((entry, bool(swap[i]) and entry.original is not None))
+        return out
+
+    def _distractor_pixels(self, paths: Sequence[Path]) -> torch.Tensor:
+        if self.distractor_cache is not None:
+            return self.distractor_cache[[self.distractor_row[p] for p in paths]]
+        return self._process(paths)
+
+    def batch(self, indices: Sequence[int], epoch: int, seed: int) -> dict:
+        """Tensors of one batch: pixels and tokens, plus the extra terms' inputs when the data has them.
+
+        Every text of the batch (captions, hard negatives, MCQ options) is
+        tokenised in ONE call so they share a padding length; ``n_texts`` says
+        how many of the rows are the captions themselves.
+        """
+        entries = self.entries(indices, epoch, seed)
+        texts = [e.original if swapped else e.text for e, swapped in entries]
+        negated = [not swapped and (e.original is not None or bool(e.distractors)) for e, swapped in entries]
+        pixels = self.cache[list(indices)] if self.cache is not None else self._process([self.paths[i] for i in indices])
+        out = {"pixel_values": pixels}
+        all_texts = list(texts)
+        if self.extras["hard"]:
+            out["hard_mask"] = torch.tensor([neg and e.original is not None for (e, _), neg in zip(entries, negated)])
+            all_texts += [e.original or e.text for e, _ in entries]
+        if self.extras["mcq"]:
+            k = max(len(e.mcq_wrong) for e, _ in entries) if entries else 0
+            valid = [[neg and j < len(e.mcq_wrong) for j in range(k)] for (e, _), neg in zip(entries, negated)]
+            out["mcq_valid"] = torch.tensor(valid, dtype=torch.bool).view(len(entries), k)
+            all_texts += [e.mcq_wrong[j] if j < len(e.mcq_wrong) else e.text for e, _ in entries for j in range(k)]
+        if self.extras["distractors"]:
+            owner = [row for row, ((e, _), neg) in enumerate(zip(entries, negated)) if neg for _d in e.distractors]
+            paths = [d for (e, _), neg in zip(entries, negated) if neg for d in e.distractors]
+            out["distractor_owner"] = torch.tensor(owner, dtype=torch.long)
+            out["distractor_pixel_values"] = self._distractor_pixels(paths) if paths else pixels[:0]
+        tok = self.processor.tokenizer(all_texts, padding=True, truncation=True, return_tensors="pt")
+        out.update(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"], n_texts=len(texts))
+        return out
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def negated_captions_path(corpus_dir: str | os.PathLike, split: str) -> Path:
+    """``<corpus_dir>/negated_captions_<split>.json``: the corpus interchange file."""
+    return Path(corpus_dir) / f"negated_captions_{split}.json"
+
+
+def _mcq_wrong(ann: dict) -> tuple[str, ...]:
+    """Wrong MCQ options: given ones (``mcq_wrong``), else the original caption affirming the negated thing."""
+    given = ann.get("mcq_wrong")
+    if isinstance(given, list):
+        return tuple(str(t) for t in given if isinstance(t, str) and t.strip())
+    negated, original = ann.get("negated"), ann.get("caption")
+    if isinstance(negated, str) and negated.strip() and isinstance(original, str) and original.strip():
+        return (f"{original.strip().rstrip('.')} with {negated.strip()}",)
+    return ()
+
+
+def load_negated_corpus(path: str | os.PathLike, image_dir: str | os.PathLike) -> list[TrainRecord]:
+    """Read a ``negated_captions_<split>.json`` into records: the negated caption, its original and distractors.
+
+    Distractor paths are relative to the JSON file's folder; a missing
+    distractor file is skipped, counted and logged.
+    """
+    path = Path(path)
+    base = load_coco_captions(path, image_dir, caption_field="updated_caption")
+    anns = {a.get("id"): a for a in read_json(path)["annotations"] if isinstance(a, dict)}
+    records, missing = [], 0
+    for rec in base:
+        ann = anns.get(rec.annotation_id, {})
+        distractors = []
+        for rel in ann.get("distractors") or []:
+            if not isinstance(rel, str):
+                raise CorpusFormatError(f"{path}: annotation {rec.annotation_id} has a non-string distractor {rel!r}")
+            if (path.parent / rel).is_file():
+                distractors.append(path.parent / rel)
+            else:
+                missing += 1
+        original = ann.get("caption") if isinstance(ann.get("caption"), str) and ann["caption"].strip() else None
+        records.append(TrainRecord(rec.image_path, Caption(rec.caption, original and original.strip(), tuple(distractors),
+                                                           _mcq_wrong(ann))))
+    if missing:
+        logger.warning("%s: %d distractor images are missing and were skipped", path, missing)
+    return records
+
+
+def load_image_text_dataset(source: str | os.PathLike, image_column: str = "image", text_column: str = "text",
+                            split: str = "train") -> list[TrainRecord]:
+    """Records from a ``datasets`` dataset: a ``save_to_disk`` folder, a parquet folder/file, or a loadable name.
+
+    ``text_column`` may hold a string or a list of strings per row.
+    """
+    import datasets
+
+    source = str(source)
+    if Path(source, "dataset_info.json").is_file() or Path(source, "dataset_dict.json").is_file():
+        table = datasets.load_from_disk(source)
+    elif source.endswith(".parquet"):
+        table = datasets.load_dataset("parquet", data_files=source)
+    else:
+        table = datasets.load_dataset(source)
+    if isinstance(table, datasets.DatasetDict):
+        if split not in table:
+            raise ValueError(f"{source} has no split {split!r}; it has {sorted(table)}")
+        table = table[split]
+    for column in (image_column, text_column):
+        if column not in table.column_names:
+            raise ValueError(f"{source} has no column {column!r}; its columns are {table.column_names}")
+    records = []
+    for row, value in enumerate(table[text_column]):
+        for text in [value] if isinstance(value, str) else list(value or []):
+            if isinstance(text, str) and text.strip():
+                records.append(TrainRecord(DatasetImage(table, row, image_column), Caption(text.strip())))
+    if not records:
+        raise ValueError(f"{source} column {text_column!r} holds no text")
+    return records
+
+
+def split_by_image(records: Sequence, val_fraction: float, seed: int) -> tuple[list, list]:
+    """Hold out ``val_fraction`` of the IMAGES (all their captions) for validation, seeded."""
+    keys = sorted({image_key(r) for r in records}, key=_sort_key)
+    n_val = int(round(val_fraction * len(keys)))
+    perm = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
+    val_keys = {keys[i] for i in perm[:n_val]}
+    train = [r for r in records if image_key(r) not in val_keys]
+    return train, [r for r in records if image_key(r) in val_keys]

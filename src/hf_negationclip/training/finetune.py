@@ -1,0 +1,216 @@
+"""NegationCLIP fine-tuning: recipes, what trains, data sources and outputs, on the one loop of :mod:`.loop`.
+
+Recipes fill every option the user leaves unset:
+
+- ``paper``: the NegationCLIP recipe (text tower, InfoNCE only, lr 1e-6,
+  batch 512, 15 epochs, 80/20 split, best by validation loss).
+- ``tiny``: ours on the scene world on CPU: text tower, InfoNCE plus the
+  exclusion term over minimal pairs (each negated caption against its
+  distractor images).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import PartialState
+
+from ..modeling import PRESETS, NegationCLIPModel, build_model, load_processor
+from .data import ImageTextData, load_image_text_dataset, load_negated_corpus, negated_captions_path, split_by_image
+from .loop import plot_history, train_contrastive
+from .losses import LossWeights
+from .pretrain import PretrainConfig, write_card
+
+logger = logging.getLogger(__name__)
+
+TRAIN_PARTS: tuple[str, ...] = ("text", "vision", "both", "lora-text", "lora-vision", "lora-both")
+
+RECIPES: dict[str, dict] = {
+    "paper": dict(learning_rate=1e-6, batch_size=512, epochs=15, train="text", val_fraction=0.2, best_metric="val_loss",
+                  warmup_ratio=0.0, hard_negative_weight=0.0, mcq_weight=0.0, exclusion_weight=0.0),
+    "tiny": dict(learning_rate=2e-4, batch_size=64, epochs=3, train="text", val_fraction=0.2, best_metric="val_loss",
+                 warmup_ratio=0.05, hard_negative_weight=0.0, mcq_weight=0.0, exclusion_weight=1.0),
+}
+
+
+@dataclass
+class FinetuneConfig(PretrainConfig):
+    """Arguments of ``hf-negationclip finetune`` (saved as ``training_config.json``). Unset options come from ``recipe``."""
+
+    preset: str = field(default="runs/pretrain", metadata={"help": "model to fine-tune: checkpoint folder, Hub id or preset name"})
+    output_dir: str = field(default="runs/finetune", metadata={"help": "where the checkpoint, adapter, logs and metrics go"})
+    recipe: str = field(default="tiny", metadata={"help": "defaults for unset options: paper | tiny"})
+    corpus_dir: str | None = field(default=None, metadata={"help": "folder of negated_captions_<split>.json (the corpus output)"})
+    corpus_file: str | None = field(default=None, metadata={"help": "the negated-caption file itself (overrides corpus_dir)"})
+    dataset: str | None = field(default=None, metadata={"help": "instead of a corpus: a datasets folder (save_to_disk or parquet) or name"})
+    image_column: str = field(default="image", metadata={"help": "image column of --dataset"})
+    text_column: str = field(default="text", metadata={"help": "text column of --dataset (a string or a list of strings)"})
+    train: str | None = field(default=None, metadata={"help": f"what trains: {' | '.join(TRAIN_PARTS)}"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    lora_target_modules: str | None = field(default=None, metadata={"help": "peft target_modules regex (default: attention projections of the chosen towers)"})
+    val_fraction: float | None = field(default=None, metadata={"help": "fraction of the images held out for validation"})
+    affirmative_ratio: float = field(default=0.0, metadata={"help": "fraction of picks that use the original affirmative caption instead"})
+    contrastive_weight: float = field(default=1.0, metadata={"help": "weight of the InfoNCE term (global batch)"})
+    hard_negative_weight: float | None = field(default=None, metadata={"help": "weight of the hard-negative term (original caption as extra negative)"})
+    mcq_weight: float | None = field(default=None, metadata={"help": "weight of the NegBench-style MCQ term"})
+    exclusion_weight: float | None = field(default=None, metadata={"help": "weight of the exclusion term (caption vs its distractor images)"})
+    export_text_encoder: bool = field(default=True, metadata={"help": "also write text_encoder/ (CLIPTextModel + tokenizer)"})
+    # recipe-controlled options inherited from PretrainConfig: None = take the recipe's value
+    epochs: int | None = field(default=None, metadata={"help": "passes over the images"})
+    batch_size: int | None = field(default=None, metadata={"help": "global batch size (images per forward pass)"})
+    learning_rate: float | None = field(default=None, metadata={"help": "peak AdamW learning rate"})
+    warmup_ratio: float | None = field(default=None, metadata={"help": "fraction of steps of linear warm-up"})
+    best_metric: str | None = field(default=None, metadata={"help": "keep the best weights by this (val_loss or an evaluator metric; '' = last)"})
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; known: {sorted(RECIPES)}")
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        super().__post_init__()
+        if self.train not in TRAIN_PARTS:
+            raise ValueError(f"unknown train part {self.train!r}; choose one of {', '.join(TRAIN_PARTS)}")
+        if not 0 <= self.val_fraction < 1 or not 0 <= self.affirmative_ratio <= 1:
+            raise ValueError("val_fraction must be in [0, 1) and affirmative_ratio in [0, 1]")
+        if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError("lora_r must be >= 1, lora_alpha > 0 and lora_dropout in [0, 1)")
+        self.loss_weights()  # validates the weights
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.contrastive_weight, self.hard_negative_weight, self.mcq_weight, self.exclusion_weight)
+
+    @property
+    def corpus_path(self) -> Path:
+        if self.corpus_file:
+            return Path(self.corpus_file)
+        if not self.corpus_dir:
+            raise ValueError("finetune needs --corpus_dir, --corpus_file or --dataset")
+        return negated_captions_path(self.corpus_dir, self.split)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides) -> "FinetuneConfig":
+        """A config from a YAML or JSON file, with keyword overrides; unknown keys are an error."""
+        values = {**read_config_file(path), **overrides}
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown option(s) in {path}: {', '.join(unknown)}")
+        return cls(**values)
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """A flat mapping of options from a ``.yaml``/``.yml`` or ``.json`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such config file: {path}")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        values = yaml.safe_load(text)
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of option names to values")
+    return values
+
+
+def configure_trainable(model: NegationCLIPModel, cfg: FinetuneConfig):
+    """Freeze what ``cfg.train`` leaves alone; for LoRA return the ``PeftModel`` (base weights frozen)."""
+    if cfg.train == "text":  # the paper: text tower, embeddings, projection, logit scale; not the final LayerNorm
+        model.freeze(text=False, vision=True)
+        model.lock_text_final_layer_norm()
+    elif cfg.train == "vision":
+        model.freeze(text=True, vision=False)
+    elif cfg.train == "both":
+        model.freeze(text=False, vision=False)
+    else:
+        return model.add_lora(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=cfg.lora_target_modules, towers=cfg.train.split("-", 1)[1])
+    return model
+
+
+def load_records(cfg: FinetuneConfig) -> list:
+    if cfg.dataset:
+        return load_image_text_dataset(cfg.dataset, cfg.image_column, cfg.text_column, cfg.split)
+    return load_negated_corpus(cfg.corpus_path, cfg.images_path)
+
+
+def _processor_for(preset: str, model: NegationCLIPModel):
+    """The checkpoint's own processor when it has one, else the shipped one sized for the model."""
+    saved = any(Path(preset, name).is_file() for name in ("processor_config.json", "preprocessor_config.json"))
+    hub = PRESETS.get(preset) is not None and PRESETS[preset].checkpoint is not None
+    if saved or hub or (not Path(preset).exists() and preset not in PRESETS):
+        return load_processor(preset)
+    return load_processor(image_size=model.config.vision_config.image_size)
+
+
+def _base_reference(cfg: FinetuneConfig, model: NegationCLIPModel, out: Path) -> str:
+    """What ``adapter_config.json`` records as its base: an absolute folder or a Hub id a user can resolve."""
+    if Path(cfg.preset, "config.json").is_file():
+        return str(Path(cfg.preset).resolve())
+    preset = PRESETS.get(cfg.preset)
+    if preset is not None and preset.checkpoint is None:  # a fresh model: keep its starting weights
+        model.save_pretrained(out / "base_model", safe_serialization=True)
+        return str((out / "base_model").resolve())
+    return preset.checkpoint if preset is not None else cfg.preset
+
+
+def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None) -> dict:
+    """Fine-tune ``cfg.preset`` on negated captions (or a dataset) and write every output.
+
+    ``cfg.output_dir`` gets: the merged checkpoint (``model.safetensors``,
+    ``config.json``) and processor, ``adapter/`` for LoRA runs,
+    ``training_config.json``, ``train_log.jsonl`` (loss and evaluation
+    history), ``loss.png``, ``text_encoder/`` and, with an evaluator
+    (``evaluator(model, processor) -> metrics``), ``metrics.json``.
+    """
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = load_records(cfg)
+    train_records, val_records = split_by_image(records, cfg.val_fraction, cfg.seed)
+    model = build_model(cfg.preset, seed=cfg.seed)
+    processor = _processor_for(cfg.preset, model)
+    (out / "training_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    data = ImageTextData(train_records, processor, cfg.cache_images, cfg.show_progress, cfg.affirmative_ratio)
+    val_data = ImageTextData(val_records, processor, cfg.cache_images, False) if len(val_records) else None
+    logger.info("fine-tuning %s (%s) on %d images, validating on %d", cfg.preset, cfg.train, len(data),
+                len(val_data) if val_data else 0)
+    base_ref = _base_reference(cfg, model, out) if cfg.train.startswith("lora") else None
+    torch.manual_seed(cfg.seed)  # LoRA's initial A matrices: the same in a run and its resumed twin
+    trainable = configure_trainable(model, cfg)
+    during = None
+    if evaluator is not None and cfg.best_metric and not cfg.best_metric.endswith("loss"):
+        during = lambda m: evaluator(m, processor)  # noqa: E731 - the loop's evaluator takes the model only
+    t0 = time.time()
+    history = train_contrastive(trainable, data, cfg, cfg.loss_weights(), val_data, during)
+    train_seconds = time.time() - t0
+    if not PartialState().is_main_process:  # every process holds the same weights; one writes them
+        return {"output_dir": str(out), "history": history, "metrics": None, "train_seconds": train_seconds, "model": model}
+    if base_ref is not None:
+        trainable.peft_config["default"].base_model_name_or_path = base_ref
+        trainable.save_pretrained(out / "adapter")
+        model = trainable.merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    if cfg.export_text_encoder:
+        model.export_text_encoder(out / "text_encoder", processor.tokenizer)
+    if history:
+        plot_history(history, out / "loss.png", f"fine-tuning ({cfg.recipe} recipe, {cfg.train})")
+    metrics = None
+    if evaluator is not None:
+        metrics = {**evaluator(model, processor), "train_seconds": round(train_seconds, 1), "train_images": len(data)}
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_card(out)
+    return {"output_dir": str(out), "history": history, "metrics": metrics, "train_seconds": train_seconds, "model": model}
