@@ -163,8 +163,13 @@ def test_two_cpu_processes_train_on_the_global_batch(setup, tmp_path):
     w1, w2, base = _weights(tmp_path / "one"), _weights(tmp_path / "two"), _weights(setup["base"])
     assert any(not torch.equal(w1[k], base[k]) for k in w1)
     # k_proj biases get a zero gradient (softmax ignores a shift of every key), so Adam turns float noise into
-    # lr-sized steps there; every other weight must agree
-    assert all(torch.allclose(w1[k], w2[k], atol=2e-5) for k in w1 if not k.endswith("k_proj.bias"))
+    # lr-sized steps there; elsewhere Adam does the same to the rare coordinate whose gradient is ~0, so: nearly
+    # every weight agrees to 2e-5 (a per-process loss would move most of them apart), none by more than the lr steps
+    for k in w1:
+        if k.endswith("k_proj.bias"):
+            continue
+        diff = (w1[k] - w2[k]).abs()
+        assert (diff > 2e-5).float().mean() < 1e-3 and diff.max() < 3 * 1e-3, (k, diff.max().item())
 
 
 def test_exclusion_and_gathered_contrastive_terms_match_their_definitions(setup, world):

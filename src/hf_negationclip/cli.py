@@ -485,9 +485,10 @@ def _merge_repeated_list_flags(config_cls: type, argv: list[str]) -> list[str]:
 
 def _apply_config_file(parser, config_cls, args: list[str]) -> list[str]:
     """``--config FILE`` (YAML or JSON) sets defaults; flags given on the command line still win."""
-    if "--config" not in args:
-        return args
     from dataclasses import fields
+
+    if "--config" not in args or any(f.name == "config" for f in fields(config_cls)):
+        return args  # no file given, or the subcommand has a --config of its own (negrefcocog: builder config)
 
     from .training import read_config_file
 

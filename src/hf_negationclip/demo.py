@@ -28,11 +28,13 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-#: label -> (what trains, exclusion-term weight); all start from the baseline with the same budget
+#: label -> what differs; all start from the baseline with the same epochs and learning rate. "paper": InfoNCE on
+#: every negated caption, text tower; "ours": the captions that have minimal-pair distractors, InfoNCE + the
+#: exclusion term (each caption picks its image over its distractor), text tower; "ours-lora": the same with LoRA
 FINETUNES: dict[str, dict] = {
     "paper": dict(train="text", exclusion_weight=0.0),
-    "ours": dict(train="text", exclusion_weight=1.0),
-    "ours-lora": dict(train="lora-text", exclusion_weight=1.0),
+    "ours": dict(train="text", exclusion_weight=1.0, minimal_pairs_only=True),
+    "ours-lora": dict(train="lora-text", exclusion_weight=1.0, minimal_pairs_only=True),
 }
 #: the report's headline rows: (results key, label)
 HEADLINE: tuple[tuple[str, str], ...] = (
@@ -41,7 +43,7 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("scene-negrefcocog-controlled/accuracy", "NegRefCOCOg scene, controlled"),
     ("scene-negrefcocog/accuracy", "NegRefCOCOg scene, plain"),
     ("scene-valse-existence-controlled/accuracy", "VALSE existence scene, controlled"),
-    ("scene-negbench-mcq-controlled/negative_accuracy", "MCQ negation template, controlled"),
+    ("scene-negbench-mcq-controlled/negation_accuracy", "MCQ negation template, controlled"),
     ("scene-ccneg-controlled/accuracy", "CC-Neg scene, controlled"),
     ("world-probes/zero_shot_shape_accuracy", "zero-shot shape"),
     ("world-probes/zero_shot_color_accuracy", "zero-shot colour"),
@@ -58,8 +60,10 @@ class DemoConfig:
     images: int = field(default=5000, metadata={"help": "world size"})
     seed: int = field(default=0, metadata={"help": "seed of the world, the weights and the data order"})
     epochs: int = field(default=16, metadata={"help": "pre-training epochs"})
-    finetune_epochs: int = field(default=2, metadata={"help": "fine-tuning epochs (each of the three)"})
+    batch_size: int = field(default=128, metadata={"help": "pre-training batch size"})
+    finetune_epochs: int = field(default=4, metadata={"help": "fine-tuning epochs (each of the three)"})
     finetune_lr: float = field(default=2e-4, metadata={"help": "fine-tuning learning rate (all three)"})
+    finetune_batch_size: int = field(default=64, metadata={"help": "fine-tuning batch size (all three)"})
     affirmative_ratio: float = field(default=0.2, metadata={"help": "share of plain captions mixed into fine-tuning"})
     n_items: int = field(default=200, metadata={"help": "items per scene benchmark twin and per world probe"})
     fresh: bool = field(default=False, metadata={"help": "delete earlier outputs in --out and start over"})
@@ -117,7 +121,7 @@ def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
 
     runs = {}
     for k, (label, spec) in enumerate(FINETUNES.items(), 1):
-        _stage(f"4/6 fine-tune {k}/3: {label} ({spec['train']}, exclusion weight {spec['exclusion_weight']})")
+        _stage(f"4/6 fine-tune {k}/3: {label} ({', '.join(f'{a}={b}' for a, b in spec.items())})")
         folder = out / label
         runs[label] = folder
         if _done(folder):
@@ -126,6 +130,7 @@ def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
         result = finetune(FinetuneConfig(
             preset=str(out / "baseline"), output_dir=str(folder), recipe="tiny", corpus_dir=str(out / "corpus"),
             world_dir=str(out / "world"), seed=cfg.seed, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_lr,
+            batch_size=cfg.finetune_batch_size,
             affirmative_ratio=cfg.affirmative_ratio, show_progress=cfg.show_progress, **spec), evaluator)
         print(f"saved {folder} ({result['train_seconds']:.0f} s of training)")
     return runs
@@ -134,14 +139,13 @@ def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
 def evaluate_all(cfg: DemoConfig, out: Path, models: dict[str, Path], tasks: dict, world_eval) -> dict:
     """Stage 5: the harness on every scene twin + the world probes, every model the same way."""
     from .evaluation import HarnessConfig, load_checkpoint, run_harness
-    from .modeling import load_processor
 
     _stage("5/6 evaluate all four the same way")
     tasks = {k: v for k, v in tasks.items() if not k.startswith("_")}
     results = run_harness(HarnessConfig({label: str(path) for label, path in models.items()}, tasks,
                                         str(out / "eval"), cfg.seed, show_progress=cfg.show_progress))
     for label, path in models.items():
-        metrics = world_eval(load_checkpoint(str(path)), load_processor(str(path)))
+        metrics = world_eval(*load_checkpoint(str(path)))
         results["models"][label]["metrics"].update(_world_probe_metrics(metrics))
     results["tasks"] = [*results["tasks"], "world-probes"]
     return results
@@ -191,7 +195,7 @@ def publish_best(out: Path, best: str) -> Path:
         shutil.rmtree(target)
     shutil.copytree(out / best, target, ignore=shutil.ignore_patterns("checkpoints", "best_weights*"))
     try:
-        write_model_card(target)
+        write_model_card(target, model_label=best)
     except (ValueError, OSError, KeyError) as err:  # a card problem never costs the run
         logger.warning("could not write the model card of %s: %s", target, err)
     return target
@@ -217,7 +221,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         print(f"cached: {out / 'baseline'}")
     else:
         result = pretrain(PretrainConfig(world_dir=str(out / "world"), output_dir=str(out / "baseline"),
-                                         epochs=cfg.epochs, seed=cfg.seed, show_progress=cfg.show_progress), world_eval)
+                                         epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                                         show_progress=cfg.show_progress), world_eval)
         print(f"baseline metrics on the world's val split:\n{format_metrics(result['metrics'])}")
     seconds["baseline"] = time.time() - t
     t = time.time()

@@ -57,6 +57,8 @@ class FinetuneConfig(PretrainConfig):
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     lora_target_modules: str | None = field(default=None, metadata={"help": "peft target_modules regex (default: attention projections of the chosen towers)"})
     val_fraction: float | None = field(default=None, metadata={"help": "fraction of the images held out for validation"})
+    minimal_pairs_only: bool = field(default=False, metadata={"help": "train only on negated captions that have "
+                                                              "minimal-pair distractor images (the exclusion term's data)"})
     affirmative_ratio: float = field(default=0.0, metadata={"help": "fraction of picks that use the original affirmative caption instead"})
     contrastive_weight: float = field(default=1.0, metadata={"help": "weight of the InfoNCE term (global batch)"})
     hard_negative_weight: float | None = field(default=None, metadata={"help": "weight of the hard-negative term (original caption as extra negative)"})
@@ -144,7 +146,12 @@ def configure_trainable(model: NegationCLIPModel, cfg: FinetuneConfig):
 def load_records(cfg: FinetuneConfig) -> list:
     if cfg.dataset:
         return load_image_text_dataset(cfg.dataset, cfg.image_column, cfg.text_column, cfg.split)
-    return load_negated_corpus(cfg.corpus_path, cfg.images_path)
+    records = load_negated_corpus(cfg.corpus_path, cfg.images_path)
+    if cfg.minimal_pairs_only:
+        records = [r for r in records if r.caption.distractors]
+        if not records:
+            raise ValueError(f"{cfg.corpus_path} has no caption with distractors: build the corpus with distractors")
+    return records
 
 
 def _processor_for(preset: str, model: NegationCLIPModel):
