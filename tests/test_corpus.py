@@ -82,18 +82,28 @@ def test_distractors_are_minimal_pairs(world, corpus):
     with_pairs = [r for r in _records(out) if r["distractors"]]
     assert len(with_pairs) > 100
     kinds = set()
+    added = 0
     for rec in with_pairs:
         before = truth[rec["image_id"]]
         after = [{"shape": o["category"], **o["attributes"], "x": o["center"][0], "y": o["center"][1]}
                  for o in rec["distractor_objects"]]
         assert not _holds(rec["target"], after), rec  # the negation is FALSE of the distractor
+        if rec.get("positive"):  # an added pair: the positive is the image plus Z, the distractor plus X, same spot
+            added += 1
+            positive = [{"shape": o["category"], **o["attributes"], "x": o["center"][0], "y": o["center"][1]}
+                        for o in rec["positive_objects"]]
+            assert _holds(rec["target"], positive) and positive[:-1] == before == after[:-1], rec
+            z, x = positive[-1], after[-1]
+            assert (z["x"], z["y"]) == (x["x"], x["y"]) and z["shape"] != x["shape"] and z["color"] != x["color"]
+            assert (out / rec["positive"]).is_file()
+            before = positive
         assert len(after) == len(before) and [(o["x"], o["y"]) for o in after] == [(o["x"], o["y"]) for o in before]
         for m in VOCAB.mentions(rec["caption"]):  # everything the caption affirms is still there
             assert any(o["shape"] == m.category and all(o[k] == v for k, v in m.attributes) for o in after), (rec, m)
         kinds.add(rec["target"]["kind"])
         path = out / rec["distractors"][0]
         assert path.is_file()
-    assert kinds == {"object", "attribute"}
+    assert kinds == {"object", "attribute"} and added > 0
     # the rendered pixels are the described scene on the original background
     rec = with_pairs[0]
     im = images[rec["image_id"]]

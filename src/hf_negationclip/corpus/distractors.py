@@ -3,7 +3,12 @@
 On the scene world they are *rendered*: the negated object takes the place
 (and spot) of an object the caption does not mention, or the negated attribute
 is given to the caption's object; same object count, same layout, same
-background (``synthetic.render_scene`` with the image's ``scene_seed``). On
+background (``synthetic.render_scene`` with the image's ``scene_seed``). When
+the caption mentions every object (nothing to replace) and states no count, an
+*added pair* is rendered instead: the positive is the image plus a new object Z
+at a free spot, the distractor the image plus the negated object X at the same
+spot (Z and X differ in both colour and category), so both hold the same number
+of objects and the caption is true of the positive only. On
 COCO-format photos they are *retrieved*: another image whose instances hold
 the negated category and every category the caption mentions. (The CLIP
 image-embedding fallback of the design is not implemented.)
@@ -82,6 +87,55 @@ def render_distractor(job: Job, image: Mapping, out_path: Path) -> tuple[list[di
     picture.save(tmp, format="JPEG", quality=92)
     os.replace(tmp, out_path)
     return edited, ""
+
+
+_COUNT_WORDS = frozenset({"one", "two", "three", "four", "five", "six", "single", "only", "both", "pair"})
+
+
+def added_pair(job: Job, image_size: int) -> tuple[list[dict] | None, list[dict] | None, str]:
+    """(positive objects, distractor objects, "") for an object target: the scene plus Z / plus X at one free spot."""
+    objects, target = job.objects or [], job.target
+    if target is None or target.kind != "object":
+        return None, None, "not an object negation"
+    if _COUNT_WORDS & set(job.caption.lower().replace(",", " ").replace(":", " ").split()):
+        return None, None, "caption states a count"
+    rng = np.random.default_rng([job.seed, 5])
+    attrs = dict(target.attributes)
+    color = attrs.get("color") or synthetic.COLORS[int(rng.integers(len(synthetic.COLORS)))]
+    size = attrs.get("size") or synthetic.SIZES[int(rng.integers(len(synthetic.SIZES)))]
+    present = {(o["category"], o["attributes"].get("color")) for o in objects}
+    others = [(s, c) for s in synthetic.SHAPES for c in synthetic.COLORS
+              if s != target.category and c != color and (s, c) not in present]
+    if not others:
+        return None, None, "no new object to add"
+    shape_z, color_z = others[int(rng.integers(len(others)))]
+    world = to_world_objects(objects)
+    for _ in range(8):
+        spot = synthetic.free_spot(rng, world, size, image_size)
+        if spot is None:
+            return None, None, "no free spot"
+        x = {"category": target.category, "attributes": {"color": color, "size": size}, "center": list(spot)}
+        z = {"category": shape_z, "attributes": {"color": color_z, "size": size}, "center": list(spot)}
+        if _fits_pixels([*objects, x], len(objects), image_size):
+            return [*objects, z], [*objects, x], ""
+    return None, None, "added object would overlap another object"
+
+
+def render_added_pair(job: Job, image: Mapping, positive_path: Path, distractor_path: Path) -> tuple[list[dict] | None, str]:
+    """Render an :func:`added_pair` (positive and distractor images). Returns (distractor objects, or None and why)."""
+    size = int(image.get("width", synthetic.DEFAULT_IMAGE_SIZE))
+    positive, distractor, why = added_pair(job, size)
+    if positive is None:
+        return None, why
+    for objects, path in ((positive, positive_path), (distractor, distractor_path)):
+        picture = synthetic.render_scene(to_world_objects(objects), size, int(image["scene_seed"]),
+                                         image.get("background", synthetic.DEFAULT_BACKGROUND))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        picture.save(tmp, format="JPEG", quality=92)
+        os.replace(tmp, path)
+    job.positive_objects = positive
+    return distractor, ""
 
 
 def _fits_pixels(objects: Sequence[Mapping], i: int, image_size: int) -> bool:

@@ -36,7 +36,8 @@ def _annotation(rec: dict, ann_id: int) -> dict:
     return {"id": ann_id, "image_id": rec["image_id"], "caption_id": rec["caption_id"], "caption": rec["caption"],
             "updated_caption": rec["negated_caption"], "negated": rec["negated"], "cue": rec["cue"], "form": rec["form"],
             "position": rec["position"], "pipeline": rec["pipeline"], "proposer": rec["proposer"],
-            "verifier": rec["verifier"], "distractors": rec["distractors"]}
+            "verifier": rec["verifier"], "distractors": rec["distractors"],
+            **({"image": rec["positive"]} if rec.get("positive") else {})}
 
 
 def export_split(out_dir: str | os.PathLike, split: str, image_dir: str | os.PathLike | None = None,
@@ -164,7 +165,8 @@ def iter_corpus_rows(corpus_dir: str | os.PathLike, split: str, pipelines: Seque
     for ann in data["annotations"]:
         if ann["pipeline"] not in pipelines:
             continue
-        yield {"image": str(image_dir / files[ann["image_id"]]), "image_id": ann["image_id"],
+        image = (corpus_dir / ann["image"]).resolve() if ann.get("image") else image_dir / files[ann["image_id"]]
+        yield {"image": str(image), "image_id": ann["image_id"],
                "caption_id": ann.get("caption_id", ann["id"]), "caption": ann["caption"],
                "negated_caption": ann["updated_caption"], "negated": ann["negated"], "cue": ann["cue"],
                "form": ann["form"], "position": ann["position"], "pipeline": ann["pipeline"],

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .backends import make_text_backend, make_verifier
 from .backends.base import PIPELINES, Job
 from .captions import has_negation, negation_cues, negation_position
-from .distractors import RetrievalIndex, render_distractor
+from .distractors import RetrievalIndex, render_added_pair, render_distractor
 from .scene import Target, Vocabulary
 from .sources import SplitSource, discover_splits, load_split
 from .store import ShardWriter, iter_split_records, shard_path
@@ -63,6 +63,8 @@ class CorpusConfig:
     captions_per_image: int = field(default=0, metadata={"help": "use the first N captions of each image (0 = all)"})
     max_images: int = field(default=0, metadata={"help": "use the first N images of each split (0 = all)"})
     distractors: bool = field(default=True, metadata={"help": "render/retrieve minimal-pair distractor images"})
+    added_pairs: bool = field(default=True, metadata={"help": "scene world: when a caption mentions every object, "
+                                                       "render an added pair (image + Z as positive, image + X as distractor)"})
     max_distractors: int = field(default=1, metadata={"help": "retrieved distractors per caption (COCO photos)"})
     seed: int = field(default=0, metadata={"help": "seed of every proposal and wording choice"})
     export: bool = field(default=True, metadata={"help": "write negated_captions_<split>.json after the run"})
@@ -264,7 +266,12 @@ class SplitRunner:
         rec["distractors"], rec["distractor_note"] = self._distractors(job)
         if job.distractor_objects:
             rec["distractor_objects"] = job.distractor_objects  # the rendered scene, checkable against the caption
+        if job.positive_objects:  # an added pair: the caption describes this rendered image, not the original
+            rec["positive"], rec["positive_objects"] = self._positive_rel(job).as_posix(), job.positive_objects
         return rec
+
+    def _positive_rel(self, job: Job) -> Path:
+        return Path("positives") / self.src.name / f"{job.image_id}_{job.caption_id}_{PIPELINES.index(job.pipeline) + 1}.jpg"
 
     def _distractors(self, job: Job) -> tuple[list[str], str | None]:
         if not self.cfg.distractors:
@@ -273,7 +280,10 @@ class SplitRunner:
             return [], "no instance annotations"
         if self.src.has_scenes:
             rel = Path("distractors") / self.src.name / f"{job.image_id}_{job.caption_id}_{PIPELINES.index(job.pipeline) + 1}.jpg"
-            edited, why = render_distractor(job, self.src.images[job.image_id], self.out_dir / rel)
+            image = self.src.images[job.image_id]
+            edited, why = render_distractor(job, image, self.out_dir / rel)
+            if edited is None and why == "nothing to edit" and self.cfg.added_pairs:
+                edited, why = render_added_pair(job, image, self.out_dir / self._positive_rel(job), self.out_dir / rel)
             job.distractor_objects = edited
             return ([rel.as_posix()] if edited else []), (None if edited else why)
         ids, why = self.index.find(job, self.cfg.max_distractors)

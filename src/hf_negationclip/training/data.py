@@ -227,7 +227,10 @@ def load_negated_corpus(path: str | os.PathLike, image_dir: str | os.PathLike) -
             else:
                 missing += 1
         original = ann.get("caption") if isinstance(ann.get("caption"), str) and ann["caption"].strip() else None
-        records.append(TrainRecord(rec.image_path, Caption(rec.caption, original and original.strip(), tuple(distractors),
+        image = rec.image_path
+        if isinstance(ann.get("image"), str):  # an added pair's rendered positive (relative to the JSON's folder)
+            image = path.parent / ann["image"]
+        records.append(TrainRecord(image, Caption(rec.caption, original and original.strip(), tuple(distractors),
                                                            _mcq_wrong(ann))))
     if missing:
         logger.warning("%s: %d distractor images are missing and were skipped", path, missing)

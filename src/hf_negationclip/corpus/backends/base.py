@@ -35,6 +35,7 @@ class Job:
     form: str | None = None
     reason: str | None = None  # set when the job is rejected
     distractor_objects: list[dict] | None = None  # the edited scene of a rendered minimal pair
+    positive_objects: list[dict] | None = None  # an added pair's positive scene (the image plus one object)
 
     @property
     def key(self) -> tuple[int, int, str]:
