@@ -26,7 +26,7 @@ VOCAB = Vocabulary(list(synthetic.SHAPES), {"color": list(synthetic.COLORS), "si
 @pytest.fixture(scope="module")
 def corpus(world, tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus")
-    summary = run_corpus(CorpusConfig(world_dir=str(world), output_dir=str(out), show_progress=False))
+    summary = run_corpus(CorpusConfig(world_dir=str(world), output_dir=str(out), added_pairs=True, show_progress=False))
     return out, summary
 
 
@@ -182,7 +182,7 @@ def test_shards_partition_the_corpus(world, corpus, tmp_path):
     out, _ = corpus
     for index in range(2):
         run_corpus(CorpusConfig(world_dir=str(world), output_dir=str(tmp_path), splits="val", num_shards=2,
-                                shard_index=index, show_progress=False))
+                                shard_index=index, added_pairs=True, show_progress=False))
     assert len(list((tmp_path / "shards" / "val").glob("shard-*-of-00002.jsonl"))) == 2
     merged = sorted(json.dumps(r, sort_keys=True) for r in iter_split_records(tmp_path, "val"))
     single = sorted(json.dumps(r, sort_keys=True) for r in iter_split_records(out, "val"))

@@ -63,8 +63,9 @@ class CorpusConfig:
     captions_per_image: int = field(default=0, metadata={"help": "use the first N captions of each image (0 = all)"})
     max_images: int = field(default=0, metadata={"help": "use the first N images of each split (0 = all)"})
     distractors: bool = field(default=True, metadata={"help": "render/retrieve minimal-pair distractor images"})
-    added_pairs: bool = field(default=True, metadata={"help": "scene world: when a caption mentions every object, "
-                                                       "render an added pair (image + Z as positive, image + X as distractor)"})
+    added_pairs: bool = field(default=False, metadata={"help": "scene world: when a caption mentions every object, "
+                                                        "render an added pair (image + Z as positive, image + X as "
+                                                        "distractor); more pairs, but 2-4x longer fine-tuning"})
     max_distractors: int = field(default=1, metadata={"help": "retrieved distractors per caption (COCO photos)"})
     seed: int = field(default=0, metadata={"help": "seed of every proposal and wording choice"})
     export: bool = field(default=True, metadata={"help": "write negated_captions_<split>.json after the run"})
