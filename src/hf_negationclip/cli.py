@@ -206,29 +206,24 @@ def run_world(cfg: WorldConfig) -> dict:
     return counts
 
 
-def _pretrain_and_evaluate(cfg, eval_split: str = "val", probe_items: int = 200) -> dict:
+def run_pretrain(cfg) -> dict:
+    """Pre-train, and on a scene world report the model's probes on the val split."""
     from .evaluation import WorldEvaluator, format_metrics
     from .training import pretrain
 
     evaluator = None
-    if (Path(cfg.world_dir) / "annotations" / f"instances_{eval_split}.json").exists():
-        evaluator = WorldEvaluator(cfg.world_dir, eval_split, probe_items, cfg.seed)
+    if (Path(cfg.world_dir) / "annotations" / "instances_val.json").exists():
+        evaluator = WorldEvaluator(cfg.world_dir, "val", 200, cfg.seed)
     result = pretrain(cfg, evaluator)
     print(f"saved the model to {result['output_dir']} ({result['train_seconds']:.0f} s of training)")
     if result["metrics"]:
-        print(f"metrics on the world's {eval_split} split:\n{format_metrics(result['metrics'])}")
+        print(f"metrics on the world's val split:\n{format_metrics(result['metrics'])}")
     return result
-
-
-def run_pretrain(cfg) -> dict:
-    return _pretrain_and_evaluate(cfg)
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     from .benchmarks import write_scene_benchmarks
-    from .evaluation import TASK_KINDS, HarnessConfig, run_harness
-
-    from .evaluation import load_checkpoint
+    from .evaluation import TASK_KINDS, HarnessConfig, load_checkpoint, run_harness
 
     labels = {label: load_checkpoint(name) for label, name in _model_labels(cfg.model).items()}  # fail fast
     tasks = cfg.real_tasks()

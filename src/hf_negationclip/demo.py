@@ -142,11 +142,11 @@ def evaluate_all(cfg: DemoConfig, out: Path, models: dict[str, Path], tasks: dic
 
     _stage("5/6 evaluate all four the same way")
     tasks = {k: v for k, v in tasks.items() if not k.startswith("_")}
-    results = run_harness(HarnessConfig({label: str(path) for label, path in models.items()}, tasks,
-                                        str(out / "eval"), cfg.seed, show_progress=cfg.show_progress))
+    loaded = {label: load_checkpoint(str(path)) for label, path in models.items()}  # once, for both evaluations
+    results = run_harness(HarnessConfig(loaded, tasks, str(out / "eval"), cfg.seed, show_progress=cfg.show_progress))
     for label, path in models.items():
-        metrics = world_eval(*load_checkpoint(str(path)))
-        results["models"][label]["metrics"].update(_world_probe_metrics(metrics))
+        results["models"][label]["path"] = str(path)
+        results["models"][label]["metrics"].update(_world_probe_metrics(world_eval(*loaded[label])))
     results["tasks"] = [*results["tasks"], "world-probes"]
     return results
 
