@@ -10,8 +10,10 @@ at a free spot, the distractor the image plus the negated object X at the same
 spot (Z and X differ in both colour and category), so both hold the same number
 of objects and the caption is true of the positive only. On
 COCO-format photos they are *retrieved*: another image whose instances hold
-the negated category and every category the caption mentions. (The CLIP
-image-embedding fallback of the design is not implemented.)
+the negated category and every category the caption mentions; with
+``--distractor_clip_model``, when no image does, the images holding the negated
+category whose CLIP image embedding is nearest to the caption's image
+(:mod:`.embeddings`).
 """
 from __future__ import annotations
 
@@ -148,22 +150,24 @@ def _fits_pixels(objects: Sequence[Mapping], i: int, image_size: int) -> bool:
 
 
 class RetrievalIndex:
-    """Images by annotated category, to find a photo holding the negated category and every mentioned one."""
+    """Photos holding the negated category and every mentioned one, looked up in the split's index; optionally,
+    when there is none, the holders of the negated category nearest in CLIP image embedding (``neighbours``)."""
 
-    def __init__(self, objects: Mapping[int, Sequence[Mapping]]):
-        self.by_category: dict[str, set[int]] = {}
-        for image_id, objs in objects.items():
-            for o in objs:
-                self.by_category.setdefault(o["category"], set()).add(image_id)
+    def __init__(self, src, neighbours=None):
+        self.src, self.neighbours = src, neighbours
 
-    def find(self, job: Job, k: int = 1) -> tuple[list[int], str]:
+    def find(self, job: Job, k: int = 1) -> tuple[list[int], str, str | None]:
+        """(image ids, why none, "annotations" | "clip-neighbour" | None)."""
         if job.target.kind != "object" or job.target.attributes:
-            return [], "no attribute annotations to retrieve by"
+            return [], "no attribute annotations to retrieve by", None
         needed = {m.category for m in job.mentions} | {job.target.category}
-        sets = sorted((self.by_category.get(c, set()) for c in needed), key=len)
-        hits = set.intersection(*sets) - {job.image_id} if sets else set()
-        if not hits:
-            return [], "no image holds the negated thing and every mentioned category"
-        rng = np.random.default_rng([job.seed, 4])
-        ranked = sorted(hits)
-        return [ranked[int(i)] for i in rng.choice(len(ranked), size=min(k, len(ranked)), replace=False)], ""
+        ranked = self.src.images_with(needed, exclude=job.image_id)
+        if ranked:
+            rng = np.random.default_rng([job.seed, 4])
+            return [ranked[int(i)] for i in rng.choice(len(ranked), size=min(k, len(ranked)), replace=False)], "", \
+                "annotations"
+        if self.neighbours is not None:
+            holders = self.src.images_with([job.target.category], exclude=job.image_id)
+            if holders:
+                return self.neighbours.nearest(job.image_id, holders, k), "", "clip-neighbour"
+        return [], "no image holds the negated thing and every mentioned category", None

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .captions import read_json
-from .store import iter_split_records
+from .jsonstream import iter_array_items
+from .store import KeySet, iter_split_records
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def _annotation(rec: dict, ann_id: int) -> dict:
             "updated_caption": rec["negated_caption"], "negated": rec["negated"], "cue": rec["cue"], "form": rec["form"],
             "position": rec["position"], "pipeline": rec["pipeline"], "proposer": rec["proposer"],
             "verifier": rec["verifier"], "distractors": rec["distractors"],
-            **({"image": rec["positive"]} if rec.get("positive") else {})}
+            **({"image": rec["positive"]} if rec.get("positive") else {}),
+            **({"distractor_source": rec["distractor_source"]} if rec.get("distractor_source") else {})}
 
 
 def export_split(out_dir: str | os.PathLike, split: str, image_dir: str | os.PathLike | None = None,
@@ -45,39 +47,47 @@ def export_split(out_dir: str | os.PathLike, split: str, image_dir: str | os.Pat
     """Write ``<out_dir>/negated_captions_<split>.json`` from the split's shards; returns its counts.
 
     Annotations are streamed to the file in shard order (the order the run
-    decided them, the same after a resume), so memory does not grow with the
-    corpus; only the ids of the images used are kept.
+    decided them, the same after a resume), then the images used, streamed
+    from the source captions file; the ids of the images used are kept in a
+    temporary sqlite file, so memory does not grow with the corpus.
     """
     out_dir = Path(out_dir)
     path = out_dir / f"negated_captions_{split}.json"
     tmp = path.with_name(path.name + ".tmp")
     info = {"description": f"hf-negationclip negated captions ({split})", "version": "1.0",
             "image_dir": str(image_dir) if image_dir else None}
-    image_ids: set[int] = set()
-    n = with_pairs = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write('{"info": ' + json.dumps(info) + ', "licenses": [], "annotations": [')
-        for rec in iter_split_records(out_dir, split):
-            if rec["status"] != "accepted":
-                continue
-            n += 1
-            fh.write((",\n" if n > 1 else "\n") + json.dumps(_annotation(rec, n)))
-            image_ids.add(rec["image_id"])
-            with_pairs += bool(rec["distractors"])
-        images = _image_records(out_dir, split, image_ids, source_captions)
-        fh.write('\n], "images": ' + json.dumps(images) + "}\n")
+    image_ids = KeySet(arity=1)
+    n = with_pairs = n_images = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write('{"info": ' + json.dumps(info) + ', "licenses": [], "annotations": [')
+            for rec in iter_split_records(out_dir, split):
+                if rec["status"] != "accepted":
+                    continue
+                n += 1
+                fh.write((",\n" if n > 1 else "\n") + json.dumps(_annotation(rec, n)))
+                image_ids.add((rec["image_id"],))
+                with_pairs += bool(rec["distractors"])
+            fh.write('\n], "images": [')
+            for img in _image_records(out_dir, split, image_ids, source_captions):
+                fh.write((", " if n_images else "") + json.dumps(img))
+                n_images += 1
+            fh.write("]}\n")
+    finally:
+        image_ids.close()
     os.replace(tmp, path)
     logger.info("wrote %d negated captions to %s", n, path)
-    return {"file": path.name, "captions": n, "images": len(images), "with_distractors": with_pairs}
+    return {"file": path.name, "captions": n, "images": n_images, "with_distractors": with_pairs}
 
 
-def _image_records(out_dir: Path, split: str, ids: set[int], source_captions) -> list[dict]:
-    """``{id, file_name, height, width}`` of the images, read from the run's source captions file."""
+def _image_records(out_dir: Path, split: str, ids: KeySet, source_captions) -> Iterator[dict]:
+    """``{id, file_name, height, width}`` of the images, streamed from the run's source captions file."""
     if source_captions is None:
         config = json.loads((out_dir / "corpus_config.json").read_text())
         source_captions = Path(config["coco_root"] or config["world_dir"]) / "annotations" / f"captions_{split}.json"
-    images = read_json(source_captions)["images"]
-    return [{k: img[k] for k in ("id", "file_name", "height", "width") if k in img} for img in images if img["id"] in ids]
+    for _, img in iter_array_items(source_captions, ("images",), "COCO captions JSON"):
+        if (img["id"],) in ids:
+            yield {k: img[k] for k in ("id", "file_name", "height", "width") if k in img}
 
 
 def write_stats(out_dir: Path, stats, summary: dict) -> None:

@@ -26,6 +26,7 @@ from .backends import make_text_backend, make_verifier
 from .backends.base import PIPELINES, Job
 from .captions import has_negation, negation_cues, negation_position
 from .distractors import RetrievalIndex, render_added_pair, render_distractor
+from .embeddings import ImageEmbeddings
 from .scene import Target, Vocabulary
 from .sources import SplitSource, discover_splits, load_split
 from .store import ShardWriter, iter_split_records, shard_path
@@ -67,6 +68,10 @@ class CorpusConfig:
                                                         "render an added pair (image + Z as positive, image + X as "
                                                         "distractor); more pairs, but 2-4x longer fine-tuning"})
     max_distractors: int = field(default=1, metadata={"help": "retrieved distractors per caption (COCO photos)"})
+    distractor_clip_model: str | None = field(default=None, metadata={
+        "help": "COCO photos: when no image holds the negated category and every mentioned one, retrieve the "
+                "images holding the negated category whose image embedding by this CLIP checkpoint is nearest "
+                "(embeddings cached in <output_dir>/clip_embeddings); records then carry distractor_source"})
     seed: int = field(default=0, metadata={"help": "seed of every proposal and wording choice"})
     export: bool = field(default=True, metadata={"help": "write negated_captions_<split>.json after the run"})
     show_progress: bool = field(default=True, metadata={"help": "show progress bars"})
@@ -112,6 +117,8 @@ class CorpusStats:
         c[f"position/{rec['position']}"] += 1
         c[f"kind/{rec['target']['kind']}"] += 1
         c["distractors/with"] += bool(rec["distractors"])
+        if rec.get("distractor_source"):
+            c[f"distractors/source/{rec['distractor_source']}"] += 1
         if not rec["distractors"]:
             c[f"distractors/none/{rec.get('distractor_note') or 'disabled'}"] += 1
 
@@ -174,21 +181,11 @@ def _job_seed(seed: int, image_id: int, caption_id: int, pipeline: str) -> int:
     return int(np.random.SeedSequence([seed, image_id, caption_id, PIPELINES.index(pipeline)]).generate_state(1)[0])
 
 
-def iter_jobs(src: SplitSource, cfg: CorpusConfig, done: set) -> Iterator[Job | None]:
+def iter_jobs(src: SplitSource, cfg: CorpusConfig, done) -> Iterator[Job | None]:
     """Jobs of this shard not decided yet; None for an item that does not apply (counted, not stored)."""
-    per_image: Counter = Counter()
-    images_seen: set[int] = set()
-    for n, rec in enumerate(src.captions):
-        if rec.image_id % cfg.num_shards != cfg.shard_index:
-            continue
-        if cfg.max_images and rec.image_id not in images_seen and len(images_seen) >= cfg.max_images:
-            continue
-        images_seen.add(rec.image_id)
-        per_image[rec.image_id] += 1
-        if cfg.captions_per_image and per_image[rec.image_id] > cfg.captions_per_image:
-            continue
+    for n, rec in src.captions(cfg.shard_index, cfg.num_shards, cfg.max_images, cfg.captions_per_image):
         caption_id = rec.annotation_id if rec.annotation_id is not None else n
-        objects = src.objects.get(rec.image_id) if src.objects is not None else None
+        objects = src.objects(rec.image_id)
         mentions = src.vocabulary.mentions(rec.caption) if src.vocabulary else []
         for pipeline in cfg.pipeline_list:
             if (rec.image_id, caption_id, pipeline) in done:
@@ -204,7 +201,7 @@ def iter_jobs(src: SplitSource, cfg: CorpusConfig, done: set) -> Iterator[Job | 
 
 
 def _attach_question(job: Job, src: SplitSource) -> bool:
-    options = [(q, t) for q in src.no_questions.get(job.image_id, [])
+    options = [(q, t) for q in src.no_questions(job.image_id)
                if (t := question_target(q, job.mentions, src.vocabulary)) is not None]
     if not options:
         return False
@@ -231,7 +228,11 @@ class SplitRunner:
 
     def __init__(self, cfg: CorpusConfig, src: SplitSource, text_backend, verifier, out_dir: Path):
         self.cfg, self.src, self.text, self.verifier, self.out_dir = cfg, src, text_backend, verifier, out_dir
-        self.index = RetrievalIndex(src.objects) if (cfg.distractors and src.objects and not src.has_scenes) else None
+        self.index = None
+        if cfg.distractors and src.has_objects and not src.has_scenes:
+            neighbours = ImageEmbeddings(cfg.distractor_clip_model, src, out_dir / "clip_embeddings", cfg.batch_size,
+                                         cfg.show_progress) if cfg.distractor_clip_model else None
+            self.index = RetrievalIndex(src, neighbours)
 
     def run_batch(self, jobs: list[Job]) -> list[dict]:
         p1 = [j for j in jobs if j.pipeline == "absent-object" and j.reason is None]
@@ -264,7 +265,9 @@ class SplitRunner:
         cues = negation_cues(job.negated_caption)
         rec.update(status="accepted", reason=None, negated=job.target.phrase, cue=cues[0], form=job.form,
                    position=negation_position(job.negated_caption))
-        rec["distractors"], rec["distractor_note"] = self._distractors(job)
+        rec["distractors"], rec["distractor_note"], source = self._distractors(job)
+        if self.cfg.distractor_clip_model:
+            rec["distractor_source"] = source  # "annotations" | "clip-neighbour" | None
         if job.distractor_objects:
             rec["distractor_objects"] = job.distractor_objects  # the rendered scene, checkable against the caption
         if job.positive_objects:  # an added pair: the caption describes this rendered image, not the original
@@ -274,35 +277,23 @@ class SplitRunner:
     def _positive_rel(self, job: Job) -> Path:
         return Path("positives") / self.src.name / f"{job.image_id}_{job.caption_id}_{PIPELINES.index(job.pipeline) + 1}.jpg"
 
-    def _distractors(self, job: Job) -> tuple[list[str], str | None]:
+    def _distractors(self, job: Job) -> tuple[list[str], str | None, str | None]:
+        """(distractor paths relative to the output folder, why there are none, how they were found)."""
         if not self.cfg.distractors:
-            return [], "disabled"
-        if self.src.objects is None or job.objects is None:
-            return [], "no instance annotations"
+            return [], "disabled", None
+        if not self.src.has_objects or job.objects is None:
+            return [], "no instance annotations", None
         if self.src.has_scenes:
             rel = Path("distractors") / self.src.name / f"{job.image_id}_{job.caption_id}_{PIPELINES.index(job.pipeline) + 1}.jpg"
-            image = self.src.images[job.image_id]
+            image = self.src.image(job.image_id)
             edited, why = render_distractor(job, image, self.out_dir / rel)
             if edited is None and why == "nothing to edit" and self.cfg.added_pairs:
                 edited, why = render_added_pair(job, image, self.out_dir / self._positive_rel(job), self.out_dir / rel)
             job.distractor_objects = edited
-            return ([rel.as_posix()] if edited else []), (None if edited else why)
-        ids, why = self.index.find(job, self.cfg.max_distractors)
-        paths = [os.path.relpath(self.src.image_dir / self.src.images[i]["file_name"], self.out_dir) for i in ids]
-        return [Path(p).as_posix() for p in paths], (why or None)
-
-
-def cooccurrence(objects: dict[int, list[dict]] | None) -> dict[str, dict[str, int]]:
-    """How often two categories share an image: the rules backend's notion of "plausible"."""
-    table: dict[str, Counter] = {}
-    for objs in (objects or {}).values():
-        cats = sorted({o["category"] for o in objs})
-        for a in cats:
-            row = table.setdefault(a, Counter())
-            for b in cats:
-                if a != b:
-                    row[b] += 1
-    return {a: dict(row) for a, row in table.items()}
+            return ([rel.as_posix()] if edited else []), (None if edited else why), ("rendered" if edited else None)
+        ids, why, source = self.index.find(job, self.cfg.max_distractors)
+        paths = [os.path.relpath(self.src.image_dir / self.src.image(i)["file_name"], self.out_dir) for i in ids]
+        return [Path(p).as_posix() for p in paths], (why or None), source
 
 
 # --------------------------------------------------------------------------- the run
@@ -312,15 +303,15 @@ def run_split(cfg: CorpusConfig, split: str, text_backend=None, stats: CorpusSta
               cache: dict | None = None) -> CorpusStats:
     """Decide every job of one split (this shard), appending records to its shard file."""
     out_dir = Path(cfg.output_dir)
-    src = load_split(cfg.root, split, with_vqa="vqa-no" in cfg.pipeline_list)
+    src = load_split(cfg.root, split, with_vqa="vqa-no" in cfg.pipeline_list, index_dir=out_dir / "index")
     text_backend = text_backend or make_text_backend(cfg)
     if hasattr(text_backend, "cooccurrence"):
-        text_backend.cooccurrence = cooccurrence(src.objects)
+        text_backend.cooccurrence = src.cooccurrence()
     verifier = make_verifier(cfg, src, cache)
     runner = SplitRunner(cfg, src, text_backend, verifier, out_dir)
     stats = stats or CorpusStats()
     path = shard_path(out_dir, split, cfg.shard_index, cfg.num_shards)
-    n_images = len({r.image_id for r in src.captions if r.image_id % cfg.num_shards == cfg.shard_index})
+    n_images = src.n_images(cfg.shard_index, cfg.num_shards)
     if cfg.max_images:
         n_images = min(n_images, cfg.max_images)
     with ShardWriter(path, on_existing=stats.add) as writer:
@@ -337,6 +328,7 @@ def run_split(cfg: CorpusConfig, split: str, text_backend=None, stats: CorpusSta
             bar.update(len(batch))
             bar.set_postfix(accepted=stats.accepted, rejected=stats.rejected, refresh=False)
         bar.close()
+    src.close()
     stats.counts[f"vqa-no/not applicable/{split}"] += not_applicable
     logger.info("split %s: %d accepted, %d rejected so far (%s)", split, stats.accepted, stats.rejected, path)
     return stats
@@ -369,9 +361,10 @@ def run_corpus(cfg: CorpusConfig) -> dict:
 
 
 def _per_process(cfg: CorpusConfig):
-    """Under ``accelerate launch``, each process of the model backends takes its own slice of this shard."""
-    if cfg.backend != "transformers" and "mllm" not in cfg.verifiers:
-        return cfg, None
+    """Under ``accelerate launch`` / ``torchrun``, each process takes its own slice of this shard (whatever the
+    backend: two processes never write one shard file)."""
+    if cfg.backend != "transformers" and "mllm" not in cfg.verifiers and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return cfg, None  # a plain single-process run does not import torch/accelerate
     from accelerate import PartialState
 
     state = PartialState()

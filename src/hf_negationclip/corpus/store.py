@@ -3,12 +3,15 @@
 A run killed at any point (SIGKILL included) loses at most the line being
 written: on reopening, a torn last line is cut off, the keys already written
 are skipped, and the rest is appended. Rejections are stored too, so a resumed
-run neither redoes them nor miscounts them.
+run neither redoes them nor miscounts them. The keys already written are kept in
+a private temporary sqlite file, not in memory, so memory does not grow with the
+corpus.
 """
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -22,6 +25,33 @@ def shard_path(out_dir: str | os.PathLike, split: str, shard_index: int, num_sha
 
 def record_key(record: dict) -> Key:
     return (int(record["image_id"]), int(record["caption_id"]), str(record["pipeline"]))
+
+
+class KeySet:
+    """A set of equal-length tuples of ints and strings, kept in a private temporary sqlite file (flat memory)."""
+
+    def __init__(self, arity: int = 3):
+        self._db = sqlite3.connect("", check_same_thread=False)  # "": a temporary file, deleted on close
+        cols = ", ".join(f"c{i}" for i in range(arity))
+        self._db.execute(f"CREATE TABLE k ({cols}, PRIMARY KEY ({cols})) WITHOUT ROWID")
+        self._add = f"INSERT OR IGNORE INTO k VALUES ({', '.join('?' * arity)})"
+        self._has = f"SELECT 1 FROM k WHERE {' AND '.join(f'c{i} = ?' for i in range(arity))}"
+        self._len = 0
+
+    def add(self, key: tuple) -> bool:
+        """Add ``key``; False when it was there already."""
+        added = self._db.execute(self._add, key).rowcount == 1
+        self._len += added
+        return added
+
+    def __contains__(self, key: tuple) -> bool:
+        return self._db.execute(self._has, key).fetchone() is not None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def _repair(path: Path) -> None:
@@ -52,7 +82,7 @@ class ShardWriter:
     def __init__(self, path: str | os.PathLike, on_existing: Callable[[dict], None] | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done: set[Key] = set()
+        self.done = KeySet()
         if self.path.exists():
             _repair(self.path)
             for rec in read_records(self.path):
@@ -66,9 +96,8 @@ class ShardWriter:
         lines = []
         for rec in records:
             key = record_key(rec)
-            if key in self.done:
+            if not self.done.add(key):
                 continue
-            self.done.add(key)
             lines.append(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
         if lines:
             self._fh.write("".join(lines))
@@ -84,6 +113,7 @@ class ShardWriter:
         self._fh.flush()
         self._sync()
         self._fh.close()
+        self.done.close()
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -94,10 +124,11 @@ class ShardWriter:
 
 def iter_split_records(out_dir: str | os.PathLike, split: str) -> Iterator[dict]:
     """Every record of a split over all shard files, each key once (first occurrence wins)."""
-    seen: set[Key] = set()
-    for path in sorted((Path(out_dir) / "shards" / split).glob("shard-*.jsonl")):
-        for rec in read_records(path):
-            key = record_key(rec)
-            if key not in seen:
-                seen.add(key)
-                yield rec
+    seen = KeySet()
+    try:
+        for path in sorted((Path(out_dir) / "shards" / split).glob("shard-*.jsonl")):
+            for rec in read_records(path):
+                if seen.add(record_key(rec)):
+                    yield rec
+    finally:
+        seen.close()

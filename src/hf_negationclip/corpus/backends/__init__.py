@@ -35,7 +35,7 @@ def make_verifier(cfg, src, cache: dict | None = None) -> ChainVerifier:
     chain = []
     for name in names:
         if name == "annotations":
-            if src.objects is None:
+            if not src.has_objects:
                 raise ValueError(f"the annotations verifier needs instances_{src.name}.json; use --verifiers clip or mllm")
             chain.append(AnnotationVerifier())
         elif name == "clip":
