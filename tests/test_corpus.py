@@ -18,7 +18,7 @@ from hf_negationclip.corpus import (POSITIONS, CorpusConfig, Target, Vocabulary,
                                     run_corpus, validate)
 from hf_negationclip.corpus.backends import ATTRIBUTE_FORMS, OBJECT_FORMS, Job
 from hf_negationclip.corpus.backends.rules import rewrite_attribute, rewrite_object
-from hf_negationclip.corpus.store import iter_split_records
+from hf_negationclip.corpus.store import iter_split_records, read_records
 
 VOCAB = Vocabulary(list(synthetic.SHAPES), {"color": list(synthetic.COLORS), "size": list(synthetic.SIZES)})
 
@@ -220,3 +220,39 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys):
     assert main(["corpus", "--world_dir", str(world), "--num_shards", "2", "--shard_index", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 3
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_launched_processes_split_the_shard_and_together_give_the_one_process_corpus(tmp_path):
+    world = tmp_path / "world"
+    synthetic.write_world(world, 20, seed=5, show_progress=False)
+    args = ["corpus", "--world_dir", str(world), "--show_progress", "false", "--batch_size", "8"]
+    assert main(args + ["--output_dir", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    two = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m",
+                          "hf_negationclip.cli", *args, "--output_dir", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    for split in ("train", "val", "test"):
+        files = sorted((tmp_path / "two" / "shards" / split).glob("shard-*.jsonl"))
+        assert [f.name for f in files] == ["shard-00000-of-00002.jsonl", "shard-00001-of-00002.jsonl"]
+        per_process = [[json.dumps(r, sort_keys=True) for r in read_records(f)] for f in files]
+        assert all(per_process), "each process decides its own part"
+        both = per_process[0] + per_process[1]
+        single = [json.dumps(r, sort_keys=True) for r in iter_split_records(tmp_path / "one", split)]
+        assert len(both) == len(set(both)) and sorted(both) == sorted(single)  # no duplicates, nothing missing
+        exported = [json.loads((tmp_path / run / f"negated_captions_{split}.json").read_text()) for run in ("one", "two")]
+        strip = lambda data: sorted(json.dumps({k: v for k, v in a.items() if k != "id"}, sort_keys=True)  # noqa: E731
+                                    for a in data["annotations"])
+        assert strip(exported[0]) == strip(exported[1]) and exported[0]["images"] == exported[1]["images"]
+    stats = [json.loads((tmp_path / run / "corpus_stats.json").read_text()) for run in ("one", "two")]
+    assert stats[0] == stats[1]  # the counts of both processes, added up
+    assert not list((tmp_path / "two").glob("corpus_counts.process-*.json"))

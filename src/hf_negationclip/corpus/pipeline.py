@@ -348,11 +348,18 @@ def run_corpus(cfg: CorpusConfig) -> dict:
     text_backend = make_text_backend(cfg)
     for split in splits:
         stats = run_split(cfg, split, text_backend, stats, cache)
-    summary = {"splits": {}, "counts": dict(sorted(stats.counts.items()))}
-    if state is not None:
-        state.wait_for_everyone()  # the export reads every process's shard file
+    if state is not None:  # the export reads every process's shard file; the statistics add up every process's counts
+        part = out_dir / f"corpus_counts.process-{state.process_index}.json"
         if not state.is_main_process:
-            return summary
+            part.write_text(json.dumps(stats.counts))
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return {"splits": {}, "counts": dict(sorted(stats.counts.items()))}
+        for index in range(1, state.num_processes):
+            part = out_dir / f"corpus_counts.process-{index}.json"
+            stats.counts.update(json.loads(part.read_text()))
+            part.unlink()
+    summary = {"splits": {}, "counts": dict(sorted(stats.counts.items()))}
     if cfg.export:
         for split in splits:
             summary["splits"][split] = export_split(cfg.output_dir, split, image_dir=_image_dir(cfg, split))
@@ -363,12 +370,17 @@ def run_corpus(cfg: CorpusConfig) -> dict:
 def _per_process(cfg: CorpusConfig):
     """Under ``accelerate launch`` / ``torchrun``, each process takes its own slice of this shard (whatever the
     backend: two processes never write one shard file)."""
-    if cfg.backend != "transformers" and "mllm" not in cfg.verifiers and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if cfg.backend != "transformers" and "mllm" not in cfg.verifiers and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return cfg, None  # a plain single-process run does not import torch/accelerate
     from accelerate import PartialState
 
-    state = PartialState()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    # PartialState reads no ACCELERATE_USE_CPU itself (Accelerator does): without it, CPU processes stay apart
+    state = PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes"))
     if state.num_processes == 1:
+        if world > 1:
+            raise ValueError(f"launched as {world} processes but accelerate sees one (no GPU?): on CPUs use "
+                               "`accelerate launch --cpu` or set ACCELERATE_USE_CPU=true, or each would write every record")
         return cfg, None
     return replace(cfg, num_shards=cfg.num_shards * state.num_processes,
                    shard_index=cfg.shard_index * state.num_processes + state.process_index), state
