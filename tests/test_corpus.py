@@ -256,3 +256,24 @@ def test_two_launched_processes_split_the_shard_and_together_give_the_one_proces
     stats = [json.loads((tmp_path / run / "corpus_stats.json").read_text()) for run in ("one", "two")]
     assert stats[0] == stats[1]  # the counts of both processes, added up
     assert not list((tmp_path / "two").glob("corpus_counts.process-*.json"))
+
+
+def test_malformed_inputs_give_one_line_errors_naming_the_file(world, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(world / "annotations", root / "annotations")
+    (root / "images" / "val").mkdir(parents=True)
+    cap, inst = root / "annotations" / "captions_val.json", root / "annotations" / "instances_val.json"
+    args = ["corpus", "--world_dir", str(root), "--splits", "val", "--output_dir", str(tmp_path / "out")]
+    inst.write_text(inst.read_text()[:5000])  # torn
+    assert main(args) == 2
+    inst.write_text('{"images": [], "annotations": []}')  # no categories
+    assert main(args) == 2
+    cap.write_text("[1, 2]")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "Traceback" not in "".join(err)
+    assert str(inst) in err[0] and "not valid JSON" in err[0]
+    assert str(inst) in err[1] and "'categories'" in err[1]
+    assert str(cap) in err[2] and "not COCO captions JSON" in err[2]

@@ -154,3 +154,53 @@ def test_coco_photos_get_retrieved_minimal_pairs(coco_root, tmp_path):
                        or "not, wearing" not in r["negated_caption"] for r in hat)
     data = json.loads((tmp_path / "negated_captions_train2014.json").read_text())
     assert data["images"][0]["file_name"].startswith("COCO_train2014_")
+
+
+def test_coco_distractors_fall_back_to_clip_neighbours(coco_root, tiny_checkpoints, tmp_path):
+    import torch
+
+    from hf_negationclip.modeling import NegationCLIPModel, feature_tensor, load_processor
+
+    folder = tiny_checkpoints["clip-a"]
+    base = dict(coco_root=str(coco_root), splits="train2014", show_progress=False)
+    run_corpus(CorpusConfig(output_dir=str(tmp_path / "plain"), **base))
+    run_corpus(CorpusConfig(output_dir=str(tmp_path / "clip"), distractor_clip_model=str(folder), **base))
+    key = lambda r: (r["image_id"], r["caption_id"], r["pipeline"])  # noqa: E731
+    plain = {key(r): r for r in iter_split_records(tmp_path / "plain", "train2014") if r["status"] == "accepted"}
+    clip = {key(r): r for r in iter_split_records(tmp_path / "clip", "train2014") if r["status"] == "accepted"}
+    assert plain.keys() == clip.keys()
+    inst = json.loads((coco_root / "annotations" / "instances_train2014.json").read_text())
+    names = {c["id"]: c["name"] for c in inst["categories"]}
+    holders: dict = {}
+    for ann in inst["annotations"]:
+        holders.setdefault(names[ann["category_id"]], set()).add(ann["image_id"])
+    files = {img["id"]: coco_root / "train2014" / img["file_name"] for img in inst["images"]}
+    ids = sorted(files)
+    model, processor = NegationCLIPModel.from_pretrained(folder).eval(), load_processor(folder)
+    with torch.no_grad():
+        pixels = processor(images=[Image.open(files[i]).convert("RGB") for i in ids], return_tensors="pt")["pixel_values"]
+        emb = torch.nn.functional.normalize(feature_tensor(model.get_image_features(pixel_values=pixels)), dim=-1)
+    by_file = {p.name: i for i, p in files.items()}
+    fallback = 0
+    for k, rec in clip.items():
+        if plain[k]["distractors"]:  # annotations found one: the same as without the flag
+            assert rec["distractors"] == plain[k]["distractors"] and rec["distractor_source"] == "annotations"
+        elif rec["distractors"]:
+            assert rec["distractor_source"] == "clip-neighbour" and rec["distractor_note"] is None
+            candidates = sorted(holders[rec["target"]["category"]] - {rec["image_id"]})
+            sims = [float(emb[ids.index(c)] @ emb[ids.index(rec["image_id"])]) for c in candidates]
+            assert by_file[Path(rec["distractors"][0]).name] == candidates[int(np.argmax(sims))]
+            fallback += 1
+        else:
+            assert rec["distractor_source"] is None
+    assert fallback >= 3
+    exported = json.loads((tmp_path / "clip" / "negated_captions_train2014.json").read_text())["annotations"]
+    assert sum(a.get("distractor_source") == "clip-neighbour" for a in exported) == fallback
+    cached = tmp_path / "clip" / "clip_embeddings" / "train2014.npy"
+    assert np.allclose(np.load(cached), emb.numpy(), atol=1e-5)
+    stamp = cached.stat().st_mtime_ns  # a resumed run reuses the embeddings
+    shard = next((tmp_path / "clip" / "shards" / "train2014").glob("*.jsonl"))
+    before = shard.read_bytes()
+    shard.unlink()
+    run_corpus(CorpusConfig(output_dir=str(tmp_path / "clip"), distractor_clip_model=str(folder), **base))
+    assert cached.stat().st_mtime_ns == stamp and shard.read_bytes() == before

@@ -58,7 +58,7 @@ class ImageEmbeddings:
         import torch
         from PIL import Image
 
-        from ...modeling import build_model, feature_tensor, load_processor
+        from ..modeling import build_model, feature_tensor, load_processor
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model, processor = build_model(self.model_name).to(device).eval(), load_processor(self.model_name)

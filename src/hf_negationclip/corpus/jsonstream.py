@@ -57,7 +57,8 @@ def iter_array_items(path: str | os.PathLike, arrays: Sequence[str], what: str,
                 elif event == "start_array" and prefix in arrays:
                     seen.add(prefix)
     except ijson.JSONError as err:
-        raise CorpusFormatError(f"{path} is not valid JSON ({err})") from err
+        first_line = (str(err).strip().splitlines() or ["parse error"])[0]  # yajl adds a multi-line pointer
+        raise CorpusFormatError(f"{path} is not valid JSON ({first_line.strip()})") from err
     missing = [name for name in arrays if name not in seen]
     if missing:
         raise CorpusFormatError(f"{path} is not {what}: no {' or '.join(map(repr, missing))} list")
