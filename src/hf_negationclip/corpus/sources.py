@@ -280,11 +280,10 @@ def _index_captions(db: sqlite3.Connection, path: Path) -> None:
 
 
 def _index_instances(db: sqlite3.Connection, path: Path) -> dict[str, str]:
-    """Objects per image (categories resolved after the pass: COCO lists them last) and the vocabulary."""
+    """Objects per image (categories resolved after the passes: COCO lists them last) and the vocabulary."""
     categories: list[str] = []
     values: dict[str, set] = {}
-    for kind, item in iter_array_items(path, ("images", "annotations", "categories"), "COCO instances JSON",
-                                       drop=("segmentation",)):
+    for kind, item in iter_array_items(path, ("images", "annotations", "categories"), "COCO instances JSON"):
         try:
             if kind == "images":
                 _merge_image(db, item, path)
