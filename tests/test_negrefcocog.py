@@ -130,3 +130,37 @@ def test_negrefcocog_cli_errors_are_one_line(tmp_path, capsys):
     assert "pass image_dir=" in capsys.readouterr().err
     assert main(["negrefcocog", "--config", "bogus", "--data_dir", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "unknown NegRefCOCOg config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fill", ["median", "blur"])
+def test_isolate_box_keeps_size_and_the_box_and_paints_over_the_rest(fill):
+    from hf_negationclip.benchmarks.negrefcocog import isolate_box
+
+    pixels = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    out = np.asarray(isolate_box(Image.fromarray(pixels), [30, 20, 40, 25], fill=fill))
+    assert out.shape == pixels.shape
+    assert (out[20:45, 30:70] == pixels[20:45, 30:70]).all()  # inside the box: unchanged
+    outside = np.ones(pixels.shape[:2], dtype=bool)
+    outside[20:45, 30:70] = False
+    assert (out[outside] != pixels[outside]).any(-1).mean() > 0.9  # outside: painted over / blurred
+    if fill == "median":
+        assert len(np.unique(out[outside], axis=0)) == 1
+
+
+def test_render_candidate_modes_keep_the_objects_scale_and_panel():
+    from hf_negationclip.benchmarks import ImageRef, NegRefCOCOgSample
+    from hf_negationclip.benchmarks.negrefcocog import isolate_box, render_candidate, square_window
+
+    pixels = np.random.default_rng(1).integers(0, 256, (64, 128, 3), dtype=np.uint8)  # two 64 px panels side by side
+    image, box = Image.fromarray(pixels), (80.0, 10.0, 20.0, 30.0)  # in the right panel
+    assert render_candidate(image, ImageRef(Path("x"), box)).size == (20, 30)  # crop: the box alone
+    isolated = render_candidate(image, ImageRef(Path("x"), box, mode="isolate"))
+    assert isolated.size == (64, 64)  # the box's own panel, at the image's scale
+    assert np.array_equal(np.asarray(isolated), np.asarray(isolate_box(image, box))[:, 64:])
+    assert square_window((128, 64), (10, 10, 20, 20)) == (0, 0, 64, 64)
+    assert square_window((96, 96), (10, 10, 20, 20)) == (0, 0, 96, 96)  # square: the whole image
+    assert render_candidate(image, ImageRef(Path("x"))) is image
+    sample = NegRefCOCOgSample(Path("x"), "1", "the ring that is not red", (box, (0.0, 0.0, 5.0, 5.0)), 0)
+    assert {r.mode for r in sample.to_choice(mode="blur").images} == {"blur"}
+    with pytest.raises(ValueError, match="crop mode"):
+        sample.to_choice(mode="zoom")

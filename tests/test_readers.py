@@ -79,3 +79,75 @@ def test_ccneg_pt_foreign_paths_and_last_split(tmp_path):
     torch.save({"image_paths": [Path("/x")], "annotations": []}, tmp_path / "evil.pt")  # a class: not plain data
     with pytest.raises(CorpusFormatError, match="weights_only"):
         load_ccneg(tmp_path / "evil.pt", tmp_path)
+
+
+def _exported(tmp_path: Path, records: list[dict], images: list[dict]) -> Path:
+    """A negated_captions_<split>.json in the exact layout corpus.export writes (its own annotation builder)."""
+    from hf_negationclip.corpus.export import _annotation
+
+    base = {"caption_id": 1, "cue": "no", "form": "no", "position": "front", "pipeline": "absent-object",
+            "proposer": "plausible", "verifier": "annotations", "distractors": []}
+    anns = [_annotation({**base, **rec}, i) for i, rec in enumerate(records, 1)]
+    data = {"info": {"description": "hf-negationclip negated captions (val)", "version": "1.0", "image_dir": None},
+            "licenses": [], "annotations": anns, "images": images}
+    path = tmp_path / "corpus" / "negated_captions_val.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_ccneg_reads_our_negated_captions_json(tmp_path, caplog):
+    for k in (1, 2):
+        _image(tmp_path / "world" / "images" / "val" / f"{k:012d}.jpg")
+    _image(tmp_path / "corpus" / "added" / "1_1.png")  # an added pair's rendered positive, relative to the JSON
+    images = [{"id": k, "file_name": f"{k:012d}.jpg", "height": 32, "width": 32} for k in (1, 2, 3)]
+    path = _exported(tmp_path, [
+        {"image_id": 1, "caption": "a red circle.", "negated_caption": "no blue star here: a red circle",
+         "negated": "blue star"},
+        {"image_id": 2, "caption": "a red circle and a square", "negated_caption": "a red circle and a square, free of stars",
+         "negated": "star", "cue": "free of", "form": "free-of", "position": "end"},
+        {"image_id": 2, "caption": "a square that is not red", "negated_caption": "no star: a square that is not red",
+         "negated": "star"},  # the original already negates: no honest false caption
+        {"image_id": 3, "caption": "a ring", "negated_caption": "a ring without a star", "negated": "star"},  # no image
+        {"image_id": 1, "caption": "a red circle", "negated_caption": "a red circle with no green ring",
+         "negated": "green ring", "positive": "added/1_1.png"},
+    ], images)
+    with caplog.at_level("WARNING"):
+        items = load_ccneg(path, tmp_path / "world" / "images" / "val")
+    assert "original caption already negated" in caplog.text and "missing image" in caplog.text
+    assert len(items) == 3
+    pairs = [(it.texts[it.answer], it.texts[1 - it.answer]) for it in items]
+    assert pairs == [("no blue star here: a red circle", "a blue star here: a red circle"),
+                     ("a red circle and a square, free of stars", "a red circle and a square, full of stars"),
+                     ("a red circle with no green ring", "a red circle with a green ring")]
+    assert [it.image.path.name for it in items] == ["000000000001.jpg", "000000000002.jpg", "1_1.png"]
+    assert items[1].groups == {"cue": "free of", "position": "end", "form": "free-of"}
+    # the format is told by content when the extension says nothing
+    renamed = path.with_name("negated_captions_val.data")
+    renamed.write_bytes(path.read_bytes())
+    assert load_ccneg(renamed, tmp_path / "world" / "images" / "val") == items
+    plain_coco = tmp_path / "captions_val.json"
+    plain_coco.write_text(json.dumps({"annotations": [{"image_id": 1, "caption": "a dog"}], "images": images}))
+    with pytest.raises(CorpusFormatError, match="updated_caption"):
+        load_ccneg(plain_coco, tmp_path)
+
+
+@pytest.mark.parametrize("negated_caption, caption, negated, expected", [
+    ("there are no red stars in the scene; a ring", "a ring", "red star", "there are some red stars in the scene; a ring"),
+    ("a ring, and no star anywhere", "a ring", "star", "a ring, and a star somewhere"),
+    ("a ring; there aren't any stars", "a ring", "star", "a ring; there are some stars"),
+    ("not an egg, but rather a ring", "a ring", "egg", "an egg, and a ring"),
+    ("a ring, but not a star, on grey", "a ring on grey", "star", "a ring, and a star, on grey"),
+    ("a ring lacking any stars", "a ring", "star", "a ring with some stars"),
+    ("A star is missing from this photo of a ring", "a ring", "star", "A star is present in this photo of a ring"),
+    ("Nothing here is a star; a ring", "a ring", "star", "Something here is a star; a ring"),
+    ("a ring, and none of the things is a star", "a ring", "star", "a ring, and one of the things is a star"),
+    ("the picture doesn't contain a star: a ring", "a ring", "star", "the picture does contain a star: a ring"),
+    ("a ring which isn't small", "a ring", "small", "a ring which is small"),
+    ("a ring, not red, on grey", "a ring on grey", "red", "a ring, red, on grey"),
+    ("a man who never smiles", "a man", None, None),  # no rule for "never": skipped, not guessed
+])
+def test_affirmative_counterpart_takes_out_only_the_negation(negated_caption, caption, negated, expected):
+    from hf_negationclip.benchmarks.readers import affirmative_counterpart
+
+    assert affirmative_counterpart(negated_caption, caption, negated) == expected

@@ -34,6 +34,7 @@ def test_manifest_uses_the_real_layouts(bench):
     assert Path(tasks["scene-negrefcocog"]["json"]).name == "NegRefCOCOg.json"
     assert Path(tasks["scene-valse-existence"]["json"]).name == "existence.json"
     assert Path(tasks["scene-ccneg"]["pt"]).name == "ccneg_preprocessed.pt"
+    assert tasks["scene-negrefcocog"]["crop_mode"] == "isolate"  # the scene twins are isolated, not cropped
     raw = torch.load(tasks["scene-ccneg"]["pt"], weights_only=True)
     assert raw["image_paths"][0].startswith("/home/")  # foreign absolute paths, as in the real file
     assert write_scene_benchmarks(manifest["params"]["world_dir"], out, "val", 24, 0) == manifest  # cached
@@ -125,3 +126,24 @@ def test_zeroshot_on_a_labelled_datasets_dataset(tmp_path):
     task = load_task("zs", {"kind": "zeroshot", "folder": str(tmp_path / "ds")})
     refs, labels, classes = task.zeroshot
     assert labels == [0, 1, 0] and classes == ["red", "blue"] and all(r.path.is_file() for r in refs)
+
+
+def test_scene_negrefcocog_candidates_are_isolated_and_each_rendering_encoded_once(bench, monkeypatch):
+    import hf_negationclip.evaluation.harness as harness
+    from hf_negationclip.benchmarks.scene import with_scene_defaults
+
+    _, manifest = bench
+    spec = manifest["tasks"]["scene-negrefcocog-controlled"]
+    assert spec["crop_mode"] == manifest["tasks"]["scene-negrefcocog"]["crop_mode"] == "isolate"
+    assert with_scene_defaults({"tasks": {"old": {"kind": "negrefcocog"}}})["tasks"]["old"]["crop_mode"] == "isolate"
+    isolated, cropped = harness.load_task("a", spec), harness.load_task("b", spec, crop_mode="crop")  # override
+    assert {r.mode for it in isolated.items for r in it.images} == {"isolate"}
+    assert {r.mode for it in cropped.items for r in it.images} == {"crop"}
+    assert harness.load_task("c", {k: v for k, v in spec.items() if k != "crop_mode"}).items == cropped.items  # default
+    calls, real = [], harness.render_candidate
+    monkeypatch.setattr(harness, "render_candidate", lambda image, ref: calls.append(ref) or real(image, ref))
+    refs = isolated.image_refs() + cropped.image_refs() + isolated.image_refs()
+    cache = harness.EmbeddingCache(*harness.load_checkpoint("tiny"), batch_size=7)
+    cache.encode(refs, [])
+    assert len(calls) == len(set(calls)) == 2 * len(set(isolated.image_refs()))  # each rendering once
+    assert cache.images(isolated.image_refs()[:2]).shape[0] == 2

@@ -61,16 +61,23 @@ class EvaluateConfig:
     valse_images: str | None = field(default=None, metadata={"help": "Visual7W image folder of VALSE existence"})
     negbench_csv: str | None = field(default=None, metadata={"help": "NegBench MCQ CSV"})
     negbench_root: str | None = field(default=None, metadata={"help": "folder the CSV's image paths resolve against"})
-    ccneg_pt: str | None = field(default=None, metadata={"help": "CC-Neg ccneg_preprocessed.pt"})
-    ccneg_images: str | None = field(default=None, metadata={"help": "folder holding the CC-Neg images (by file name)"})
+    ccneg_pt: str | None = field(default=None, metadata={
+        "help": "CC-Neg ccneg_preprocessed.pt, or a negated_captions_<split>.json (ours or the NegationCLIP repo's)"})
+    ccneg_images: str | None = field(default=None, metadata={
+        "help": "CC-Neg: folder holding the images (by file name); negated_captions JSON: the image root its "
+                "file_name entries resolve against"})
     ccneg_last: int = field(default=40_000, metadata={"help": "CC-Neg evaluation split: the last N items of the file"})
     retrieval_captions: str | None = field(default=None, metadata={"help": "COCO captions JSON for retrieval"})
     retrieval_images: str | None = field(default=None, metadata={"help": "image folder of retrieval_captions"})
     retrieval_max_images: int | None = field(default=5000, metadata={"help": "retrieval over the first N images"})
     zeroshot_dir: str | None = field(default=None, metadata={"help": "zero-shot: ImageFolder tree (class/image) or a save_to_disk dataset with Image + ClassLabel columns"})
     crop_margin: float = field(default=0.0, metadata={"help": "NegRefCOCOg crop context, a fraction of the box per side (0: official)"})
+    crop_mode: str | None = field(default=None, metadata={
+        "help": "NegRefCOCOg candidates: crop (the box alone, the paper's scorer), isolate (the image at its own scale, "
+                "outside the box painted over) or blur (outside blurred); default: crop for real files, isolate for "
+                "the scene twins", "choices": ["crop", "isolate", "blur"]})
     batch_size: int = field(default=256, metadata={"help": "images per encoding batch (texts: 4x)"})
-    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% intervals (0: none)"})
+    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95 per cent intervals (0: none)"})
     seed: int = field(default=0, metadata={"help": "seed of candidate shuffling, scene twins and bootstrap"})
     show_progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
@@ -234,7 +241,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         else:
             from .corpus import read_json
 
-            manifest = read_json(bench / "manifest.json")
+            from .benchmarks.scene import with_scene_defaults
+
+            manifest = with_scene_defaults(read_json(bench / "manifest.json"))
         tasks.update(manifest["tasks"])
     wanted = [w.strip() for w in cfg.tasks.split(",") if w.strip()]
     if wanted != ["all"]:
@@ -243,7 +252,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             raise ValueError(f"unknown task(s) {unknown}; kinds: {list(TASK_KINDS)}")
         tasks = {n: s for n, s in tasks.items() if n in wanted or s["kind"] in wanted}
     results = run_harness(HarnessConfig(labels, tasks, cfg.output_dir, cfg.seed, cfg.bootstrap, cfg.batch_size,
-                                        cfg.crop_margin, cfg.show_progress))
+                                        cfg.crop_margin, cfg.show_progress, cfg.crop_mode))
     for label, name in _model_labels(cfg.model).items():
         results["models"][label]["path"] = name
     (Path(cfg.output_dir) / "results.json").write_text(json.dumps(results, indent=2))

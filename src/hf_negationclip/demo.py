@@ -9,7 +9,8 @@ Stages (each cached in its own folder under ``out``, each resumable after a kill
 4. ``paper/``, ``ours/``, ``ours-lora/``: fine-tune three ways from the baseline: the paper's
    recipe (InfoNCE on negated captions, text tower), ours (minimal pairs + exclusion term,
    text tower) and ours with LoRA;
-5. evaluate all four the same way (the harness on the scene twins + the world probes);
+5. evaluate all four the same way (the harness on the scene twins + the world probes; NegRefCOCOg candidates
+   isolated, not cropped: the scene manifest's ``crop_mode``);
 6. ``report.md``, ``results.json``, ``results.png``, ``best/`` (the best fine-tune with its
    generated model card and ``text_encoder/``), ``datasets/`` (corpus and NegRefCOCOg as
    ``load_dataset``-ready parquet folders).
@@ -41,9 +42,11 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("world-probes/negation_probe_accuracy", "negation probe (controlled pairs)"),
     ("world-probes/affirmative_probe_accuracy", "affirmative probe (same pairs)"),
     ("scene-negrefcocog-controlled/accuracy", "NegRefCOCOg scene, controlled"),
+    ("scene-negrefcocog-controlled/affirmative_accuracy", "NegRefCOCOg scene, affirmative twin"),
     ("scene-negrefcocog/accuracy", "NegRefCOCOg scene, plain"),
     ("scene-valse-existence-controlled/accuracy", "VALSE existence scene, controlled"),
     ("scene-negbench-mcq-controlled/negation_accuracy", "MCQ negation template, controlled"),
+    ("scene-negbench-mcq-controlled/affirmation_accuracy", "MCQ affirmation template, controlled"),
     ("scene-ccneg-controlled/accuracy", "CC-Neg scene, controlled"),
     ("world-probes/zero_shot_shape_accuracy", "zero-shot shape"),
     ("world-probes/zero_shot_color_accuracy", "zero-shot colour"),

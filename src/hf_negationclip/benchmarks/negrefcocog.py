@@ -26,7 +26,7 @@ from typing import Iterable, Sequence
 from PIL import Image
 
 from ..corpus import CorpusFormatError, negation_cues, negation_position, read_json
-from .readers import ImageRef, TextImageChoice, cue_label, shuffle_candidates
+from .readers import CROP_MODES, ImageRef, TextImageChoice, cue_label, shuffle_candidates
 from .refcocog import RefCOCOg, load_refcocog
 
 logger = logging.getLogger(__name__)
@@ -52,10 +52,23 @@ class NegRefCOCOgSample:
     def cue(self) -> str:
         return cue_label(self.phrase)
 
-    def to_choice(self, margin: float = 0.0) -> TextImageChoice:
-        """The harness item: the phrase against one crop per candidate box."""
-        crops = tuple(ImageRef(self.image, box, margin) for box in self.boxes)
+    def to_choice(self, margin: float = 0.0, mode: str = "crop") -> TextImageChoice:
+        """The harness item: the phrase against one rendering (``mode``, see :func:`render_candidate`) per box."""
+        if mode not in CROP_MODES:
+            raise ValueError(f"crop mode must be one of {CROP_MODES}, got {mode!r}")
+        crops = tuple(ImageRef(self.image, box, margin, mode) for box in self.boxes)
         return TextImageChoice(self.phrase, crops, self.target, {"cue": self.cue, "position": self.position})
+
+
+def _pixel_box(image: Image.Image, box: Sequence[float], margin: float) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` of a COCO box widened by ``margin``, clipped to the image, never empty."""
+    x, y, w, h = (float(v) for v in box)
+    dx, dy = margin * w, margin * h
+    left = min(image.width - 1, max(0, int(round(x - dx))))
+    top = min(image.height - 1, max(0, int(round(y - dy))))
+    right = min(image.width, max(left + 1, int(round(x + w + dx))))
+    bottom = min(image.height, max(top + 1, int(round(y + h + dy))))
+    return left, top, right, bottom
 
 
 def crop_box(image: Image.Image, box: Sequence[float], margin: float = 0.0) -> Image.Image:
@@ -65,12 +78,75 @@ def crop_box(image: Image.Image, box: Sequence[float], margin: float = 0.0) -> I
     margin shows some context around small objects; the crop is clipped to
     the image and is never empty.
     """
+    return image.crop(_pixel_box(image, box, margin))
+
+
+def isolate_box(image: Image.Image, box: Sequence[float], margin: float = 0.0, fill: str = "median",
+                blur_radius: float = 8.0) -> Image.Image:
+    """The whole image, same size, with everything outside the (widened) box filled or blurred (ReCLIP's isolation).
+
+    ``fill="median"`` paints the outside with the median colour of the outside
+    pixels (a flat background stays that background; other objects vanish);
+    ``fill="blur"`` Gaussian-blurs it. Pixels inside the box are unchanged.
+    """
+    from PIL import ImageFilter
+
+    left, top, right, bottom = _pixel_box(image, box, margin)
+    image = image.convert("RGB")
+    if fill == "blur":
+        out = image.filter(ImageFilter.GaussianBlur(blur_radius))
+    elif fill == "median":
+        import numpy as np
+
+        pixels = np.asarray(image)
+        outside = np.ones(pixels.shape[:2], dtype=bool)
+        outside[top:bottom, left:right] = False
+        colour = np.median(pixels[outside], axis=0) if outside.any() else np.full(3, 128.0)
+        out = Image.new("RGB", image.size, tuple(int(c) for c in colour))
+    else:
+        raise ValueError(f"fill must be 'median' or 'blur', got {fill!r}")
+    out.paste(image.crop((left, top, right, bottom)), (left, top))
+    return out
+
+
+def square_window(size: tuple[int, int], box: Sequence[float]) -> tuple[int, int, int, int]:
+    """A square of the image's shorter side that holds the box's centre, aligned to that side where possible.
+
+    On a square image it is the image. On a row (column) of square panels, such
+    as the controlled scene twin's side-by-side renders, it is the box's own
+    panel; otherwise the panel-aligned square is slid just enough to hold the box.
+    """
+    width, height = size
+    side = min(width, height)
     x, y, w, h = (float(v) for v in box)
-    dx, dy = margin * w, margin * h
-    left, top = max(0, int(round(x - dx))), max(0, int(round(y - dy)))
-    right = min(image.width, max(left + 1, int(round(x + w + dx))))
-    bottom = min(image.height, max(top + 1, int(round(y + h + dy))))
-    return image.crop((left, top, right, bottom))
+
+    def start(lo: float, hi: float, extent: int) -> int:
+        aligned = int((lo + hi) / 2 // side) * side  # the panel holding the box's centre
+        fit = min(max(aligned, int(round(hi)) - side), int(lo))  # slid to hold the box where it is wider than a panel
+        return max(0, min(extent - side, fit))
+
+    left, top = start(x, x + w, width), start(y, y + h, height)
+    return left, top, left + side, top + side
+
+
+def render_candidate(image: Image.Image, ref: ImageRef) -> Image.Image:
+    """What the model sees of one candidate: the whole image, a crop, or the isolated box at the image's own scale.
+
+    ``crop`` (the paper's scorer) resizes the box alone to the model's input, so
+    an object fills the frame whatever its size in the image. ``isolate`` /
+    ``blur`` keep the image's geometry (:func:`isolate_box`) and then cut the
+    square window of :func:`square_window`, so the processor's centre crop never
+    cuts the box off and the object keeps the scale and position it has in the image.
+    """
+    if ref.box is None:
+        return image
+    if ref.mode == "crop":
+        return crop_box(image, ref.box, ref.margin)
+    if ref.mode not in CROP_MODES:
+        raise ValueError(f"crop mode must be one of {CROP_MODES}, got {ref.mode!r}")
+    isolated = isolate_box(image, ref.box, ref.margin, "blur" if ref.mode == "blur" else "median")
+    window = square_window(isolated.size, ref.box)
+    return isolated if window == (0, 0, *isolated.size) else isolated.crop(window)
 
 
 def _sample(image: Path, image_id, phrase: str, boxes: list, target: int, seed: int, index: int, source: str) -> NegRefCOCOgSample:

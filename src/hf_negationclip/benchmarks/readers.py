@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import logging
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -24,13 +25,23 @@ logger = logging.getLogger(__name__)
 NEGBENCH_TEMPLATES = {"positive": "affirmation", "negative": "negation", "hybrid": "hybrid"}
 
 
+#: how a NegRefCOCOg candidate box is shown to the model (see :func:`.negrefcocog.render_candidate`)
+CROP_MODES = ("crop", "isolate", "blur")
+
+
 @dataclass(frozen=True)
 class ImageRef:
-    """An image file, optionally cropped to a COCO ``[x, y, w, h]`` box widened by ``margin`` (fraction of the box)."""
+    """An image file, optionally narrowed to a COCO ``[x, y, w, h]`` box widened by ``margin`` (fraction of the box).
+
+    ``mode`` says how the box is shown: ``crop`` (the box alone, resized by the
+    processor), ``isolate`` / ``blur`` (the image at its own scale, everything
+    outside the box filled / blurred); see :func:`.negrefcocog.render_candidate`.
+    """
 
     path: Path
     box: tuple[float, float, float, float] | None = None
     margin: float = 0.0
+    mode: str = "crop"
 
 
 @dataclass(frozen=True)
@@ -225,8 +236,24 @@ def load_negbench_retrieval(csv_path: str | os.PathLike, image_root: str | os.Pa
 # --------------------------------------------------------------------------- CC-Neg
 
 
-def load_ccneg(pt_path: str | os.PathLike, image_dir: str | os.PathLike, last: int | None = 40_000,
+def load_ccneg(path: str | os.PathLike, image_dir: str | os.PathLike, last: int | None = 40_000,
                seed: int = 0) -> list[ImageTextChoice]:
+    """The ``ccneg`` task's items from either layout, told apart by extension, else by the file's first byte.
+
+    - ``.pt``: CC-Neg's ``ccneg_preprocessed.pt`` (:func:`load_ccneg_pt`; ``last`` items);
+    - ``.json``: a ``negated_captions_<split>.json`` (ours or the NegationCLIP repository's; the whole file,
+      ``last`` is ignored) read by :func:`load_ccneg_negated_captions` with ``image_dir`` as the image root.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.suffix.lower() == ".json" or (path.suffix.lower() != ".pt" and path.read_bytes()[:64].lstrip()[:1] == b"{"):
+        return load_ccneg_negated_captions(path, image_dir, seed)
+    return load_ccneg_pt(path, image_dir, last, seed)
+
+
+def load_ccneg_pt(pt_path: str | os.PathLike, image_dir: str | os.PathLike, last: int | None = 40_000,
+                  seed: int = 0) -> list[ImageTextChoice]:
     """CC-Neg's ``ccneg_preprocessed.pt``: the true caption vs the negated prompt per image.
 
     The file is a pickle: it is read with ``torch.load(weights_only=True)``,
@@ -262,6 +289,122 @@ def load_ccneg(pt_path: str | os.PathLike, image_dir: str | os.PathLike, last: i
             continue
         texts, answer = shuffle_candidates((caption, negated), 0, seed, index)
         items.append(ImageTextChoice(ImageRef(image), texts, answer, negation_groups(negated)))
+    skips.report(len(items))
+    return items
+
+
+def _determiner(rest: str, negated: str | None, plural_before: bool) -> str:
+    """"a"/"an" for a singular noun phrase starting ``rest``, "some" for a plural one."""
+    from ..corpus.scene import article, pluralize
+
+    if plural_before or (negated and rest.lower().startswith(pluralize(negated.lower()))):
+        return "some"
+    return article(rest)
+
+
+# "The negation removed", in order; each rule fires on the cue wherever it is (a rewritten caption has one).
+_AFFIRM_RULES: tuple[tuple[str, object], ...] = (
+    (r"\b(is|are)n't any\b", r"\1 some"),                      # there aren't any Xs -> there are some Xs
+    (r"\b(is|are|does|do|was|were|has|have)n't\b", r"\1"),    # isn't -> is, doesn't contain -> does contain
+    (r"\bbut not\b", "and"),                                    # A, but not a X, B -> A, and a X, B
+    (r"^not (.+?)(,?) but(?: rather)?\b", r"\1\2 and"),          # not a X but A -> a X and A
+    (r"\bnot\s+", ""),                                          # is not present / that is not red / , not red,
+    (r"\b(?:without|lacking) any\b", "with any"),               # (the "any" becomes a / some below)
+    (r"\b(?:without|lacking)\b", "with"),
+    (r"\bfree of\b", "full of"),
+    (r"\b(?:missing|absent) from\b", "present in"),
+    (r"\b(?:missing|absent)\b", "present"),
+    (r"\bnone of\b", "one of"),
+    (r"\bnothing\b", "something"),
+)
+_NPI = ((r"\banywhere\b", "somewhere"), (r",? at all\b", ""))
+
+
+def _keep_case(old: str, new: str) -> str:
+    return new[:1].upper() + new[1:] if old[:1].isupper() and new else new
+
+
+def affirmative_counterpart(negated_caption: str, caption: str = "", negated: str | None = None) -> str | None:
+    """The negated caption with its negation taken out ("no red star here: C" -> "a red star here: C"), or None.
+
+    The result asserts what the negation denied and says everything else word
+    for word, so of a pair (negated caption, counterpart) only the negation
+    differs. Rules cover the constructions of the rules backend and the common
+    English ones (no, not, n't, without, lacking, free of, missing, absent,
+    none of, nothing); None when a cue is left over. ``caption`` (the original,
+    kept verbatim inside the negated one) shields its own words from the
+    negative-polarity fixes ("anywhere", "at all"); ``negated`` (the negated
+    phrase) tells "no red stars" (-> "some") from "no red star" (-> "a").
+    """
+    text = negated_caption
+    for pattern, repl in _AFFIRM_RULES:
+        text = re.sub(pattern, lambda m: _keep_case(m.group(0), m.expand(repl)), text, flags=re.IGNORECASE)
+    # "no X" (and "any X" left by "without any X", when the caption has no "any") -> "a X" / "some Xs"
+    dets = r"no|any" if not re.search(r"\bany\b", caption, re.IGNORECASE) else r"no"
+    text = re.sub(rf"\b({dets})\s+(?=(\S.*))", lambda m: _keep_case(m.group(1), _determiner(
+        m.group(2), negated, bool(re.search(r"\b(are|were)\s*$", text[:m.start()], re.IGNORECASE)))) + " ",
+        text, flags=re.IGNORECASE)
+    for pattern, repl in _NPI:
+        if not re.search(pattern, caption, re.IGNORECASE):
+            text = re.sub(pattern, repl, text, flags=re.IGNORECASE)
+    text = " ".join(text.split())
+    if negation_cues(text) or text == negated_caption:
+        return None
+    return text
+
+
+def load_ccneg_negated_captions(json_path: str | os.PathLike, image_root: str | os.PathLike,
+                                seed: int = 0) -> list[ImageTextChoice]:
+    """A ``negated_captions_<split>.json`` (COCO captions + ``updated_caption``) as CC-Neg-style items.
+
+    Each annotation's image is scored against two texts that differ only in
+    the negation: the true one is the negated caption (``updated_caption``:
+    the negated thing is absent from the image), the false one its
+    :func:`affirmative_counterpart`, which asserts the absent thing is there.
+    (The original ``caption`` is true of the image as well, so it cannot be
+    the wrong answer; CC-Neg's own files pair a true caption with a false
+    negation instead.) Images: the annotation's ``image`` (our added-pair
+    positive, relative to the JSON's folder) or its image's ``file_name``,
+    resolved against ``image_root``. Skipped and counted: annotations whose
+    original caption already has a negation cue, whose negated caption has
+    none, or whose negation no rule can take out. Groups: the cue and
+    position of the negated caption, and ``form`` when every record has one.
+    """
+    data = read_json(json_path)
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) or not isinstance(data.get("images"), list):
+        raise CorpusFormatError(f"{json_path}: expected COCO captions JSON with 'annotations' and 'images'")
+    if data["annotations"] and not any(isinstance(a, dict) and "updated_caption" in a for a in data["annotations"][:100]):
+        raise CorpusFormatError(f"{json_path}: its annotations have no 'updated_caption': not a negated-captions file")
+    files = {img.get("id"): img.get("file_name") for img in data["images"] if isinstance(img, dict)}
+    skips, items, resolved = _SkipCounter(json_path), [], {}
+    for index, ann in enumerate(data["annotations"]):
+        caption, negated_caption = (ann.get(k) if isinstance(ann, dict) else None for k in ("caption", "updated_caption"))
+        if not isinstance(caption, str) or not isinstance(negated_caption, str):
+            skips.skip("malformed annotation")
+            continue
+        if negation_cues(caption):
+            skips.skip("original caption already negated")
+            continue
+        if not negation_cues(negated_caption):
+            skips.skip("negated caption without a negation cue")
+            continue
+        false = affirmative_counterpart(negated_caption, caption, ann.get("negated"))
+        if false is None:
+            skips.skip("no affirmative counterpart")
+            continue
+        name = ann.get("image") or files.get(ann.get("image_id"))
+        root = Path(json_path).parent if ann.get("image") else image_root
+        if (name, root) not in resolved:
+            resolved[name, root] = resolve_image(str(name), root) if name else None
+        image = resolved[name, root]
+        if image is None:
+            skips.skip("missing image")
+            continue
+        texts, answer = shuffle_candidates((negated_caption, false), 0, seed, index)
+        groups = negation_groups(negated_caption)
+        if isinstance(ann.get("form"), str):
+            groups["form"] = ann["form"]
+        items.append(ImageTextChoice(ImageRef(image), texts, answer, groups))
     skips.report(len(items))
     return items
 

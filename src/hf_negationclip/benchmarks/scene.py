@@ -36,6 +36,9 @@ from .world import WorldImage, _two_new_objects, load_world_split, single_object
 logger = logging.getLogger(__name__)
 
 SCENE_FORMAT_VERSION = 1
+#: how the harness renders the scene NegRefCOCOg candidates: the whole scene with everything outside the box
+#: painted over keeps the object at the scale and grid cell the model saw in training (a crop blows it up ~3x)
+SCENE_CROP_MODE = "isolate"
 
 
 def _phrase(obj: dict) -> str:
@@ -393,7 +396,7 @@ def write_scene_benchmarks(world_dir: str | os.PathLike, out_dir: str | os.PathL
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("params") == params:
-            return manifest
+            return with_scene_defaults(manifest)
         raise FileExistsError(f"{out} holds scene benchmarks made with other arguments; choose another folder")
     images = [im for im in load_world_split(world, split) if im.objects]
     image_dir = world / "images" / split
@@ -421,6 +424,14 @@ def write_scene_benchmarks(world_dir: str | os.PathLike, out_dir: str | os.PathL
     }
     for attr, folder in scene_zeroshot(load_world_split(world, split), out / "zeroshot").items():
         tasks[f"scene-zeroshot-{attr}"] = {"kind": "zeroshot", "folder": str(folder)}
-    manifest = {"params": params, "tasks": tasks}
+    manifest = with_scene_defaults({"params": params, "tasks": tasks})
     manifest_path.write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def with_scene_defaults(manifest: dict) -> dict:
+    """The manifest with the scene twins' evaluation settings filled in (also for manifests written before them)."""
+    for spec in manifest["tasks"].values():
+        if spec.get("kind") == "negrefcocog":
+            spec.setdefault("crop_mode", SCENE_CROP_MODE)
     return manifest

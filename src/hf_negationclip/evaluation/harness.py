@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..benchmarks import (load_ccneg, load_coco_retrieval, load_image_folder, load_negbench_mcq,
                           load_negrefcocog_official, load_valse_existence)
-from ..benchmarks.negrefcocog import crop_box
+from ..benchmarks.negrefcocog import render_candidate
 from ..benchmarks.readers import ImageRef, ImageTextChoice, RetrievalSet, TextImageChoice, load_negbench_retrieval
 from ..modeling import feature_tensor
 from .core import strict_argmax
@@ -118,20 +118,27 @@ class Task:
         return [t.format(c) for c in self.zeroshot[2] for t in ZERO_SHOT_TEMPLATES]
 
 
-def load_task(name: str, spec: dict, seed: int = 0, crop_margin: float = 0.0) -> Task:
-    """Read one task from its spec (``kind`` and the paths that kind's reader takes)."""
+def load_task(name: str, spec: dict, seed: int = 0, crop_margin: float = 0.0, crop_mode: str | None = None) -> Task:
+    """Read one task from its spec (``kind`` and the paths that kind's reader takes).
+
+    NegRefCOCOg candidates are rendered with ``crop_mode`` when given, else with
+    the spec's ``crop_mode`` (the scene twins' manifest says ``isolate``), else ``crop``.
+    """
     kind = spec.get("kind")
     if kind == "negrefcocog":
         samples = [s for s in load_negrefcocog_official(spec["json"], spec["image_dir"], seed) if s.image.is_file()]
         if not samples:
             raise FileNotFoundError(f"{name}: none of the images of {spec['json']} is under {spec['image_dir']}")
-        return Task(name, kind, [s.to_choice(crop_margin) for s in samples])
+        mode = crop_mode or spec.get("crop_mode", "crop")
+        return Task(name, kind, [s.to_choice(crop_margin, mode) for s in samples])
     if kind == "valse-existence":
         return Task(name, kind, load_valse_existence(spec["json"], spec["image_dir"], seed))
     if kind == "negbench-mcq":
         return Task(name, kind, load_negbench_mcq(spec["csv"], spec["image_root"], seed))
     if kind == "ccneg":
-        return Task(name, kind, load_ccneg(spec["pt"], spec["image_dir"], spec.get("last", 40_000), seed))
+        # "pt": CC-Neg's file or a negated_captions JSON (the reader tells them apart); "json" reads the same
+        path = spec.get("pt") or spec["json"]
+        return Task(name, kind, load_ccneg(path, spec["image_dir"], spec.get("last", 40_000), seed))
     if kind == "retrieval":
         if "csv" in spec:
             return Task(name, kind, retrieval=load_negbench_retrieval(spec["csv"], spec["image_root"]))
@@ -200,7 +207,7 @@ class EmbeddingCache:
             if opened[0] != ref.path:
                 with Image.open(ref.path) as im:
                     opened = (ref.path, im.convert("RGB"))
-            batch.append(opened[1] if ref.box is None else crop_box(opened[1], ref.box, ref.margin))
+            batch.append(render_candidate(opened[1], ref))
             index.append(i)
             if len(batch) == self.batch_size:
                 yield index, batch
@@ -425,6 +432,9 @@ class HarnessConfig:
     batch_size: int = 256
     crop_margin: float = 0.0
     show_progress: bool = True
+    #: NegRefCOCOg candidate rendering for every negrefcocog task (crop / isolate / blur); None: each spec's
+    #: ``crop_mode``, else crop
+    crop_mode: str | None = None
 
 
 def run_harness(cfg: HarnessConfig) -> dict:
@@ -435,7 +445,7 @@ def run_harness(cfg: HarnessConfig) -> dict:
         raise ValueError("no model to evaluate")
     # load the models first: a bad model name fails in a second, before any benchmark is read
     loaded = {label: load_checkpoint(m) if isinstance(m, str) else m for label, m in cfg.models.items()}
-    tasks = [load_task(name, spec, cfg.seed, cfg.crop_margin) for name, spec in cfg.tasks.items()]
+    tasks = [load_task(name, spec, cfg.seed, cfg.crop_margin, cfg.crop_mode) for name, spec in cfg.tasks.items()]
     models = evaluate_models(loaded, tasks, cfg.batch_size, cfg.bootstrap, cfg.seed, cfg.show_progress)
     for label, name in cfg.models.items():
         if isinstance(name, str):
