@@ -29,13 +29,16 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-#: label -> what differs; all start from the baseline with the same epochs and learning rate. "paper": InfoNCE on
-#: every negated caption, text tower; "ours": the captions that have minimal-pair distractors, InfoNCE + the
-#: exclusion term (each caption picks its image over its distractor), text tower; "ours-lora": the same with LoRA
+#: label -> what differs; all start from the baseline with the same epochs, batch and data order. "paper": InfoNCE
+#: on every negated caption, text tower; "ours": the captions that have minimal-pair distractors, InfoNCE + the
+#: exclusion term (each caption picks its image over its distractor) + the retain term (plain captions keep their
+#: meaning), text tower; "ours-lora": the same with LoRA (rank 16, attention and MLP of the text tower)
+LORA_TARGETS = r".*text_model\.encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))"
 FINETUNES: dict[str, dict] = {
-    "paper": dict(train="text", exclusion_weight=0.0),
-    "ours": dict(train="text", exclusion_weight=1.0, minimal_pairs_only=True),
-    "ours-lora": dict(train="lora-text", exclusion_weight=1.0, minimal_pairs_only=True),
+    "paper": dict(train="text", exclusion_weight=0.0, retain_weight=0.0),
+    "ours": dict(train="text", exclusion_weight=2.0, retain_weight=2.0, minimal_pairs_only=True),
+    "ours-lora": dict(train="lora-text", exclusion_weight=2.0, retain_weight=2.0, minimal_pairs_only=True,
+                      lora_r=16, lora_alpha=32, lora_target_modules=LORA_TARGETS, lr_multiplier=2.0),
 }
 #: the report's headline rows: (results key, label)
 HEADLINE: tuple[tuple[str, str], ...] = (
@@ -65,8 +68,10 @@ class DemoConfig:
     epochs: int = field(default=16, metadata={"help": "pre-training epochs"})
     batch_size: int = field(default=128, metadata={"help": "pre-training batch size"})
     finetune_epochs: int = field(default=4, metadata={"help": "fine-tuning epochs (each of the three)"})
-    finetune_lr: float = field(default=2e-4, metadata={"help": "fine-tuning learning rate (all three)"})
+    finetune_lr: float = field(default=1e-3, metadata={"help": "fine-tuning learning rate (all three)"})
     finetune_batch_size: int = field(default=64, metadata={"help": "fine-tuning batch size (all three)"})
+    added_pairs: bool = field(default=True, metadata={"help": "corpus: render added pairs (image + Z vs image + X) "
+                                                      "for captions that mention every object"})
     affirmative_ratio: float = field(default=0.2, metadata={"help": "share of plain captions mixed into fine-tuning"})
     n_items: int = field(default=200, metadata={"help": "items per scene benchmark twin and per world probe"})
     fresh: bool = field(default=False, metadata={"help": "delete earlier outputs in --out and start over"})
@@ -105,7 +110,7 @@ def build_data(cfg: DemoConfig, out: Path) -> tuple[Path, dict]:
     _stage("3/6 negated-caption corpus (both pipelines, minimal pairs) and scene benchmarks")
     if not (corpus / "negated_captions_train.json").is_file():
         run_corpus(CorpusConfig(world_dir=str(world), output_dir=str(corpus), splits="train", seed=cfg.seed,
-                                show_progress=cfg.show_progress))
+                                added_pairs=cfg.added_pairs, show_progress=cfg.show_progress))
     stats = json.loads((corpus / "corpus_stats.json").read_text()) if (corpus / "corpus_stats.json").is_file() else {}
     datasets = out / "datasets"
     if not (datasets / "negation_captions" / "README.md").is_file():
@@ -124,17 +129,20 @@ def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
 
     runs = {}
     for k, (label, spec) in enumerate(FINETUNES.items(), 1):
-        _stage(f"4/6 fine-tune {k}/3: {label} ({', '.join(f'{a}={b}' for a, b in spec.items())})")
+        spec = dict(spec)
+        lr = cfg.finetune_lr * spec.pop("lr_multiplier", 1.0)  # LoRA adapters start at zero and need a larger step
+        shown = {name: value for name, value in spec.items() if name != "lora_target_modules"}
+        _stage(f"4/6 fine-tune {k}/3: {label} ({', '.join(f'{a}={b}' for a, b in shown.items())}, lr={lr:g})")
         folder = out / label
         runs[label] = folder
         if _done(folder):
             print(f"cached: {folder}")
             continue
-        result = finetune(FinetuneConfig(
-            preset=str(out / "baseline"), output_dir=str(folder), recipe="tiny", corpus_dir=str(out / "corpus"),
-            world_dir=str(out / "world"), seed=cfg.seed, epochs=cfg.finetune_epochs, learning_rate=cfg.finetune_lr,
-            batch_size=cfg.finetune_batch_size,
-            affirmative_ratio=cfg.affirmative_ratio, show_progress=cfg.show_progress, **spec), evaluator)
+        options = dict(preset=str(out / "baseline"), output_dir=str(folder), recipe="tiny",
+                       corpus_dir=str(out / "corpus"), world_dir=str(out / "world"), seed=cfg.seed,
+                       epochs=cfg.finetune_epochs, learning_rate=lr, batch_size=cfg.finetune_batch_size,
+                       affirmative_ratio=cfg.affirmative_ratio, show_progress=cfg.show_progress)
+        result = finetune(FinetuneConfig(**{**options, **spec}), evaluator)
         print(f"saved {folder} ({result['train_seconds']:.0f} s of training)")
     return runs
 
@@ -213,6 +221,12 @@ def run_demo(cfg: DemoConfig) -> dict:
     out = Path(cfg.out)
     if cfg.fresh and out.exists():
         shutil.rmtree(out)
+    if not cfg.show_progress:  # the libraries' own bars (datasets' Map / parquet writes, transformers' weight loading)
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
     seconds, t0 = {}, time.time()
     _stage("1/6 scene world")
     write_world(out / "world", cfg.images, cfg.seed, show_progress=cfg.show_progress)

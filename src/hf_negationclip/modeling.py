@@ -204,6 +204,31 @@ class NegationCLIPModel(CLIPModel):
         model = PeftModel.from_pretrained(base_model, str(adapter.parent))
         return model.merge_and_unload() if merge_lora else model
 
+    def forward(self, *args, image_embeds: torch.Tensor | None = None, **kwargs):
+        """``CLIPModel.forward``; given ``image_embeds`` (projected image features, e.g. cached once from a
+        frozen vision tower) the vision tower is skipped and those are used instead of ``pixel_values``."""
+        if image_embeds is None:
+            return super().forward(*args, **kwargs)
+        from transformers.models.clip.modeling_clip import CLIPOutput
+
+        names = ("input_ids", "pixel_values", "attention_mask", "position_ids")
+        kwargs.update(zip(names, args))
+        if kwargs.get("pixel_values") is not None:
+            raise ValueError("pass pixel_values or image_embeds, not both")
+        text = feature_tensor(self.get_text_features(input_ids=kwargs.get("input_ids"),
+                                                     attention_mask=kwargs.get("attention_mask"),
+                                                     position_ids=kwargs.get("position_ids")))
+        text_embeds = torch.nn.functional.normalize(text, dim=-1)
+        image_embeds = torch.nn.functional.normalize(image_embeds.to(text_embeds.dtype), dim=-1)
+        logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.T
+        return CLIPOutput(logits_per_image=logits_per_text.T, logits_per_text=logits_per_text,
+                          text_embeds=text_embeds, image_embeds=image_embeds)
+
+    @torch.no_grad()
+    def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Projected (unnormalised) image features, the input ``forward(image_embeds=...)`` takes."""
+        return feature_tensor(self.get_image_features(pixel_values=pixel_values))
+
     @torch.no_grad()
     def similarity(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -372,11 +372,10 @@ def _per_process(cfg: CorpusConfig):
     backend: two processes never write one shard file)."""
     if cfg.backend != "transformers" and "mllm" not in cfg.verifiers and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return cfg, None  # a plain single-process run does not import torch/accelerate
-    from accelerate import PartialState
+    from ..launch import launch_state
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    # PartialState reads no ACCELERATE_USE_CPU itself (Accelerator does): without it, CPU processes stay apart
-    state = PartialState(cpu=os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes"))
+    state = launch_state()
     if state.num_processes == 1:
         if world > 1:
             raise ValueError(f"launched as {world} processes but accelerate sees one (no GPU?): on CPUs use "

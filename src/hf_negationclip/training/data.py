@@ -15,7 +15,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -91,11 +91,15 @@ class ImageTextData:
     Drawing per image (not per caption) keeps an image from meeting itself as
     a negative in the same batch. With ``affirmative_ratio`` > 0, that
     fraction of the negated picks of an epoch uses the caption's original
-    affirmative caption instead (keeps generality).
+    affirmative caption instead (keeps generality). With an ``encoder``
+    (pixels -> image embeddings, e.g. a frozen vision tower) every image and
+    distractor is encoded ONCE here and batches carry ``image_embeds``
+    instead of pixels: a text-side fine-tune then never runs the vision tower
+    again, and the cache holds a few hundred bytes per image, not its pixels.
     """
 
     def __init__(self, records: Sequence, processor, cache_images: bool = True, show_progress: bool = True,
-                 affirmative_ratio: float = 0.0):
+                 affirmative_ratio: float = 0.0, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None):
         captions: dict[object, list[Caption]] = defaultdict(list)
         for r in records:  # CaptionRecord (image_path, caption str) or TrainRecord
             captions[image_key(r)].append(r.caption if isinstance(r.caption, Caption) else Caption(r.caption))
@@ -105,8 +109,9 @@ class ImageTextData:
         self.extras = {"hard": any(c.original for cs in self.captions for c in cs),
                        "distractors": any(c.distractors for cs in self.captions for c in cs),
                        "mcq": any(c.mcq_wrong for cs in self.captions for c in cs)}
-        self.cache = self.distractor_cache = None
-        if cache_images:
+        self.cache = self.distractor_cache = self.anchors = None
+        self.encoder = encoder
+        if cache_images or encoder is not None:
             self.cache = self._process_all(self.paths, "preprocessing images", show_progress)
             extra = sorted({d for cs in self.captions for c in cs for d in c.distractors}, key=str)
             if extra:
@@ -116,16 +121,31 @@ class ImageTextData:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def keep_extras(self, hard: bool, mcq: bool, distractors: bool) -> None:
+    def keep_extras(self, hard: bool, mcq: bool, distractors: bool, anchors: bool = False) -> None:
         """Build only the extra inputs a weighted loss term uses (tokenising unused texts costs time)."""
         self.extras = {"hard": self.extras["hard"] and hard, "mcq": self.extras["mcq"] and mcq,
-                       "distractors": self.extras["distractors"] and distractors}
+                       "distractors": self.extras["distractors"] and distractors,
+                       "anchors": anchors and self.anchors is not None}
+
+    def set_anchors(self, encode_texts: Callable[[list[str]], torch.Tensor], batch_size: int = 256) -> None:
+        """Fix the starting model's embedding of every affirmative text (a caption's original, else the caption).
+
+        The ``retain`` loss term keeps the trained model's embeddings of these
+        texts close to these anchors, so learning negation does not cost the
+        model what it knew about plain captions (zero-shot, retrieval).
+        """
+        texts = sorted({c.original or c.text for cs in self.captions for c in cs})
+        self.anchor_row = {t: i for i, t in enumerate(texts)}
+        self.anchors = torch.cat([encode_texts(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)])
 
     def _process(self, sources: Sequence) -> torch.Tensor:
         return self.processor(images=[open_image(s) for s in sources], return_tensors="pt")["pixel_values"]
 
     def _process_all(self, sources: Sequence, desc: str, show_progress: bool) -> torch.Tensor:
-        chunks = [self._process(sources[i:i + 256])
+        encode = self.encoder or (lambda pixels: pixels)
+        if self.encoder is not None:
+            desc = desc.replace("preprocessing", "encoding")
+        chunks = [encode(self._process(sources[i:i + 256]))
                   for i in tqdm(range(0, len(sources), 256), desc=desc, disable=not show_progress)]
         return torch.cat(chunks)
 
@@ -167,11 +187,16 @@ class ImageTextData:
         texts = [e.original if swapped else e.text for e, swapped in entries]
         negated = [not swapped and (e.original is not None or bool(e.distractors)) for e, swapped in entries]
         pixels = self.cache[list(indices)] if self.cache is not None else self._process([self.paths[i] for i in indices])
-        out = {"pixel_values": pixels}
+        kind = "image_embeds" if self.encoder is not None else "pixel_values"
+        out = {kind: pixels}
         all_texts = list(texts)
-        if self.extras["hard"]:
-            out["hard_mask"] = torch.tensor([neg and e.original is not None for (e, _), neg in zip(entries, negated)])
-            all_texts += [e.original or e.text for e, _ in entries]
+        if self.extras["hard"] or self.extras.get("anchors"):  # rows n..2n: each caption's affirmative original
+            originals = [e.original or e.text for e, _ in entries]
+            all_texts += originals
+            if self.extras["hard"]:
+                out["hard_mask"] = torch.tensor([neg and e.original is not None for (e, _), neg in zip(entries, negated)])
+            if self.extras.get("anchors"):
+                out["anchor_embeds"] = self.anchors[[self.anchor_row[t] for t in originals]]
         if self.extras["mcq"]:
             k = max(len(e.mcq_wrong) for e, _ in entries) if entries else 0
             valid = [[neg and j < len(e.mcq_wrong) for j in range(k)] for (e, _), neg in zip(entries, negated)]
@@ -181,7 +206,7 @@ class ImageTextData:
             owner = [row for row, ((e, _), neg) in enumerate(zip(entries, negated)) if neg for _d in e.distractors]
             paths = [d for (e, _), neg in zip(entries, negated) if neg for d in e.distractors]
             out["distractor_owner"] = torch.tensor(owner, dtype=torch.long)
-            out["distractor_pixel_values"] = self._distractor_pixels(paths) if paths else pixels[:0]
+            out[f"distractor_{kind}"] = self._distractor_pixels(paths) if paths else pixels[:0]
         tok = self.processor.tokenizer(all_texts, padding=True, truncation=True, return_tensors="pt")
         out.update(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"], n_texts=len(texts))
         return out

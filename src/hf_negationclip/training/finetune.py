@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from accelerate import PartialState
 
-from ..modeling import PRESETS, NegationCLIPModel, build_model, load_processor
+from ..launch import launch_state
+from ..modeling import PRESETS, NegationCLIPModel, build_model, feature_tensor, load_processor
 from .data import ImageTextData, load_image_text_dataset, load_negated_corpus, negated_captions_path, split_by_image
 from .loop import plot_history, train_contrastive
 from .losses import LossWeights
@@ -33,9 +33,12 @@ TRAIN_PARTS: tuple[str, ...] = ("text", "vision", "both", "lora-text", "lora-vis
 
 RECIPES: dict[str, dict] = {
     "paper": dict(learning_rate=1e-6, batch_size=512, epochs=15, train="text", val_fraction=0.2, best_metric="val_loss",
-                  warmup_ratio=0.0, hard_negative_weight=0.0, mcq_weight=0.0, exclusion_weight=0.0),
-    "tiny": dict(learning_rate=2e-4, batch_size=64, epochs=3, train="text", val_fraction=0.2, best_metric="val_loss",
-                 warmup_ratio=0.05, hard_negative_weight=0.0, mcq_weight=0.0, exclusion_weight=1.0),
+                  warmup_ratio=0.0, hard_negative_weight=0.0, mcq_weight=0.0, exclusion_weight=0.0, exclusion_scale=0.0,
+                  retain_weight=0.0),
+    # ours, sized for a CPU: the demo's "ours" row (minimal pairs: add --minimal_pairs_only true)
+    "tiny": dict(learning_rate=1e-3, batch_size=64, epochs=4, train="text", val_fraction=0.2, best_metric="val_loss",
+                 warmup_ratio=0.05, hard_negative_weight=0.0, mcq_weight=0.0, exclusion_weight=2.0, exclusion_scale=0.0,
+                 retain_weight=2.0),
 }
 
 
@@ -64,6 +67,12 @@ class FinetuneConfig(PretrainConfig):
     hard_negative_weight: float | None = field(default=None, metadata={"help": "weight of the hard-negative term (original caption as extra negative)"})
     mcq_weight: float | None = field(default=None, metadata={"help": "weight of the NegBench-style MCQ term"})
     exclusion_weight: float | None = field(default=None, metadata={"help": "weight of the exclusion term (caption vs its distractor images)"})
+    exclusion_scale: float | None = field(default=None, metadata={"help": "logit scale of the exclusion term (0 = the model's own)"})
+    retain_weight: float | None = field(default=None, metadata={"help": "weight of the retain term (affirmative "
+                                                              "captions keep the starting model's embeddings)"})
+    cache_image_features: bool = field(default=True, metadata={"help": "when the vision tower is frozen (train text or "
+                                                                "lora-text), encode every image once and train on the "
+                                                                "cached embeddings (much faster, far less memory)"})
     export_text_encoder: bool = field(default=True, metadata={"help": "also write text_encoder/ (CLIPTextModel + tokenizer)"})
     # recipe-controlled options inherited from PretrainConfig: None = take the recipe's value
     epochs: int | None = field(default=None, metadata={"help": "passes over the images"})
@@ -88,7 +97,9 @@ class FinetuneConfig(PretrainConfig):
         self.loss_weights()  # validates the weights
 
     def loss_weights(self) -> LossWeights:
-        return LossWeights(self.contrastive_weight, self.hard_negative_weight, self.mcq_weight, self.exclusion_weight)
+        return LossWeights(contrastive=self.contrastive_weight, hard_negative=self.hard_negative_weight,
+                           mcq=self.mcq_weight, exclusion=self.exclusion_weight,
+                           exclusion_scale=self.exclusion_scale, retain=self.retain_weight)
 
     @property
     def corpus_path(self) -> Path:
@@ -143,6 +154,32 @@ def configure_trainable(model: NegationCLIPModel, cfg: FinetuneConfig):
     return model
 
 
+def _frozen_image_encoder(model: NegationCLIPModel) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Pixels -> projected image features on the training device (the vision tower never changes in this run)."""
+    device = launch_state().device
+    model.to(device)
+
+    def encode(pixels: torch.Tensor) -> torch.Tensor:
+        was_training = model.training
+        model.eval()
+        features = model.image_embeddings(pixels.to(device, model.dtype)).float().cpu()
+        model.train(was_training)
+        return features
+    return encode
+
+
+def _text_encoder(model: NegationCLIPModel, tokenizer) -> Callable[[list[str]], torch.Tensor]:
+    """Texts -> the starting model's projected text features (the ``retain`` term's fixed anchors)."""
+    device = launch_state().device
+    model.to(device)
+
+    @torch.no_grad()
+    def encode(texts: list[str]) -> torch.Tensor:
+        tok = tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(device)
+        return feature_tensor(model.get_text_features(**tok)).float().cpu()
+    return encode
+
+
 def load_records(cfg: FinetuneConfig) -> list:
     if cfg.dataset:
         return load_image_text_dataset(cfg.dataset, cfg.image_column, cfg.text_column, cfg.split)
@@ -190,8 +227,14 @@ def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None) -> dict:
     model = build_model(cfg.preset, seed=cfg.seed)
     processor = _processor_for(cfg.preset, model)
     (out / "training_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    data = ImageTextData(train_records, processor, cfg.cache_images, cfg.show_progress, cfg.affirmative_ratio)
-    val_data = ImageTextData(val_records, processor, cfg.cache_images, False) if len(val_records) else None
+    encoder = _frozen_image_encoder(model) if cfg.cache_image_features and cfg.train in ("text", "lora-text") else None
+    data = ImageTextData(train_records, processor, cfg.cache_images, cfg.show_progress, cfg.affirmative_ratio, encoder)
+    val_data = ImageTextData(val_records, processor, cfg.cache_images, False, encoder=encoder) if len(val_records) else None
+    if cfg.retain_weight:
+        encode = _text_encoder(model, processor.tokenizer)
+        for dataset in (data, val_data):
+            if dataset is not None:
+                dataset.set_anchors(encode)
     logger.info("fine-tuning %s (%s) on %d images, validating on %d", cfg.preset, cfg.train, len(data),
                 len(val_data) if val_data else 0)
     base_ref = _base_reference(cfg, model, out) if cfg.train.startswith("lora") else None
@@ -203,7 +246,7 @@ def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None) -> dict:
     t0 = time.time()
     history = train_contrastive(trainable, data, cfg, cfg.loss_weights(), val_data, during)
     train_seconds = time.time() - t0
-    if not PartialState().is_main_process:  # every process holds the same weights; one writes them
+    if not launch_state().is_main_process:  # every process holds the same weights; one writes them
         return {"output_dir": str(out), "history": history, "metrics": None, "train_seconds": train_seconds, "model": model}
     if base_ref is not None:
         trainable.peft_config["default"].base_model_name_or_path = base_ref

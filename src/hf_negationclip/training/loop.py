@@ -148,7 +148,7 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
     weights = weights or LossWeights()
     for dataset in (data, val_data):
         if dataset is not None:
-            dataset.keep_extras(weights.hard_negative > 0, weights.mcq > 0, weights.exclusion > 0)
+            dataset.keep_extras(weights.hard_negative > 0, weights.mcq > 0, weights.exclusion > 0, weights.retain > 0)
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % world or cfg.batch_size // world < 2:
         raise ValueError(f"batch_size {cfg.batch_size} must split into >= 2 images on each of {world} processes")
@@ -163,7 +163,9 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    # fused: one kernel per step instead of a dozen per tensor (a quarter of a small text-tower step on CPU)
+    fused = accelerator.device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in params)
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 

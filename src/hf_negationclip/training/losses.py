@@ -10,6 +10,9 @@
   distractors}, images that contain exactly what it says is absent. In a
   random batch almost no image holds the negated object, so only this term
   teaches "no X" to push X away.
+- ``retain``: 1 - cosine between the model's embedding of each caption's
+  affirmative original and the starting model's (fixed anchors): learning
+  negation must not move what plain captions mean (zero-shot, retrieval).
 """
 from __future__ import annotations
 
@@ -25,6 +28,9 @@ class LossWeights:
     hard_negative: float = 0.0
     mcq: float = 0.0
     exclusion: float = 0.0
+    #: logit scale of the exclusion term; 0 = the model's own (trainable) logit scale
+    exclusion_scale: float = 0.0
+    retain: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -88,6 +94,11 @@ def exclusion_loss(img: torch.Tensor, txt: torch.Tensor, distractors: torch.Tens
     return _masked_choice_loss((img * txt).sum(-1), others, valid, scale)
 
 
+def retain_loss(txt: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Mean ``1 - cos`` between normalised text embeddings and their fixed anchors."""
+    return (1 - (txt * F.normalize(anchors.to(txt.dtype), dim=-1)).sum(-1)).mean()
+
+
 def compute_loss(model, batch: dict, weights: LossWeights, accelerator=None) -> tuple[torch.Tensor, dict]:
     """The weighted loss of one batch: ``(loss to back-propagate, {term: value for logging})``.
 
@@ -98,20 +109,22 @@ def compute_loss(model, batch: dict, weights: LossWeights, accelerator=None) -> 
     of processes to give the exact gradient of the global loss.
     """
     n = batch["n_texts"]
-    n_hard = n if "hard_mask" in batch else 0
+    n_hard = n if ("hard_mask" in batch or "anchor_embeds" in batch) else 0
+    retain = bool(weights.retain and "anchor_embeds" in batch)
     k = batch["mcq_valid"].shape[1] if "mcq_valid" in batch else 0
     # encode only what a weighted term uses: rows [captions | hard negatives | MCQ options]
     keep = [torch.arange(n)]
-    if weights.hard_negative and n_hard:
+    if (weights.hard_negative and "hard_mask" in batch) or retain:
         keep.append(torch.arange(n, 2 * n))
     if weights.mcq and k:
         keep.append(torch.arange(n + n_hard, n + n_hard + n * k))
     rows = torch.cat(keep).to(batch["input_ids"].device)
-    pixels = batch["pixel_values"]
-    n_img = len(pixels)
-    if weights.exclusion and "distractor_pixel_values" in batch:
-        pixels = torch.cat([pixels, batch["distractor_pixel_values"]])
-    out = model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows], pixel_values=pixels)
+    kind = "image_embeds" if "image_embeds" in batch else "pixel_values"  # cached features of a frozen vision tower
+    images = batch[kind]
+    n_img = len(images)
+    if weights.exclusion and f"distractor_{kind}" in batch:
+        images = torch.cat([images, batch[f"distractor_{kind}"]])
+    out = model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows], **{kind: images})
     img_all, txt_all = out.image_embeds.float(), out.text_embeds.float()
     img, txt = img_all[:n_img], txt_all[:n]
     base = model.module if hasattr(model, "module") else model
@@ -121,13 +134,18 @@ def compute_loss(model, batch: dict, weights: LossWeights, accelerator=None) -> 
     world = accelerator.num_processes if accelerator is not None else 1
     parts = {"contrastive": contrastive_loss(img_g, txt_g, scale)}
     cursor = n
-    if weights.hard_negative and n_hard:
-        parts["hard_negative"] = hard_negative_loss(img, txt_g, offset, txt_all[cursor:cursor + n], batch["hard_mask"], scale)
+    if (weights.hard_negative and "hard_mask" in batch) or retain:
+        originals = txt_all[cursor:cursor + n]
+        if weights.hard_negative and "hard_mask" in batch:
+            parts["hard_negative"] = hard_negative_loss(img, txt_g, offset, originals, batch["hard_mask"], scale)
+        if retain:
+            parts["retain"] = retain_loss(originals, batch["anchor_embeds"])
         cursor += n
     if weights.mcq and k:
         parts["mcq"] = mcq_loss(img, txt, txt_all[cursor:cursor + n * k].view(n, k, -1), batch["mcq_valid"], scale)
     if weights.exclusion and "distractor_owner" in batch:
-        parts["exclusion"] = exclusion_loss(img, txt, img_all[n_img:], batch["distractor_owner"], scale)
+        ex_scale = scale if not weights.exclusion_scale else torch.tensor(weights.exclusion_scale, device=img.device)
+        parts["exclusion"] = exclusion_loss(img, txt, img_all[n_img:], batch["distractor_owner"], ex_scale)
     loss = sum(getattr(weights, name) * value for name, value in parts.items())
     backward = loss
     if world > 1:

@@ -16,9 +16,9 @@ logger = logging.getLogger(__name__)
 
 
 def _device():
-    from accelerate import PartialState
+    from ...launch import launch_state
 
-    return PartialState().device
+    return launch_state().device
 
 
 def _chat_text(tokenizer_or_processor, content, system: str | None = None) -> str | None:
