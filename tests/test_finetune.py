@@ -257,3 +257,43 @@ def test_cached_image_features_train_like_pixels_and_the_retain_term_starts_at_z
     assert cos(a, b).min() > 0.99999 and cos(a, base).min() < 0.9999, (cos(a, b).min(), cos(a, base).min())
     retain = [h["retain"] for h in cached["history"] if "retain" in h]
     assert retain[0] == pytest.approx(0.0, abs=1e-6) and retain[-1] > 1e-5  # step 1 is logged before any update
+
+
+def test_runs_from_one_vision_tower_share_encoded_images_and_picks_retain_adds_no_rows(setup, tmp_path):
+    records = load_negated_corpus(setup["corpus"] / "negated_captions_train.json", setup["world"] / "images" / "train")
+    model = NegationCLIPModel.from_pretrained(setup["base"]).eval()
+    processor = load_processor(image_size=64)
+    encoded = []
+
+    def encoder(pixels):
+        encoded.append(len(pixels))
+        return model.image_embeddings(pixels)
+
+    store = {}
+    first = ImageTextData(records[:12], processor, show_progress=False, encoder=encoder, feature_store=store)
+    n_first = sum(encoded)
+    second = ImageTextData(records[:12], processor, show_progress=False, encoder=encoder, feature_store=store)
+    assert n_first == len(first.paths) + len(first.distractor_row) and sum(encoded) == n_first  # nothing re-encoded
+    assert torch.equal(first.cache, second.cache) and torch.equal(first.distractor_cache, second.distractor_cache)
+    # the retain term on the batch's affirmative picks: a mask over the caption rows, no extra text rows
+    second.set_anchors(lambda texts: torch.randn(len(texts), model.config.projection_dim))
+    second.keep_extras(False, False, True, "picks")
+    batch = second.batch(list(range(len(second))), 0, 0)
+    assert len(batch["input_ids"]) == batch["n_texts"] == len(batch["retain_mask"]) == len(batch["anchor_embeds"])
+    with torch.no_grad():
+        _, parts = compute_loss(model, batch, LossWeights(exclusion=1.0, retain=1.0))
+    assert "retain" in parts and torch.isfinite(parts["retain"])
+    with pytest.raises(ValueError, match="retain_on"):
+        second.keep_extras(False, False, True, "everything")
+
+
+def test_finetune_reuses_image_features_only_for_the_same_vision_tower(setup, tmp_path):
+    kw = dict(train="text", max_steps=1, val_fraction=0.0, exclusion_weight=1.0, export_text_encoder=False)
+    features = {}
+    finetune(_cfg(setup, tmp_path / "a", **kw), image_features=features)
+    finetune(_cfg(setup, tmp_path / "b", retain_weight=1.0, retain_on="picks", **kw), image_features=features)
+    assert len(features) == 1  # same base checkpoint: one fingerprint, reused
+    torch.manual_seed(1)
+    NegationCLIPModel(tiny_clip_config(64)).save_pretrained(tmp_path / "other")
+    finetune(_cfg(setup, tmp_path / "c", preset=str(tmp_path / "other"), **kw), image_features=features)
+    assert len(features) == 2  # other vision weights never read the first run's features

@@ -36,8 +36,8 @@ logger = logging.getLogger(__name__)
 LORA_TARGETS = r".*text_model\.encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))"
 FINETUNES: dict[str, dict] = {
     "paper": dict(train="text", exclusion_weight=0.0, retain_weight=0.0),
-    "ours": dict(train="text", exclusion_weight=2.0, retain_weight=2.0, minimal_pairs_only=True),
-    "ours-lora": dict(train="lora-text", exclusion_weight=2.0, retain_weight=2.0, minimal_pairs_only=True,
+    "ours": dict(train="text", exclusion_weight=2.0, retain_weight=2.0, retain_on="picks", minimal_pairs_only=True),
+    "ours-lora": dict(train="lora-text", exclusion_weight=2.0, retain_weight=2.0, retain_on="picks", minimal_pairs_only=True,
                       lora_r=16, lora_alpha=32, lora_target_modules=LORA_TARGETS, lr_multiplier=2.0),
 }
 #: the report's headline rows: (results key, label)
@@ -127,7 +127,7 @@ def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
     """Stage 4: the three fine-tunes from the baseline, same data, same budget."""
     from .training import FinetuneConfig, finetune
 
-    runs = {}
+    runs, image_features = {}, {}  # the frozen vision tower is the baseline's in all three: encode images once
     for k, (label, spec) in enumerate(FINETUNES.items(), 1):
         spec = dict(spec)
         lr = cfg.finetune_lr * spec.pop("lr_multiplier", 1.0)  # LoRA adapters start at zero and need a larger step
@@ -142,7 +142,7 @@ def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
                        corpus_dir=str(out / "corpus"), world_dir=str(out / "world"), seed=cfg.seed,
                        epochs=cfg.finetune_epochs, learning_rate=lr, batch_size=cfg.finetune_batch_size,
                        affirmative_ratio=cfg.affirmative_ratio, show_progress=cfg.show_progress)
-        result = finetune(FinetuneConfig(**{**options, **spec}), evaluator)
+        result = finetune(FinetuneConfig(**{**options, **spec}), evaluator, image_features)
         print(f"saved {folder} ({result['train_seconds']:.0f} s of training)")
     return runs
 

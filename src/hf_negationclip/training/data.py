@@ -99,7 +99,8 @@ class ImageTextData:
     """
 
     def __init__(self, records: Sequence, processor, cache_images: bool = True, show_progress: bool = True,
-                 affirmative_ratio: float = 0.0, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 affirmative_ratio: float = 0.0, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 feature_store: dict | None = None):
         captions: dict[object, list[Caption]] = defaultdict(list)
         for r in records:  # CaptionRecord (image_path, caption str) or TrainRecord
             captions[image_key(r)].append(r.caption if isinstance(r.caption, Caption) else Caption(r.caption))
@@ -110,7 +111,7 @@ class ImageTextData:
                        "distractors": any(c.distractors for cs in self.captions for c in cs),
                        "mcq": any(c.mcq_wrong for cs in self.captions for c in cs)}
         self.cache = self.distractor_cache = self.anchors = None
-        self.encoder = encoder
+        self.encoder, self.feature_store = encoder, feature_store
         if cache_images or encoder is not None:
             self.cache = self._process_all(self.paths, "preprocessing images", show_progress)
             extra = sorted({d for cs in self.captions for c in cs for d in c.distractors}, key=str)
@@ -121,11 +122,19 @@ class ImageTextData:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def keep_extras(self, hard: bool, mcq: bool, distractors: bool, anchors: bool = False) -> None:
-        """Build only the extra inputs a weighted loss term uses (tokenising unused texts costs time)."""
+    def keep_extras(self, hard: bool, mcq: bool, distractors: bool, anchors: bool | str = False) -> None:
+        """Build only the extra inputs a weighted loss term uses (tokenising unused texts costs time).
+
+        ``anchors`` (the retain term): ``"originals"`` (or True) adds every caption's affirmative original as
+        an extra text row; ``"picks"`` uses only the batch's own affirmative picks (no extra rows: free).
+        """
+        if anchors is True:
+            anchors = "originals"
+        if anchors not in (False, "originals", "picks"):
+            raise ValueError(f"retain_on must be 'originals' or 'picks', not {anchors!r}")
         self.extras = {"hard": self.extras["hard"] and hard, "mcq": self.extras["mcq"] and mcq,
                        "distractors": self.extras["distractors"] and distractors,
-                       "anchors": anchors and self.anchors is not None}
+                       "anchors": anchors if self.anchors is not None else False}
 
     def set_anchors(self, encode_texts: Callable[[list[str]], torch.Tensor], batch_size: int = 256) -> None:
         """Fix the starting model's embedding of every affirmative text (a caption's original, else the caption).
@@ -142,12 +151,19 @@ class ImageTextData:
         return self.processor(images=[open_image(s) for s in sources], return_tensors="pt")["pixel_values"]
 
     def _process_all(self, sources: Sequence, desc: str, show_progress: bool) -> torch.Tensor:
-        encode = self.encoder or (lambda pixels: pixels)
-        if self.encoder is not None:
-            desc = desc.replace("preprocessing", "encoding")
-        chunks = [encode(self._process(sources[i:i + 256]))
-                  for i in tqdm(range(0, len(sources), 256), desc=desc, disable=not show_progress)]
-        return torch.cat(chunks)
+        if self.encoder is None:
+            return torch.cat([self._process(sources[i:i + 256])
+                              for i in tqdm(range(0, len(sources), 256), desc=desc, disable=not show_progress)])
+        # encoded features; with a feature_store (file path -> features of THIS encoder) only new files are encoded
+        keyed = self.feature_store is not None and all(isinstance(s, (str, Path)) for s in sources)
+        store = self.feature_store if keyed else {}
+        key = (lambda s: str(s)) if keyed else id
+        todo = list({key(s): s for s in sources if key(s) not in store}.values())
+        for i in tqdm(range(0, len(todo), 256), desc=desc.replace("preprocessing", "encoding"),
+                      disable=not show_progress or not todo):
+            chunk = todo[i:i + 256]
+            store.update(zip(map(key, chunk), self.encoder(self._process(chunk))))
+        return torch.stack([store[key(s)] for s in sources]) if len(sources) else torch.zeros(0)
 
     def order(self, epoch: int, seed: int) -> torch.Tensor:
         """The image order of an epoch: a function of (seed, epoch), so a resumed run sees the same batches."""
@@ -190,13 +206,15 @@ class ImageTextData:
         kind = "image_embeds" if self.encoder is not None else "pixel_values"
         out = {kind: pixels}
         all_texts = list(texts)
-        if self.extras["hard"] or self.extras.get("anchors"):  # rows n..2n: each caption's affirmative original
-            originals = [e.original or e.text for e, _ in entries]
+        originals = [e.original or e.text for e, _ in entries]
+        if self.extras["hard"] or self.extras.get("anchors") == "originals":  # rows n..2n: the affirmative originals
             all_texts += originals
             if self.extras["hard"]:
                 out["hard_mask"] = torch.tensor([neg and e.original is not None for (e, _), neg in zip(entries, negated)])
-            if self.extras.get("anchors"):
-                out["anchor_embeds"] = self.anchors[[self.anchor_row[t] for t in originals]]
+        if self.extras.get("anchors"):
+            out["anchor_embeds"] = self.anchors[[self.anchor_row[t] for t in originals]]
+            if self.extras["anchors"] == "picks":  # rows 0..n that ARE affirmative texts (swapped or plain)
+                out["retain_mask"] = torch.tensor([not neg for neg in negated])
         if self.extras["mcq"]:
             k = max(len(e.mcq_wrong) for e, _ in entries) if entries else 0
             valid = [[neg and j < len(e.mcq_wrong) for j in range(k)] for (e, _), neg in zip(entries, negated)]

@@ -10,6 +10,7 @@ Recipes fill every option the user leaves unset:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -70,6 +71,10 @@ class FinetuneConfig(PretrainConfig):
     exclusion_scale: float | None = field(default=None, metadata={"help": "logit scale of the exclusion term (0 = the model's own)"})
     retain_weight: float | None = field(default=None, metadata={"help": "weight of the retain term (affirmative "
                                                               "captions keep the starting model's embeddings)"})
+    retain_on: str = field(default="originals", metadata={"help": "texts the retain term holds: originals (every "
+                                                          "caption's affirmative original, an extra text row each) | "
+                                                          "picks (the batch's affirmative picks: --affirmative_ratio, "
+                                                          "no extra rows)"})
     cache_image_features: bool = field(default=True, metadata={"help": "when the vision tower is frozen (train text or "
                                                                 "lora-text), encode every image once and train on the "
                                                                 "cached embeddings (much faster, far less memory)"})
@@ -90,6 +95,8 @@ class FinetuneConfig(PretrainConfig):
         super().__post_init__()
         if self.train not in TRAIN_PARTS:
             raise ValueError(f"unknown train part {self.train!r}; choose one of {', '.join(TRAIN_PARTS)}")
+        if self.retain_on not in ("originals", "picks"):
+            raise ValueError(f"retain_on must be originals or picks, not {self.retain_on!r}")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.affirmative_ratio <= 1:
             raise ValueError("val_fraction must be in [0, 1) and affirmative_ratio in [0, 1]")
         if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
@@ -168,6 +175,16 @@ def _frozen_image_encoder(model: NegationCLIPModel) -> Callable[[torch.Tensor], 
     return encode
 
 
+def _vision_fingerprint(model: NegationCLIPModel, processor) -> str:
+    """Identity of what makes image features: the vision tower's and projection's weights and the image processing."""
+    digest = hashlib.sha256(json.dumps(processor.image_processor.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(("vision_model.", "visual_projection.")):
+            digest.update(name.encode())
+            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _text_encoder(model: NegationCLIPModel, tokenizer) -> Callable[[list[str]], torch.Tensor]:
     """Texts -> the starting model's projected text features (the ``retain`` term's fixed anchors)."""
     device = launch_state().device
@@ -211,8 +228,13 @@ def _base_reference(cfg: FinetuneConfig, model: NegationCLIPModel, out: Path) ->
     return preset.checkpoint if preset is not None else cfg.preset
 
 
-def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None) -> dict:
+def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None, image_features: dict | None = None) -> dict:
     """Fine-tune ``cfg.preset`` on negated captions (or a dataset) and write every output.
+
+    ``image_features``: a dict shared by several runs (the demo's three
+    fine-tunes) that keeps the cached image features between them: keyed by a
+    fingerprint of the frozen vision tower and image size, so only runs from
+    the same vision weights reuse each other's features.
 
     ``cfg.output_dir`` gets: the merged checkpoint (``model.safetensors``,
     ``config.json``) and processor, ``adapter/`` for LoRA runs,
@@ -227,9 +249,15 @@ def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None) -> dict:
     model = build_model(cfg.preset, seed=cfg.seed)
     processor = _processor_for(cfg.preset, model)
     (out / "training_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    encoder = _frozen_image_encoder(model) if cfg.cache_image_features and cfg.train in ("text", "lora-text") else None
-    data = ImageTextData(train_records, processor, cfg.cache_images, cfg.show_progress, cfg.affirmative_ratio, encoder)
-    val_data = ImageTextData(val_records, processor, cfg.cache_images, False, encoder=encoder) if len(val_records) else None
+    encoder = store = None
+    if cfg.cache_image_features and cfg.train in ("text", "lora-text"):
+        encoder = _frozen_image_encoder(model)
+        if image_features is not None:
+            store = image_features.setdefault(_vision_fingerprint(model, processor), {})
+    data = ImageTextData(train_records, processor, cfg.cache_images, cfg.show_progress, cfg.affirmative_ratio, encoder,
+                         store)
+    val_data = (ImageTextData(val_records, processor, cfg.cache_images, False, encoder=encoder, feature_store=store)
+                if len(val_records) else None)
     if cfg.retain_weight:
         encode = _text_encoder(model, processor.tokenizer)
         for dataset in (data, val_data):

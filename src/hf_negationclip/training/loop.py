@@ -148,7 +148,8 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
     weights = weights or LossWeights()
     for dataset in (data, val_data):
         if dataset is not None:
-            dataset.keep_extras(weights.hard_negative > 0, weights.mcq > 0, weights.exclusion > 0, weights.retain > 0)
+            dataset.keep_extras(weights.hard_negative > 0, weights.mcq > 0, weights.exclusion > 0,
+                                weights.retain > 0 and getattr(cfg, "retain_on", "originals"))
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % world or cfg.batch_size // world < 2:
         raise ValueError(f"batch_size {cfg.batch_size} must split into >= 2 images on each of {world} processes")

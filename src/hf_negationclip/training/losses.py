@@ -95,7 +95,9 @@ def exclusion_loss(img: torch.Tensor, txt: torch.Tensor, distractors: torch.Tens
 
 
 def retain_loss(txt: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """Mean ``1 - cos`` between normalised text embeddings and their fixed anchors."""
+    """Mean ``1 - cos`` between normalised text embeddings and their fixed anchors (0 for no rows)."""
+    if not len(txt):
+        return txt.sum() * 0.0
     return (1 - (txt * F.normalize(anchors.to(txt.dtype), dim=-1)).sum(-1)).mean()
 
 
@@ -109,12 +111,13 @@ def compute_loss(model, batch: dict, weights: LossWeights, accelerator=None) -> 
     of processes to give the exact gradient of the global loss.
     """
     n = batch["n_texts"]
-    n_hard = n if ("hard_mask" in batch or "anchor_embeds" in batch) else 0
+    on_picks = "retain_mask" in batch  # retain on the batch's own affirmative rows, no extra rows
+    n_hard = n if ("hard_mask" in batch or ("anchor_embeds" in batch and not on_picks)) else 0
     retain = bool(weights.retain and "anchor_embeds" in batch)
     k = batch["mcq_valid"].shape[1] if "mcq_valid" in batch else 0
     # encode only what a weighted term uses: rows [captions | hard negatives | MCQ options]
     keep = [torch.arange(n)]
-    if (weights.hard_negative and "hard_mask" in batch) or retain:
+    if (weights.hard_negative and "hard_mask" in batch) or (retain and not on_picks):
         keep.append(torch.arange(n, 2 * n))
     if weights.mcq and k:
         keep.append(torch.arange(n + n_hard, n + n_hard + n * k))
@@ -134,11 +137,14 @@ def compute_loss(model, batch: dict, weights: LossWeights, accelerator=None) -> 
     world = accelerator.num_processes if accelerator is not None else 1
     parts = {"contrastive": contrastive_loss(img_g, txt_g, scale)}
     cursor = n
-    if (weights.hard_negative and "hard_mask" in batch) or retain:
+    if retain and on_picks:
+        mask = batch["retain_mask"].to(txt.device)
+        parts["retain"] = retain_loss(txt[mask], batch["anchor_embeds"].to(txt.device)[mask])
+    if (weights.hard_negative and "hard_mask" in batch) or (retain and not on_picks):
         originals = txt_all[cursor:cursor + n]
         if weights.hard_negative and "hard_mask" in batch:
             parts["hard_negative"] = hard_negative_loss(img, txt_g, offset, originals, batch["hard_mask"], scale)
-        if retain:
+        if retain and not on_picks:
             parts["retain"] = retain_loss(originals, batch["anchor_embeds"])
         cursor += n
     if weights.mcq and k:
