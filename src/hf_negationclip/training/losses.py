@@ -13,6 +13,8 @@
 - ``retain``: 1 - cosine between the model's embedding of each caption's
   affirmative original and the starting model's (fixed anchors): learning
   negation must not move what plain captions mean (zero-shot, retrieval).
+  With ``retain_on="picks"`` only the batch's own affirmative rows (the
+  ``affirmative_ratio`` swaps) are held, which costs no extra text rows.
 """
 from __future__ import annotations
 
