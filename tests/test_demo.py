@@ -12,7 +12,7 @@ from hf_negationclip.demo import DemoConfig, run_demo
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     # the small preset: big enough that the baseline sees colours and the fine-tunes pass the exclusion plateau
-    cfg = DemoConfig(out=str(out), images=1000, epochs=20, batch_size=64, finetune_epochs=6, finetune_batch_size=32,
+    cfg = DemoConfig(out=str(out), images=1000, epochs=20, batch_size=64, finetune_epochs=12, finetune_batch_size=32,
                      n_items=100, show_progress=False)
     return out, cfg, run_demo(cfg)
 
