@@ -37,7 +37,9 @@ def _cfg(setup, out, **kw):
     base = dict(preset=str(setup["base"]), world_dir=str(setup["world"]), corpus_dir=str(setup["corpus"]),
                 output_dir=str(out), batch_size=8, epochs=1, learning_rate=1e-3, warmup_ratio=0.0, save_steps=0,
                 log_steps=1, show_progress=False, val_fraction=0.25,
-                retain_weight=0.0)  # the retain term (0 at step 0, on in the tiny recipe) is tested on its own below
+                # the retain term (0 at step 0, on in the tiny recipe) is tested on its own below; InfoNCE at full
+                # weight and no affirmative swaps: the loop's mechanics, not the demo recipe, are under test here
+                retain_weight=0.0, contrastive_weight=1.0, affirmative_ratio=0.0)
     return FinetuneConfig(**{**base, **kw})
 
 
@@ -98,7 +100,8 @@ def test_lora_run_writes_an_adapter_that_loads_like_the_merged_checkpoint(setup,
 
 @pytest.mark.parametrize("train", ["text", "lora-text"])
 def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(setup, tmp_path, train):
-    kw = dict(train=train, max_steps=4, val_fraction=0.0, lora_r=4, export_text_encoder=False, retain_weight=0.0)
+    kw = dict(train=train, max_steps=4, val_fraction=0.0, lora_r=4, export_text_encoder=False, retain_weight=0.0,
+              contrastive_weight=1.0, affirmative_ratio=0.0)  # what _cfg pins, also for the CLI run
     finetune(_cfg(setup, tmp_path / "full", **kw))
     cut = tmp_path / "cut"
     args = [f"--{k}={v}" for k, v in dict(preset=setup["base"], world_dir=setup["world"], corpus_dir=setup["corpus"],
@@ -142,7 +145,7 @@ def test_two_cpu_processes_train_on_the_global_batch(setup, tmp_path):
     script.write_text(_TWO_PROCESS_SCRIPT)
     kw = dict(preset=str(setup["base"]), world_dir=str(setup["world"]), corpus_dir=str(setup["corpus"]), batch_size=8,
               learning_rate=1e-3, warmup_ratio=0.0, save_steps=0, show_progress=False, max_steps=3, val_fraction=0.0,
-              train="text", exclusion_weight=1.0, export_text_encoder=False)
+              train="text", exclusion_weight=1.0, export_text_encoder=False, contrastive_weight=1.0, affirmative_ratio=0.0)
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
     two = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29533", str(script),
@@ -297,3 +300,26 @@ def test_finetune_reuses_image_features_only_for_the_same_vision_tower(setup, tm
     NegationCLIPModel(tiny_clip_config(64)).save_pretrained(tmp_path / "other")
     finetune(_cfg(setup, tmp_path / "c", preset=str(tmp_path / "other"), **kw), image_features=features)
     assert len(features) == 2  # other vision weights never read the first run's features
+
+
+def test_group_by_length_keeps_every_image_once_and_cuts_padding():
+    from hf_negationclip.training.data import Caption, TrainRecord
+
+    rng = torch.Generator().manual_seed(0)
+    words = ["red", "circle", "with", "no", "blue", "star", "and", "a", "large", "square"]
+    records = [TrainRecord(Path(f"im{i}.png"), Caption(" ".join(words[int(j)] for j in torch.randint(0, 10, (n,), generator=rng))))
+               for i, n in enumerate(torch.randint(2, 40, (600,), generator=rng).tolist())]
+    data = ImageTextData(records, load_processor(image_size=64), cache_images=False, show_progress=False)
+    group = 16
+    grouped, plain = data.order(1, 0, group), data.order(1, 0)
+    assert sorted(grouped.tolist()) == list(range(len(data)))  # a permutation: every image once per epoch
+    assert torch.equal(grouped, data.order(1, 0, group)) and not torch.equal(grouped, data.order(2, 0, group))
+    lengths = data.text_lengths(1, 0)
+
+    def padded(order):  # tokens a batch of the loop pads to (its longest text), over the epoch's full batches
+        full = len(order) // group * group
+        return int(lengths[order[:full].view(-1, group)].max(1).values.sum()) * group
+
+    assert padded(grouped) < 0.75 * padded(plain), (padded(grouped), padded(plain))
+    first = [lengths[grouped[k * group:(k + 1) * group]].float().mean().item() for k in range(5)]
+    assert sorted(first) != first and sorted(first, reverse=True) != first  # batches are shuffled, not long-to-short

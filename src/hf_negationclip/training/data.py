@@ -165,9 +165,38 @@ class ImageTextData:
             store.update(zip(map(key, chunk), self.encoder(self._process(chunk))))
         return torch.stack([store[key(s)] for s in sources]) if len(sources) else torch.zeros(0)
 
-    def order(self, epoch: int, seed: int) -> torch.Tensor:
-        """The image order of an epoch: a function of (seed, epoch), so a resumed run sees the same batches."""
-        return torch.randperm(len(self), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    def order(self, epoch: int, seed: int, group_size: int = 0) -> torch.Tensor:
+        """The image order of an epoch: a function of (seed, epoch), so a resumed run sees the same batches.
+
+        ``group_size`` > 1 groups by length (as ``transformers``' ``group_by_length``): each run of 50 batches
+        of the random order is sorted by the token count of the text its images use this epoch and cut into
+        batches of ``group_size``, then the batches are shuffled. A batch pads to its longest text, so
+        similar lengths waste far less compute on padding; batches stay random otherwise.
+        """
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(len(self), generator=gen)
+        if group_size <= 1 or len(self) < 2 * group_size:
+            return perm
+        key = (epoch, seed, group_size)
+        if getattr(self, "_order_key", None) != key:
+            lengths = self.text_lengths(epoch, seed)
+            mega = 50 * group_size
+            perm = torch.cat([part[torch.argsort(lengths[part], descending=True, stable=True)]
+                              for part in perm.split(mega)])
+            full = len(perm) // group_size * group_size
+            batches = perm[:full].view(-1, group_size)[torch.randperm(full // group_size, generator=gen)]
+            self._order_key, self._order = key, torch.cat([batches.flatten(), perm[full:]])
+        return self._order
+
+    def text_lengths(self, epoch: int, seed: int) -> torch.Tensor:
+        """Token count of the text each image uses in an epoch (its caption, or the affirmative original)."""
+        if getattr(self, "_token_counts", None) is None:
+            texts = sorted({t for cs in self.captions for c in cs for t in (c.text, c.original) if t})
+            ids = self.processor.tokenizer(texts, truncation=True)["input_ids"]
+            self._token_counts = {t: len(i) for t, i in zip(texts, ids)}
+        counts = self._token_counts
+        return torch.tensor([counts[e.original if swapped else e.text]
+                             for e, swapped in self.entries(range(len(self)), epoch, seed)])
 
     def _caption_picks(self, epoch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Which caption of each image an epoch uses, and whether it swaps to the affirmative original."""

@@ -154,6 +154,7 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
     if cfg.batch_size % world or cfg.batch_size // world < 2:
         raise ValueError(f"batch_size {cfg.batch_size} must split into >= 2 images on each of {world} processes")
     per_process = cfg.batch_size // world
+    group = cfg.batch_size if getattr(cfg, "group_by_length", False) else 0  # batches of similar text lengths
     micro_per_epoch = len(data) // cfg.batch_size
     if micro_per_epoch < accum:
         raise ValueError(f"{len(data)} images are fewer than one step of {accum} x {cfg.batch_size}")
@@ -211,7 +212,7 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
         sums: dict[str, float] = {}
         for a in range(accum):
             epoch, k = divmod(step * accum + a, micro_per_epoch)
-            global_batch = data.order(epoch, cfg.seed)[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+            global_batch = data.order(epoch, cfg.seed, group)[k * cfg.batch_size:(k + 1) * cfg.batch_size]
             batch = data.batch(global_batch[rank * per_process:(rank + 1) * per_process].tolist(), epoch, cfg.seed)
             batch = {name: t.to(accelerator.device) if isinstance(t, torch.Tensor) else t for name, t in batch.items()}
             # DDP syncs gradients on the last micro-batch of the step only

@@ -57,6 +57,8 @@ class PretrainConfig:
     # loop options shared with fine-tuning
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "batches of batch_size per optimizer step"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in backward (less memory)"})
+    group_by_length: bool = field(default=False, metadata={"help": "batch texts of similar token counts together "
+                                                           "(random otherwise): less padding, faster steps"})
     eval_steps: int = field(default=0, metadata={"help": "evaluate every N steps (0: at the end only; needs validation data or an evaluator)"})
     best_metric: str = field(default="val_loss", metadata={"help": "keep the weights that score best on this (names ending in 'loss': lower is better; '' keeps the last)"})
 
