@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from hf_negationclip import WorldEvaluator, load_processor
-from hf_negationclip.demo import FINETUNES, DemoConfig
-from hf_negationclip.training import FinetuneConfig, finetune
+from hf_negationclip.demo import FINETUNES, DemoConfig, finetune_config
+from hf_negationclip.training import finetune
 
 KEYS = {"probe": "negation_probe_accuracy", "affirmative": "affirmative_probe_accuracy",
         "shape": "zero_shot_shape_accuracy", "colour": "zero_shot_color_accuracy", "R@1": "image_to_text_r@1"}
@@ -56,17 +56,12 @@ def main() -> None:
     features: dict = {}
     out.mkdir(parents=True, exist_ok=True)
     for k, ((label, overrides), text) in enumerate(zip(runs, args.runs)):
-        spec = dict(FINETUNES[label])
-        lr = defaults.finetune_lr * spec.pop("lr_multiplier", 1.0)
         folder = out / f"run{k:02d}_{label}"
         shutil.rmtree(folder, ignore_errors=True)
-        options = dict(preset=str(demo / "baseline"), output_dir=str(folder), recipe="tiny",
-                       corpus_dir=str(demo / "corpus"), world_dir=str(demo / "world"), seed=defaults.seed,
-                       epochs=defaults.finetune_epochs, learning_rate=lr, batch_size=defaults.finetune_batch_size,
-                       affirmative_ratio=defaults.affirmative_ratio, show_progress=False, save_steps=0,
-                       export_text_encoder=False, **spec)
+        run = finetune_config(defaults, demo, label, **{"output_dir": str(folder), "show_progress": False,
+                                                        "save_steps": 0, "export_text_encoder": False, **overrides})
         t = time.time()
-        result = finetune(FinetuneConfig(**{**options, **overrides}), None, features)
+        result = finetune(run, None, features)
         metrics = evaluator(result["model"], load_processor(str(folder)))
         steps = max((h["step"] for h in result["history"]), default=0)
         row = {"run": text, "steps": steps, "train_seconds": round(result["train_seconds"], 1),

@@ -126,26 +126,39 @@ def build_data(cfg: DemoConfig, out: Path) -> tuple[Path, dict]:
     return corpus, {**manifest["tasks"], "_corpus_stats": stats}
 
 
+def finetune_config(cfg: DemoConfig, out: Path, label: str, **overrides):
+    """The ``FinetuneConfig`` of the demo's fine-tune ``label`` (``FINETUNES``) on the stages in ``out``.
+
+    Every fine-tune starts from ``out/baseline`` with the demo's corpus, epochs, batch, affirmative share and
+    seed; ``overrides`` (any ``FinetuneConfig`` option) win, which is how ``scripts/finetune_sweep.py`` varies them.
+    """
+    from .training import FinetuneConfig
+
+    spec = dict(FINETUNES[label])
+    lr = cfg.finetune_lr * spec.pop("lr_multiplier", 1.0)  # LoRA adapters start at zero and need a larger step
+    options = dict(preset=str(out / "baseline"), output_dir=str(out / label), recipe="tiny",
+                   corpus_dir=str(out / "corpus"), world_dir=str(out / "world"), seed=cfg.seed,
+                   epochs=cfg.finetune_epochs, learning_rate=lr, batch_size=cfg.finetune_batch_size,
+                   affirmative_ratio=cfg.affirmative_ratio, show_progress=cfg.show_progress)
+    return FinetuneConfig(**{**options, **spec, **overrides})
+
+
 def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
     """Stage 4: the three fine-tunes from the baseline, same data, same budget."""
-    from .training import FinetuneConfig, finetune
+    from .training import finetune
 
     runs, image_features = {}, {}  # the frozen vision tower is the baseline's in all three: encode images once
     for k, (label, spec) in enumerate(FINETUNES.items(), 1):
-        spec = dict(spec)
-        lr = cfg.finetune_lr * spec.pop("lr_multiplier", 1.0)  # LoRA adapters start at zero and need a larger step
-        shown = {name: value for name, value in spec.items() if name != "lora_target_modules"}
-        _stage(f"4/6 fine-tune {k}/3: {label} ({', '.join(f'{a}={b}' for a, b in shown.items())}, lr={lr:g})")
+        run = finetune_config(cfg, out, label)
+        shown = {name: value for name, value in spec.items() if name not in ("lora_target_modules", "lr_multiplier")}
+        _stage(f"4/6 fine-tune {k}/3: {label} ({', '.join(f'{a}={b}' for a, b in shown.items())}, "
+               f"lr={run.learning_rate:g})")
         folder = out / label
         runs[label] = folder
         if _done(folder):
             print(f"cached: {folder}")
             continue
-        options = dict(preset=str(out / "baseline"), output_dir=str(folder), recipe="tiny",
-                       corpus_dir=str(out / "corpus"), world_dir=str(out / "world"), seed=cfg.seed,
-                       epochs=cfg.finetune_epochs, learning_rate=lr, batch_size=cfg.finetune_batch_size,
-                       affirmative_ratio=cfg.affirmative_ratio, show_progress=cfg.show_progress)
-        result = finetune(FinetuneConfig(**{**options, **spec}), evaluator, image_features)
+        result = finetune(run, evaluator, image_features)
         print(f"saved {folder} ({result['train_seconds']:.0f} s of training)")
     return runs
 

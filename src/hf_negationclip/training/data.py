@@ -111,6 +111,8 @@ class ImageTextData:
                        "distractors": any(c.distractors for cs in self.captions for c in cs),
                        "mcq": any(c.mcq_wrong for cs in self.captions for c in cs)}
         self.cache = self.distractor_cache = self.anchors = None
+        self._token_counts: dict[str, int] | None = None  # text -> token count, for group_by_length
+        self._order_key = self._order = None  # the last grouped order (a function of epoch, seed, group size)
         self.encoder, self.feature_store = encoder, feature_store
         if cache_images or encoder is not None:
             self.cache = self._process_all(self.paths, "preprocessing images", show_progress)
@@ -178,7 +180,7 @@ class ImageTextData:
         if group_size <= 1 or len(self) < 2 * group_size:
             return perm
         key = (epoch, seed, group_size)
-        if getattr(self, "_order_key", None) != key:
+        if self._order_key != key:
             lengths = self.text_lengths(epoch, seed)
             mega = 50 * group_size
             perm = torch.cat([part[torch.argsort(lengths[part], descending=True, stable=True)]
@@ -190,7 +192,7 @@ class ImageTextData:
 
     def text_lengths(self, epoch: int, seed: int) -> torch.Tensor:
         """Token count of the text each image uses in an epoch (its caption, or the affirmative original)."""
-        if getattr(self, "_token_counts", None) is None:
+        if self._token_counts is None:
             texts = sorted({t for cs in self.captions for c in cs for t in (c.text, c.original) if t})
             ids = self.processor.tokenizer(texts, truncation=True)["input_ids"]
             self._token_counts = {t: len(i) for t, i in zip(texts, ids)}

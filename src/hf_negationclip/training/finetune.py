@@ -168,10 +168,16 @@ def configure_trainable(model: NegationCLIPModel, cfg: FinetuneConfig):
     return model
 
 
-def _frozen_image_encoder(model: NegationCLIPModel) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Pixels -> projected image features on the training device (the vision tower never changes in this run)."""
+def _on_launch_device(model: NegationCLIPModel) -> torch.device:
+    """Move ``model`` to this process's training device (the one the loop's Accelerator will use) and return it."""
     device = launch_state().device
     model.to(device)
+    return device
+
+
+def _frozen_image_encoder(model: NegationCLIPModel) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Pixels -> projected image features on the training device (the vision tower never changes in this run)."""
+    device = _on_launch_device(model)
 
     def encode(pixels: torch.Tensor) -> torch.Tensor:
         was_training = model.training
@@ -194,8 +200,7 @@ def _vision_fingerprint(model: NegationCLIPModel, processor) -> str:
 
 def _text_encoder(model: NegationCLIPModel, tokenizer) -> Callable[[list[str]], torch.Tensor]:
     """Texts -> the starting model's projected text features (the ``retain`` term's fixed anchors)."""
-    device = launch_state().device
-    model.to(device)
+    device = _on_launch_device(model)
 
     @torch.no_grad()
     def encode(texts: list[str]) -> torch.Tensor:

@@ -116,10 +116,12 @@ def compute_loss(model, batch: dict, weights: LossWeights, accelerator=None) -> 
     on_picks = "retain_mask" in batch  # retain on the batch's own affirmative rows, no extra rows
     n_hard = n if ("hard_mask" in batch or ("anchor_embeds" in batch and not on_picks)) else 0
     retain = bool(weights.retain and "anchor_embeds" in batch)
+    hard = bool(weights.hard_negative and "hard_mask" in batch)
+    originals_used = hard or (retain and not on_picks)  # rows n..2n (the affirmative originals) feed a term
     k = batch["mcq_valid"].shape[1] if "mcq_valid" in batch else 0
     # encode only what a weighted term uses: rows [captions | hard negatives | MCQ options]
     keep = [torch.arange(n)]
-    if (weights.hard_negative and "hard_mask" in batch) or (retain and not on_picks):
+    if originals_used:
         keep.append(torch.arange(n, 2 * n))
     if weights.mcq and k:
         keep.append(torch.arange(n + n_hard, n + n_hard + n * k))
@@ -142,9 +144,9 @@ def compute_loss(model, batch: dict, weights: LossWeights, accelerator=None) -> 
     if retain and on_picks:
         mask = batch["retain_mask"].to(txt.device)
         parts["retain"] = retain_loss(txt[mask], batch["anchor_embeds"].to(txt.device)[mask])
-    if (weights.hard_negative and "hard_mask" in batch) or (retain and not on_picks):
+    if originals_used:
         originals = txt_all[cursor:cursor + n]
-        if weights.hard_negative and "hard_mask" in batch:
+        if hard:
             parts["hard_negative"] = hard_negative_loss(img, txt_g, offset, originals, batch["hard_mask"], scale)
         if retain and not on_picks:
             parts["retain"] = retain_loss(originals, batch["anchor_embeds"])
