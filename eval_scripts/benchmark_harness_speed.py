@@ -9,6 +9,7 @@ throughputs and their ratio.
 
     python eval_scripts/benchmark_harness_speed.py --world_dir runs/world --model tiny --n_items 100
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,38 +37,46 @@ def naive_predictions(model, processor, tasks) -> list[int]:
                     scores = model(**batch).logits_per_text[0]
                 else:
                     with Image.open(it.image.path) as im:
-                        batch = processor(text=list(it.texts), images=[im.convert("RGB")], return_tensors="pt", padding=True)
+                        batch = processor(
+                            text=list(it.texts), images=[im.convert("RGB")], return_tensors="pt", padding=True
+                        )
                     scores = model(**batch).logits_per_image[0]
                 preds.append(int(strict_argmax(scores[None])[0]))
     return preds
 
 
 def harness_predictions(model, processor, tasks) -> list[int]:
-    from hf_negationclip.evaluation.harness import EmbeddingCache, _padded_choice_scores
     from hf_negationclip.evaluation import strict_argmax
+    from hf_negationclip.evaluation.harness import EmbeddingCache, _padded_choice_scores
 
     cache = EmbeddingCache(model, processor)
     cache.encode([r for t in tasks for r in t.image_refs()], [s for t in tasks for s in t.texts()])
     preds = []
     for task in tasks:
         if task.kind == "negrefcocog":
-            scores = _padded_choice_scores(cache.texts([it.text for it in task.items]), [cache.images(it.images) for it in task.items])
+            scores = _padded_choice_scores(
+                cache.texts([it.text for it in task.items]), [cache.images(it.images) for it in task.items]
+            )
         else:
-            scores = _padded_choice_scores(cache.images([it.image for it in task.items]), [cache.texts(it.texts) for it in task.items])
+            scores = _padded_choice_scores(
+                cache.images([it.image for it in task.items]), [cache.texts(it.texts) for it in task.items]
+            )
         preds += strict_argmax(scores).tolist()
     return preds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--world_dir", default=None, help="scene world (default: render a 300-image one in a temp folder)")
+    parser.add_argument(
+        "--world_dir", default=None, help="scene world (default: render a 300-image one in a temp folder)"
+    )
     parser.add_argument("--model", default="tiny", help="checkpoint folder or preset")
     parser.add_argument("--n_items", type=int, default=100, help="items per scene twin")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from hf_negationclip import synthetic
+    from hf_negationclip import world as scene_world
     from hf_negationclip.benchmarks import write_scene_benchmarks
     from hf_negationclip.evaluation import load_checkpoint
     from hf_negationclip.evaluation.harness import load_task
@@ -76,10 +85,13 @@ def main() -> None:
     world = args.world_dir
     if world is None:
         world = tmp / "world"
-        synthetic.write_world(world, 300, seed=0, show_progress=False)
+        scene_world.write_world(world, 300, seed=0, show_progress=False)
     manifest = write_scene_benchmarks(world, tmp / "bench", "val", args.n_items, 0)
-    tasks = [load_task(n, s) for n, s in manifest["tasks"].items()
-             if s["kind"] in ("negrefcocog", "valse-existence", "negbench-mcq", "ccneg")]
+    tasks = [
+        load_task(n, s)
+        for n, s in manifest["tasks"].items()
+        if s["kind"] in ("negrefcocog", "valse-existence", "negbench-mcq", "ccneg")
+    ]
     n = sum(len(t.items) for t in tasks)
     model, processor = load_checkpoint(args.model)
     model.eval()

@@ -6,6 +6,7 @@ Prints the median seconds per click and the app's overhead over the bare
 ``NegationCLIPModel.score`` / ``similarity`` calls that it wraps (same inputs,
 same process, interleaved).
 """
+
 import argparse
 import statistics
 import tempfile
@@ -13,7 +14,7 @@ import time
 
 import torch
 
-from hf_negationclip import app
+from hf_negationclip.apps import app
 from hf_negationclip.modeling import NegationCLIPModel, load_processor, tiny_clip_config
 
 
@@ -46,14 +47,20 @@ def main() -> None:
         texts = texts + ["a photo of a red circle", "a blue square on a striped background"]
         raw = "\n".join(texts)
         item, _ = app.negation_pair(0)
-        bare_compare = median_seconds(lambda: [m.model.score([image], texts, m.processor) for m in models], args.repeats)
+        bare_compare = median_seconds(
+            lambda: [m.model.score([image], texts, m.processor) for m in models], args.repeats
+        )
         click_compare = median_seconds(lambda: app.run_compare(models, image, raw), args.repeats)
         bare_pair = median_seconds(lambda: app.pair_picks(models, item), args.repeats)
         click_pair = median_seconds(lambda: app.run_pair(models, 0, None), args.repeats)
-    print(f"Compare click, 2 tiny models x {len(texts)} texts: {click_compare * 1000:.0f} ms "
-          f"(bare score calls {bare_compare * 1000:.0f} ms, ratio {click_compare / bare_compare:.2f})")
-    print(f"next-pair click, 2 tiny models: {click_pair * 1000:.0f} ms "
-          f"(scoring alone {bare_pair * 1000:.0f} ms, ratio {click_pair / bare_pair:.2f}; the rest renders the pair)")
+    print(
+        f"Compare click, 2 tiny models x {len(texts)} texts: {click_compare * 1000:.0f} ms "
+        f"(bare score calls {bare_compare * 1000:.0f} ms, ratio {click_compare / bare_compare:.2f})"
+    )
+    print(
+        f"next-pair click, 2 tiny models: {click_pair * 1000:.0f} ms "
+        f"(scoring alone {bare_pair * 1000:.0f} ms, ratio {click_pair / bare_pair:.2f}; the rest renders the pair)"
+    )
 
 
 if __name__ == "__main__":

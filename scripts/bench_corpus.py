@@ -8,6 +8,7 @@ peak RSS at 1,000 vs 10,000 images, next to the RSS right after the imports.
 
     python scripts/bench_corpus.py [--work /tmp/bench_corpus] [--sizes 1000,10000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,12 @@ print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "accepted": accepted, 
 
 
 def run_child(world: Path, out: Path, distractors: bool) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(world), str(out), "1" if distractors else "0"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(world), str(out), "1" if distractors else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -48,7 +53,7 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="folder for the worlds and corpora (default: a temp folder)")
     parser.add_argument("--sizes", default="1000,10000", help="world sizes, comma-separated")
     args = parser.parse_args()
-    from hf_negationclip.synthetic import write_world
+    from hf_negationclip.world import write_world
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_corpus_"))
     rows = []
@@ -58,18 +63,22 @@ def main() -> None:
         for distractors in (True, False):
             r = run_child(world, work / f"corpus_{n}_{int(distractors)}", distractors)
             rows.append({"images": n, "distractors": distractors, **r})
-            print(f"{n:>6} images  distractors={'on ' if distractors else 'off'}  {r['decided']:>6} jobs  "
-                  f"{r['accepted']:>6} accepted ({r['pairs']:>5} minimal pairs)  {r['seconds']:6.1f} s  "
-                  f"{r['accepted'] / r['seconds']:7.0f} captions/s ({r['accepted'] / r['cpu_seconds']:5.0f} per CPU-s)  peak RSS {r['rss_peak_mb']:6.0f} MB "
-                  f"(after imports {r['rss_imports_mb']:4.0f} MB, +{r['rss_peak_mb'] - r['rss_imports_mb']:4.0f} MB)",
-                  flush=True)
+            print(
+                f"{n:>6} images  distractors={'on ' if distractors else 'off'}  {r['decided']:>6} jobs  "
+                f"{r['accepted']:>6} accepted ({r['pairs']:>5} minimal pairs)  {r['seconds']:6.1f} s  "
+                f"{r['accepted'] / r['seconds']:7.0f} captions/s ({r['accepted'] / r['cpu_seconds']:5.0f} per CPU-s)  peak RSS {r['rss_peak_mb']:6.0f} MB "
+                f"(after imports {r['rss_imports_mb']:4.0f} MB, +{r['rss_peak_mb'] - r['rss_imports_mb']:4.0f} MB)",
+                flush=True,
+            )
     on = {r["images"]: r for r in rows if r["distractors"]}
     if len(on) >= 2:
         small, large = min(on), max(on)
         grow = lambda r: r["rss_peak_mb"] - r["rss_imports_mb"]  # noqa: E731
-        print(f"\npeak RSS {large} vs {small} images: {on[large]['rss_peak_mb']:.0f} / {on[small]['rss_peak_mb']:.0f} MB "
-              f"= x{on[large]['rss_peak_mb'] / on[small]['rss_peak_mb']:.2f} for x{large / small:.0f} the images; "
-              f"above the imports: +{grow(on[large]):.0f} vs +{grow(on[small]):.0f} MB")
+        print(
+            f"\npeak RSS {large} vs {small} images: {on[large]['rss_peak_mb']:.0f} / {on[small]['rss_peak_mb']:.0f} MB "
+            f"= x{on[large]['rss_peak_mb'] / on[small]['rss_peak_mb']:.2f} for x{large / small:.0f} the images; "
+            f"above the imports: +{grow(on[large]):.0f} vs +{grow(on[small]):.0f} MB"
+        )
     (work / "bench_corpus.json").write_text(json.dumps(rows, indent=2))
     print(f"results: {work / 'bench_corpus.json'}")
 

@@ -14,6 +14,7 @@
 
     python scripts/bench_finetune.py [--steps 20] [--batch_size 64] [--group_by_length] [--demo runs/demo]
 """
+
 import argparse
 import json
 import subprocess
@@ -27,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from negation_fixture import write_negation_fixture  # noqa: E402
 
-from hf_negationclip import synthetic  # noqa: E402
+from hf_negationclip import world as scene_world  # noqa: E402
 from hf_negationclip.modeling import build_model, load_processor  # noqa: E402
 from hf_negationclip.training import FinetuneConfig, ImageTextData, configure_trainable, train_contrastive  # noqa: E402
 from hf_negationclip.training.data import load_negated_corpus  # noqa: E402
@@ -37,7 +38,7 @@ from hf_negationclip.training.finetune import _frozen_image_encoder  # noqa: E40
 def _setup(root: Path, n_images: int):
     world, corpus = root / "world", root / "corpus"
     if not (world / "world.json").exists():
-        synthetic.write_world(world, n_images, seed=0, show_progress=False)
+        scene_world.write_world(world, n_images, seed=0, show_progress=False)
     if not (corpus / "negated_captions_train.json").exists():
         write_negation_fixture(world, corpus, "train")
     return world, corpus
@@ -45,10 +46,24 @@ def _setup(root: Path, n_images: int):
 
 def _cfg(root, world, corpus, train, steps, batch_size, group_by_length=False):
     # InfoNCE only, random batches: the work of the bare loop
-    return FinetuneConfig(preset="tiny", world_dir=str(world), corpus_dir=str(corpus), output_dir=str(root / f"out_{train}"),
-                          train=train, max_steps=steps, batch_size=batch_size, contrastive_weight=1.0,
-                          exclusion_weight=0.0, retain_weight=0.0, group_by_length=group_by_length, save_steps=0,
-                          log_steps=10**6, show_progress=False, val_fraction=0.0, resume=False)
+    return FinetuneConfig(
+        preset="tiny",
+        world_dir=str(world),
+        corpus_dir=str(corpus),
+        output_dir=str(root / f"out_{train}"),
+        train=train,
+        max_steps=steps,
+        batch_size=batch_size,
+        contrastive_weight=1.0,
+        exclusion_weight=0.0,
+        retain_weight=0.0,
+        group_by_length=group_by_length,
+        save_steps=0,
+        log_steps=10**6,
+        show_progress=False,
+        val_fraction=0.0,
+        resume=False,
+    )
 
 
 def loop_seconds(cfg, data) -> float:
@@ -65,13 +80,23 @@ def bare_seconds(cfg, data) -> float:
     model = configure_trainable(build_model("tiny", seed=0), cfg)
     model.train()
     data.keep_extras(False, False, False)  # what the loop builds with every extra term off: same padding
-    batches = [data.batch(data.order(0, 0)[k * cfg.batch_size:(k + 1) * cfg.batch_size].tolist(), 0, 0)
-               for k in range(min(cfg.max_steps, len(data) // cfg.batch_size))]
+    batches = [
+        data.batch(data.order(0, 0)[k * cfg.batch_size : (k + 1) * cfg.batch_size].tolist(), 0, 0)
+        for k in range(min(cfg.max_steps, len(data) // cfg.batch_size))
+    ]
     # the rows the loop's forward sees (captions only: extra terms are off), with the same padding
-    batches = [{"pixel_values": b["pixel_values"], "input_ids": b["input_ids"][:b["n_texts"]],
-                "attention_mask": b["attention_mask"][:b["n_texts"]]} for b in batches]
+    batches = [
+        {
+            "pixel_values": b["pixel_values"],
+            "input_ids": b["input_ids"][: b["n_texts"]],
+            "attention_mask": b["attention_mask"][: b["n_texts"]],
+        }
+        for b in batches
+    ]
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)  # as the loop (CPU)
+    opt = torch.optim.AdamW(
+        params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True
+    )  # as the loop (CPU)
     sched = get_cosine_schedule_with_warmup(opt, 0, cfg.max_steps)
     t = time.perf_counter()
     for step in range(cfg.max_steps):
@@ -124,14 +149,24 @@ def main() -> None:
         bare.append(bare_seconds(cfg, data))
         loop.append(loop_seconds(cfg, data))
     samples = args.steps * args.batch_size
-    print(f"train=text, batch {args.batch_size}, {args.steps} steps, {len(data)} images, {torch.get_num_threads()} threads")
-    print(f"  bare loop    : {samples / min(bare):7.1f} samples/s (best of {args.rounds}; all: {[round(samples / b, 1) for b in bare]})")
-    print(f"  finetune loop: {samples / min(loop):7.1f} samples/s (best of {args.rounds}; all: {[round(samples / s, 1) for s in loop]})")
+    print(
+        f"train=text, batch {args.batch_size}, {args.steps} steps, {len(data)} images, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"  bare loop    : {samples / min(bare):7.1f} samples/s (best of {args.rounds}; all: {[round(samples / b, 1) for b in bare]})"
+    )
+    print(
+        f"  finetune loop: {samples / min(loop):7.1f} samples/s (best of {args.rounds}; all: {[round(samples / s, 1) for s in loop]})"
+    )
     print(f"  ratio (finetune / bare): {min(bare) / min(loop):.3f}   (goal >= 0.85)")
     if args.group_by_length:
         # as the demo trains the text tower: on cached image features, so the text side is the whole step
-        features = ImageTextData(load_negated_corpus(cfg.corpus_path, cfg.images_path), load_processor(),
-                                 show_progress=False, encoder=_frozen_image_encoder(build_model("tiny", seed=0)))
+        features = ImageTextData(
+            load_negated_corpus(cfg.corpus_path, cfg.images_path),
+            load_processor(),
+            show_progress=False,
+            encoder=_frozen_image_encoder(build_model("tiny", seed=0)),
+        )
         grouped_cfg = _cfg(root, world, corpus, "text", args.steps, args.batch_size, group_by_length=True)
         plain, grouped = [], []
         for _ in range(args.rounds):
@@ -141,18 +176,42 @@ def main() -> None:
 
         def padded(group: int) -> float:  # the length each caption is padded to, averaged over the batches
             order = data.order(0, 0, group)
-            return sum(int(lengths[order[k * args.batch_size:(k + 1) * args.batch_size]].max())
-                       for k in range(n_batches)) / n_batches
-        print(f"  group_by_length: {samples / min(grouped):7.1f} samples/s against {samples / min(plain):7.1f} random "
-              f"(all: {[round(samples / s, 1) for s in grouped]} vs {[round(samples / s, 1) for s in plain]}); "
-              f"speed-up {min(plain) / min(grouped):.2f}x; tokens per padded caption {padded(args.batch_size):.1f} "
-              f"vs {padded(0):.1f}")
+            return (
+                sum(
+                    int(lengths[order[k * args.batch_size : (k + 1) * args.batch_size]].max()) for k in range(n_batches)
+                )
+                / n_batches
+            )
+
+        print(
+            f"  group_by_length: {samples / min(grouped):7.1f} samples/s against {samples / min(plain):7.1f} random "
+            f"(all: {[round(samples / s, 1) for s in grouped]} vs {[round(samples / s, 1) for s in plain]}); "
+            f"speed-up {min(plain) / min(grouped):.2f}x; tokens per padded caption {padded(args.batch_size):.1f} "
+            f"vs {padded(0):.1f}"
+        )
     for train in () if args.demo else ("both", "text", "lora-text"):  # memory: on the fixture only
-        res = subprocess.run([sys.executable, __file__, "--rss-child", train, "--root", str(root), "--steps", "5",
-                              "--batch_size", str(args.batch_size)], capture_output=True, text=True, check=True)
+        res = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--rss-child",
+                train,
+                "--root",
+                str(root),
+                "--steps",
+                "5",
+                "--batch_size",
+                str(args.batch_size),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         row = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"  peak RSS while training {train:<10}: {row['peak_rss_mb']:7.0f} MB "
-              f"(model + data before training: {row['data_rss_mb']:.0f} MB)")
+        print(
+            f"  peak RSS while training {train:<10}: {row['peak_rss_mb']:7.0f} MB "
+            f"(model + data before training: {row['data_rss_mb']:.0f} MB)"
+        )
 
 
 if __name__ == "__main__":

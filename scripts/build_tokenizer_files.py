@@ -13,6 +13,7 @@ lines[1 : 49152 - 256 - 2 + 1]; the vocabulary is the 256 byte-unicode
 characters, the same with ``</w>``, one entry per merge, then
 ``<|startoftext|>`` and ``<|endoftext|>`` (49408 entries).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,7 +53,9 @@ def convert(bpe_text: str) -> tuple[dict[str, int], list[str]]:
 
 
 def fetch_wheel(dest: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "open_clip_torch", "-d", str(dest)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "open_clip_torch", "-d", str(dest)], check=True
+    )
     return next(dest.glob("open_clip_torch-*.whl"))
 
 

@@ -11,6 +11,7 @@ images (the baseline's frozen vision tower), so only the first run encodes::
 
 Each run prints one line and appends it to ``<out>/sweep.jsonl``.
 """
+
 import argparse
 import ast
 import json
@@ -19,11 +20,16 @@ import time
 from pathlib import Path
 
 from hf_negationclip import WorldEvaluator, load_processor
-from hf_negationclip.demo import FINETUNES, DemoConfig, finetune_config
+from hf_negationclip.apps.demo import FINETUNES, DemoConfig, finetune_config
 from hf_negationclip.training import finetune
 
-KEYS = {"probe": "negation_probe_accuracy", "affirmative": "affirmative_probe_accuracy",
-        "shape": "zero_shot_shape_accuracy", "colour": "zero_shot_color_accuracy", "R@1": "image_to_text_r@1"}
+KEYS = {
+    "probe": "negation_probe_accuracy",
+    "affirmative": "affirmative_probe_accuracy",
+    "shape": "zero_shot_shape_accuracy",
+    "colour": "zero_shot_color_accuracy",
+    "R@1": "image_to_text_r@1",
+}
 
 
 def parse_run(text: str) -> tuple[str, dict]:
@@ -58,14 +64,29 @@ def main() -> None:
     for k, ((label, overrides), text) in enumerate(zip(runs, args.runs)):
         folder = out / f"run{k:02d}_{label}"
         shutil.rmtree(folder, ignore_errors=True)
-        run = finetune_config(defaults, demo, label, **{"output_dir": str(folder), "show_progress": False,
-                                                        "save_steps": 0, "export_text_encoder": False, **overrides})
+        run = finetune_config(
+            defaults,
+            demo,
+            label,
+            **{
+                "output_dir": str(folder),
+                "show_progress": False,
+                "save_steps": 0,
+                "export_text_encoder": False,
+                **overrides,
+            },
+        )
         t = time.time()
         result = finetune(run, None, features)
         metrics = evaluator(result["model"], load_processor(str(folder)))
         steps = max((h["step"] for h in result["history"]), default=0)
-        row = {"run": text, "steps": steps, "train_seconds": round(result["train_seconds"], 1),
-               "seconds": round(time.time() - t, 1), **{name: round(metrics[key]["value"], 3) for name, key in KEYS.items()}}
+        row = {
+            "run": text,
+            "steps": steps,
+            "train_seconds": round(result["train_seconds"], 1),
+            "seconds": round(time.time() - t, 1),
+            **{name: round(metrics[key]["value"], 3) for name, key in KEYS.items()},
+        }
         print(f"{text:<60} " + " ".join(f"{name}={value}" for name, value in row.items() if name != "run"), flush=True)
         with (out / "sweep.jsonl").open("a") as fh:
             fh.write(json.dumps(row) + "\n")

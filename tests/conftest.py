@@ -1,13 +1,13 @@
 import pytest
 
-from hf_negationclip import synthetic
+from hf_negationclip import world as scene_world
 
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory):
     """A small scene world written once for the whole session (200 images)."""
     out = tmp_path_factory.mktemp("world")
-    synthetic.write_world(out, 200, seed=3, show_progress=False)
+    scene_world.write_world(out, 200, seed=3, show_progress=False)
     return out
 
 
@@ -26,6 +26,8 @@ def tiny_checkpoints(tmp_path_factory):
         load_processor().save_pretrained(folder)
         out[label] = folder
     return out
+
+
 @pytest.fixture
 def fake_hub(monkeypatch, tmp_path):
     """An in-process fake Hub (tests/fake_hub.py) behind huggingface_hub's HTTP client, with a valid HF_TOKEN.
@@ -34,10 +36,9 @@ def fake_hub(monkeypatch, tmp_path):
     ``fake_hub.fail = lambda request: ...`` injects failures; retries do not sleep; ``Dataset.push_to_hub`` works.
     """
     import huggingface_hub.constants
+    from fake_hub import FakeHub
     from huggingface_hub import HfApi
     from huggingface_hub.utils import _http
-
-    from fake_hub import FakeHub
 
     hub = FakeHub().install()
     monkeypatch.setattr(HfApi, "preupload_lfs_files", FakeHub.buffered_preupload(HfApi.preupload_lfs_files))

@@ -18,6 +18,7 @@ Use the ``fake_hub`` pytest fixture from ``conftest.py``::
         HfApi().create_repo("org/x")
         assert fake_hub.commits == []
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,9 +26,9 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import parse_qs, unquote
 
 import httpx2
@@ -60,8 +61,15 @@ class Repo:
 
     def __post_init__(self) -> None:
         # like the real Hub, a new repo starts with one commit holding .gitattributes (not in FakeHub.commits)
-        initial = Commit(self.repo_type, self.repo_id, "main", "initial commit", _git_oid(self.repo_id.encode()),
-                         {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}, [])
+        initial = Commit(
+            self.repo_type,
+            self.repo_id,
+            "main",
+            "initial commit",
+            _git_oid(self.repo_id.encode()),
+            {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"},
+            [],
+        )
         self.branches.setdefault("main", [initial])
 
     def files(self, revision: str = "main") -> dict[str, bytes]:
@@ -69,7 +77,7 @@ class Repo:
             for commits in self.branches.values():
                 for i, c in enumerate(commits):
                     if c.oid == revision:
-                        return _apply(commits[:i + 1])
+                        return _apply(commits[: i + 1])
             raise KeyError(revision)
         return _apply(self.branches[revision])
 
@@ -128,12 +136,17 @@ class FakeHub:
         ]
 
     # ----------------------------------------------------------------- wiring
-    def install(self) -> "FakeHub":
+    def install(self) -> FakeHub:
         from huggingface_hub.utils import _http, set_client_factory
 
         # keep huggingface_hub's own request hook (HF_HUB_OFFLINE check, request ids) as the real client does
-        set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(self.handler), follow_redirects=True,
-                                                 event_hooks={"request": [_http.hf_request_event_hook]}))
+        set_client_factory(
+            lambda: httpx2.Client(
+                transport=httpx2.MockTransport(self.handler),
+                follow_redirects=True,
+                event_hooks={"request": [_http.hf_request_event_hook]},
+            )
+        )
         return self
 
     @staticmethod
@@ -200,8 +213,14 @@ class FakeHub:
 
     # ----------------------------------------------------------------- routes
     def _whoami(self, request):
-        return _json({"type": "user", "name": self.user, "orgs": [],
-                      "auth": {"type": "access_token", "accessToken": {"displayName": "fake", "role": "write"}}})
+        return _json(
+            {
+                "type": "user",
+                "name": self.user,
+                "orgs": [],
+                "auth": {"type": "access_token", "accessToken": {"displayName": "fake", "role": "write"}},
+            }
+        )
 
     def _create(self, request):
         body = json.loads(request.content)
@@ -234,8 +253,9 @@ class FakeHub:
         if self._find(t, id) is None:
             return self._not_found(id)
         files = json.loads(request.content)["files"]
-        return _json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
-                                for f in files]})
+        return _json(
+            {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in files]}
+        )
 
     def _commit(self, request, t, id, rev):
         repo = self._find(t, id)
@@ -284,11 +304,23 @@ class FakeHub:
         repo, files = self._repo_files(t, id, rev)
         if repo is None:
             return files
-        return _json({"id": id, "_id": id, "sha": repo.sha(unquote(rev or "main")), "private": repo.private,
-                      "siblings": [{"rfilename": p, "size": len(b)} for p, b in sorted(files.items())],
-                      "tags": [], "downloads": 0, "likes": 0, "disabled": False, "gated": False,
-                      "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z",
-                      **({"sdk": repo.sdk} if repo.sdk else {})})
+        return _json(
+            {
+                "id": id,
+                "_id": id,
+                "sha": repo.sha(unquote(rev or "main")),
+                "private": repo.private,
+                "siblings": [{"rfilename": p, "size": len(b)} for p, b in sorted(files.items())],
+                "tags": [],
+                "downloads": 0,
+                "likes": 0,
+                "disabled": False,
+                "gated": False,
+                "lastModified": "2026-01-01T00:00:00.000Z",
+                "createdAt": "2026-01-01T00:00:00.000Z",
+                **({"sdk": repo.sdk} if repo.sdk else {}),
+            }
+        )
 
     @staticmethod
     def _entries(files: dict[str, bytes], prefix: str, recursive: bool) -> list[dict]:
@@ -297,7 +329,7 @@ class FakeHub:
         for path, data in sorted(files.items()):
             if prefix and not path.startswith(prefix + "/"):
                 continue
-            rest = path[len(prefix) + 1:] if prefix else path
+            rest = path[len(prefix) + 1 :] if prefix else path
             parts = rest.split("/")
             for depth in range(1, len(parts)):
                 if depth > 1 and not recursive:
@@ -345,13 +377,21 @@ class FakeHub:
         if path not in files:
             return _error(404, f"Entry not found: {path}", "EntryNotFound")
         data = files[path]
-        headers = {"X-Repo-Commit": repo.sha(unquote(rev)), "ETag": f'"{_git_oid(data)}"',
-                   "Content-Length": str(len(data)), "Accept-Ranges": "bytes"}
+        headers = {
+            "X-Repo-Commit": repo.sha(unquote(rev)),
+            "ETag": f'"{_git_oid(data)}"',
+            "Content-Length": str(len(data)),
+            "Accept-Ranges": "bytes",
+        }
         rng = request.headers.get("range")
         if rng and request.method == "GET":
             start, _, end = rng.removeprefix("bytes=").partition("-")
-            chunk = data[int(start):(int(end) + 1 if end else None)]
-            headers.update({"Content-Length": str(len(chunk)),
-                            "Content-Range": f"bytes {start}-{int(start) + len(chunk) - 1}/{len(data)}"})
+            chunk = data[int(start) : (int(end) + 1 if end else None)]
+            headers.update(
+                {
+                    "Content-Length": str(len(chunk)),
+                    "Content-Range": f"bytes {start}-{int(start) + len(chunk) - 1}/{len(data)}",
+                }
+            )
             return httpx2.Response(206, content=chunk, headers=headers)
         return httpx2.Response(200, content=b"" if request.method == "HEAD" else data, headers=headers)

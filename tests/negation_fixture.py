@@ -8,6 +8,7 @@ mention) is replaced, at its spot and size, by the negated object. Image and
 distractor differ only in that object, so only reading the negation tells
 them apart.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,14 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_negationclip import synthetic
+from hf_negationclip import world as scene_world
 from hf_negationclip.benchmarks import load_world_split
 
 FORMS = ("{head} with no {x}", "{head} without {ax}", "{head} but no {x}", "there is {head} and no {x}")
 
 
-def write_negation_fixture(world_dir, out_dir, split: str = "train", per_image: int = 1, seed: int = 0,
-                           max_images: int | None = None, forms=FORMS) -> Path:
+def write_negation_fixture(
+    world_dir,
+    out_dir,
+    split: str = "train",
+    per_image: int = 1,
+    seed: int = 0,
+    max_images: int | None = None,
+    forms=FORMS,
+) -> Path:
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     (out / "distractors" / split).mkdir(parents=True, exist_ok=True)
@@ -40,23 +48,43 @@ def write_negation_fixture(world_dir, out_dir, split: str = "train", per_image: 
             anchor_i, replaced_i = rng.choice(len(im.objects), size=2, replace=False)
             anchor, replaced = im.objects[int(anchor_i)], im.objects[int(replaced_i)]
             while True:
-                color = synthetic.COLORS[int(rng.integers(len(synthetic.COLORS)))]
-                shape = synthetic.SHAPES[int(rng.integers(len(synthetic.SHAPES)))]
+                color = scene_world.COLORS[int(rng.integers(len(scene_world.COLORS)))]
+                shape = scene_world.SHAPES[int(rng.integers(len(scene_world.SHAPES)))]
                 if (color, shape) not in present and shape != anchor["shape"]:
                     break
             objects = [dict(o) for o in im.objects]
             objects[int(replaced_i)] = {**replaced, "color": color, "shape": shape}
             ann_id = len(annotations) + 1
             rel = f"distractors/{split}/{ann_id:08d}.jpg"
-            synthetic.render_scene(objects, im.image_size, im.scene_seed).save(out / rel, quality=95)
+            scene_world.render_scene(objects, im.image_size, im.scene_seed).save(out / rel, quality=95)
             x = f"{color} {shape}"
             form = forms[int(rng.integers(len(forms)))]
-            text = form.format(head=synthetic.describe(anchor, "color"), x=x, ax=f"{synthetic.article(x)} {x}")
-            annotations.append({"id": ann_id, "image_id": im.image_id, "caption": first_caption[im.image_id],
-                                "updated_caption": text, "negated": f"{synthetic.article(x)} {x}", "cue": "no",
-                                "form": form, "position": None, "pipeline": "absent-object", "proposer": "fixture",
-                                "verifier": "annotations", "distractors": [rel]})
+            text = form.format(head=scene_world.describe(anchor, "color"), x=x, ax=f"{scene_world.article(x)} {x}")
+            annotations.append(
+                {
+                    "id": ann_id,
+                    "image_id": im.image_id,
+                    "caption": first_caption[im.image_id],
+                    "updated_caption": text,
+                    "negated": f"{scene_world.article(x)} {x}",
+                    "cue": "no",
+                    "form": form,
+                    "position": None,
+                    "pipeline": "absent-object",
+                    "proposer": "fixture",
+                    "verifier": "annotations",
+                    "distractors": [rel],
+                }
+            )
     path = out / f"negated_captions_{split}.json"
-    path.write_text(json.dumps({"info": {"description": "negated-caption test fixture"}, "licenses": [],
-                                "images": images, "annotations": annotations}))
+    path.write_text(
+        json.dumps(
+            {
+                "info": {"description": "negated-caption test fixture"},
+                "licenses": [],
+                "images": images,
+                "annotations": annotations,
+            }
+        )
+    )
     return path

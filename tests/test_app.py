@@ -1,4 +1,5 @@
 """The app's logic without a browser: scores, pairs, bad input, results, the CLI and the Space folder."""
+
 import json
 import re
 from pathlib import Path
@@ -8,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_negationclip import app
-from hf_negationclip.cli import _merge_repeated_list_flags, AppConfig, PushSpaceConfig, main, run_app
+from hf_negationclip.apps import app
+from hf_negationclip.apps.cli import AppConfig, _merge_repeated_list_flags, main, run_app
 
 FIXTURE_RESULTS = Path(__file__).parent / "fixtures" / "results.json"
 
@@ -25,7 +26,7 @@ def test_compare_numbers_equal_model_score(models):
     for m in models:
         expected = m.model.score([image], texts, m.processor)[0]
         assert torch.allclose(torch.tensor(scores[m.label]), expected)
-        shown = [float(x) for x in re.findall(rf'data-prob="([0-9.]+)"', page.split(f'data-model="{m.label}"')[1])][:2]
+        shown = [float(x) for x in re.findall(r'data-prob="([0-9.]+)"', page.split(f'data-model="{m.label}"')[1])][:2]
         assert shown == pytest.approx(expected.tolist(), abs=1e-6)
         win = int(expected.argmax())
         assert f"winner: &#8220;{texts[win]}&#8221;" in page.split(f'data-model="{m.label}"')[1].split("nc-model")[0]
@@ -67,12 +68,15 @@ def test_winner_is_none_on_a_tie():
     assert app.winner([0.2, 0.8]) == 1
 
 
-@pytest.mark.parametrize("image,texts,message", [
-    (None, "a red circle", "Add an image first"),
-    ("IMAGE", "   \n  ", "Enter at least one text"),
-    ("IMAGE", "a photo of " + "very " * 80 + "red circle", "tokens long"),
-    ("BROKEN", "a red circle", "Could not read broken.png as an image"),
-])
+@pytest.mark.parametrize(
+    "image,texts,message",
+    [
+        (None, "a red circle", "Add an image first"),
+        ("IMAGE", "   \n  ", "Enter at least one text"),
+        ("IMAGE", "a photo of " + "very " * 80 + "red circle", "tokens long"),
+        ("BROKEN", "a red circle", "Could not read broken.png as an image"),
+    ],
+)
 def test_bad_input_gives_a_message(models, tmp_path, image, texts, message):
     if image == "IMAGE":
         image = Image.new("RGB", (64, 64), "red")
@@ -106,7 +110,10 @@ def test_bad_results_files_give_messages(tmp_path):
 
 def test_model_sources_are_checked(tmp_path):
     assert app.parse_model_spec("base=runs/x") == ("base", "runs/x")
-    assert app.parse_model_spec("openai/clip-vit-base-patch32") == ("clip-vit-base-patch32", "openai/clip-vit-base-patch32")
+    assert app.parse_model_spec("openai/clip-vit-base-patch32") == (
+        "clip-vit-base-patch32",
+        "openai/clip-vit-base-patch32",
+    )
     assert app.is_hub_id("org/name") and not app.is_hub_id("runs/demo/best") and not app.is_hub_id(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
         app.load_models([str(tmp_path)])
@@ -134,8 +141,20 @@ def test_run_app_builds_the_blocks_with_results(tiny_checkpoints):
 
 def test_push_space_dry_run_stages_the_folder(tmp_path, capsys):
     out = tmp_path / "space"
-    argv = ["push-space", "--repo_id", "me/negclip-space", "--model", "CLIP=openai/clip-vit-base-patch32",
-            "--model", "me/negationclip-b32", "--out_dir", str(out), "--results", str(FIXTURE_RESULTS), "--dry_run"]
+    argv = [
+        "push-space",
+        "--repo_id",
+        "me/negclip-space",
+        "--model",
+        "CLIP=openai/clip-vit-base-patch32",
+        "--model",
+        "me/negationclip-b32",
+        "--out_dir",
+        str(out),
+        "--results",
+        str(FIXTURE_RESULTS),
+        "--dry_run",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     for name in ("app.py", "requirements.txt", "README.md", "results.json", "dry run: nothing uploaded"):
@@ -152,7 +171,7 @@ def test_push_space_dry_run_stages_the_folder(tmp_path, capsys):
 
 def test_staged_space_app_builds_the_demo(tmp_path, monkeypatch, tiny_checkpoints):
     gr = pytest.importorskip("gradio")
-    from hf_negationclip.space import stage_space
+    from hf_negationclip.apps.space import stage_space
 
     stage_space(tmp_path, ["CLIP=org/clip", "org/negclip"], results=FIXTURE_RESULTS)
     asked, real_load_models = [], app.load_models
@@ -171,7 +190,9 @@ def test_staged_space_app_builds_the_demo(tmp_path, monkeypatch, tiny_checkpoint
     assert not (tmp_path / "results.json").exists()
 
 
-def test_push_space_refuses_local_folders_and_uploads_through_the_hub_code(tmp_path, capsys, tiny_checkpoints, fake_hub):
+def test_push_space_refuses_local_folders_and_uploads_through_the_hub_code(
+    tmp_path, capsys, tiny_checkpoints, fake_hub
+):
     folder = str(tiny_checkpoints["clip-a"])
     assert main(["push-space", "--repo_id", "me/s", "--model", folder, "--out_dir", str(tmp_path)]) == 2
     assert "not a Hub model id" in capsys.readouterr().err
@@ -182,5 +203,9 @@ def test_push_space_refuses_local_folders_and_uploads_through_the_hub_code(tmp_p
     # a second push needs consent, and leaves the Space as it was
     assert main(["push-space", "--repo_id", "me/space", "--model", "org/m", "--out_dir", str(tmp_path / "s")]) == 2
     assert "exist" in capsys.readouterr().err
-    assert main(["push-space", "--repo_id", "me/space", "--model", "org/m", "--out_dir", str(tmp_path / "s"),
-                 "--exist_ok"]) == 0
+    assert (
+        main(
+            ["push-space", "--repo_id", "me/space", "--model", "org/m", "--out_dir", str(tmp_path / "s"), "--exist_ok"]
+        )
+        == 0
+    )

@@ -6,6 +6,7 @@ CI installs Chromium in ``.ci/run`` and the Python packages come from the
 missing browser fails instead of skipping. Screenshots of each tab are written to ``$APP_SCREENSHOTS``
 (default ``test-artifacts/app/`` in the repository) and the path is printed.
 """
+
 import os
 import socket
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_negationclip import app
+from hf_negationclip.apps import app
 
 CHROMIUM = os.environ.get("HF_NEGATIONCLIP_CHROMIUM", "/usr/bin/chromium")
 FIXTURE_RESULTS = Path(__file__).parent / "fixtures" / "results.json"
@@ -59,8 +60,13 @@ def _bars(page) -> dict[str, list[tuple[str, float, bool]]]:
     for block in page.locator("#compare-result .nc-model").all():
         rows = block.locator(".nc-row").all()
         out[block.get_attribute("data-model")] = [
-            (r.get_attribute("data-text"), float(r.get_attribute("data-prob")), r.get_attribute("data-winner") == "true")
-            for r in rows]
+            (
+                r.get_attribute("data-text"),
+                float(r.get_attribute("data-prob")),
+                r.get_attribute("data-winner") == "true",
+            )
+            for r in rows
+        ]
     return out
 
 
@@ -123,7 +129,9 @@ def test_app_in_chromium(served, capsys):
         # Benchmarks: the fixture's numbers, from the file
         page.get_by_role("tab", name="Benchmarks").click()
         expect(page.locator("#benchmarks-table")).to_contain_text("0.930 [0.890, 0.960]")
-        expect(page.locator("#benchmarks-plot img, #benchmarks-plot canvas, #benchmarks-plot svg").first).to_be_visible()
+        expect(
+            page.locator("#benchmarks-plot img, #benchmarks-plot canvas, #benchmarks-plot svg").first
+        ).to_be_visible()
         page.screenshot(path=str(SHOTS / "benchmarks.png"), full_page=True)
         browser.close()
     with capsys.disabled():

@@ -37,11 +37,22 @@ def test_refcocog_loader_errors(tmp_path):
 
 def test_python2_style_refs_pickle(tmp_path):
     (tmp_path / "refcocog").mkdir()
-    refs = [{"ref_id": 0, "ann_id": 5, "image_id": 1, "split": "val", "category_id": 1, "sent_ids": [0],
-             "file_name": "COCO_train2014_000000000001_5.jpg", "sentences": [{"sent_id": 0, "raw": b"a dog", "sent": "a dog", "tokens": ["a", "dog"]}]}]
+    refs = [
+        {
+            "ref_id": 0,
+            "ann_id": 5,
+            "image_id": 1,
+            "split": "val",
+            "category_id": 1,
+            "sent_ids": [0],
+            "file_name": "COCO_train2014_000000000001_5.jpg",
+            "sentences": [{"sent_id": 0, "raw": b"a dog", "sent": "a dog", "tokens": ["a", "dog"]}],
+        }
+    ]
     (tmp_path / "refcocog" / "refs(umd).p").write_bytes(pickle.dumps(refs, protocol=2))
     (tmp_path / "refcocog" / "instances.json").write_text(
-        '{"images": [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg"}], "annotations": [{"id": 5, "image_id": 1}], "categories": [{"id": 1, "name": "dog"}]}')
+        '{"images": [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg"}], "annotations": [{"id": 5, "image_id": 1}], "categories": [{"id": 1, "name": "dog"}]}'
+    )
     data = load_refcocog(tmp_path)
     assert data.split("val")[0]["ann_id"] == 5
     assert str(data.image_path(data.refs[0], "/coco/train2014")).endswith("COCO_train2014_000000000001.jpg")
@@ -56,8 +67,9 @@ def test_negation_probe_is_controlled(world):
     assert {it.answer for it in negated} == {0, 1}  # candidate order is shuffled
     for neg, aff in zip(negated, affirmative):
         assert " with no " in neg.text and " with no " not in aff.text
-        assert neg.text.replace(" with no ", " with a ").replace(" with a a", " with a").replace(" with a o", " with an o") in (
-            aff.text, aff.text.replace(" with an ", " with a "))
+        assert neg.text.replace(" with no ", " with a ").replace(" with a a", " with a").replace(
+            " with a o", " with an o"
+        ) in (aff.text, aff.text.replace(" with an ", " with a "))
         # the two renders differ only inside one object's footprint
         a, b = (np.asarray(im, dtype=np.int16) for im in neg.images)
         ys, xs = np.nonzero((a != b).any(-1))
@@ -85,7 +97,7 @@ def test_zero_shot_and_recall_on_known_embeddings():
 
 
 def test_shape_probe_differs_only_in_one_objects_shape(world):
-    from hf_negationclip import synthetic
+    from hf_negationclip import world as scene_world
     from hf_negationclip.benchmarks import build_shape_probe
 
     images = load_world_split(world, "val")
@@ -93,12 +105,12 @@ def test_shape_probe_differs_only_in_one_objects_shape(world):
     assert len(items) == 30 and {it.answer for it in items} == {0, 1}
     for it in items:
         color, shape = it.text.split()[1:]
-        assert color in synthetic.COLORS and shape in synthetic.SHAPES
+        assert color in scene_world.COLORS and shape in scene_world.SHAPES
         a, b = (np.asarray(im, dtype=np.int16) for im in it.images)
         ys, xs = np.nonzero((a != b).any(-1))
-        assert 0 < xs.max() - xs.min() < 128 / synthetic.GRID and 0 < ys.max() - ys.min() < 128 / synthetic.GRID
+        assert 0 < xs.max() - xs.min() < 128 / scene_world.GRID and 0 < ys.max() - ys.min() < 128 / scene_world.GRID
         # the only change is which pixels the same-coloured object covers: at every changed pixel one of the
         # two renders shows exactly the named colour, so colour alone cannot decide
-        rgb = np.array(synthetic.COLOR_RGB[color])
+        rgb = np.array(scene_world.COLOR_RGB[color])
         diff = (a != b).any(-1)
         assert ((a[diff] == rgb).all(-1) | (b[diff] == rgb).all(-1)).all()

@@ -3,7 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hf_negationclip.cli import main
+from hf_negationclip.apps.cli import main
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -42,15 +42,48 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
 
 def test_pretrain_then_evaluate_a_saved_checkpoint(world, tmp_path, capsys):
     out = tmp_path / "ckpt"
-    args = ["pretrain", "--world_dir", str(world), "--output_dir", str(out), "--max_steps", "2", "--batch_size", "16",
-            "--show_progress", "false", "--save_steps", "0"]
+    args = [
+        "pretrain",
+        "--world_dir",
+        str(world),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--batch_size",
+        "16",
+        "--show_progress",
+        "false",
+        "--save_steps",
+        "0",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "negation_probe_accuracy" in printed and "chance 0.500" in printed
     saved = json.loads((out / "training_config.json").read_text())
     assert saved["max_steps"] == 2 and saved["batch_size"] == 16
-    assert main(["evaluate", "--model", str(out), "--world_dir", str(world), "--n_items", "6", "--tasks", "ccneg",
-                 "--output_dir", str(tmp_path / "eval"), "--bootstrap", "0", "--show_progress", "false"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(out),
+                "--world_dir",
+                str(world),
+                "--n_items",
+                "6",
+                "--tasks",
+                "ccneg",
+                "--output_dir",
+                str(tmp_path / "eval"),
+                "--bootstrap",
+                "0",
+                "--show_progress",
+                "false",
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["models"]["ckpt"]["path"] == str(out)
     assert results["models"]["ckpt"]["metrics"]["scene-ccneg/accuracy"]["n"] == 6

@@ -1,4 +1,5 @@
 """The negated-caption corpus on the scene world: truth against annotations, forms, distractors, resume, shards."""
+
 import json
 import os
 import signal
@@ -11,16 +12,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hf_negationclip import synthetic
+from hf_negationclip import world as scene_world
+from hf_negationclip.apps.cli import main
 from hf_negationclip.benchmarks import load_world_split
-from hf_negationclip.cli import main
-from hf_negationclip.corpus import (POSITIONS, CorpusConfig, Target, Vocabulary, has_negation, question_target,
-                                    run_corpus, validate)
+from hf_negationclip.corpus import (
+    POSITIONS,
+    CorpusConfig,
+    Target,
+    Vocabulary,
+    has_negation,
+    question_target,
+    run_corpus,
+    validate,
+)
 from hf_negationclip.corpus.backends import ATTRIBUTE_FORMS, OBJECT_FORMS, Job
 from hf_negationclip.corpus.backends.rules import rewrite_attribute, rewrite_object
 from hf_negationclip.corpus.store import iter_split_records, read_records
 
-VOCAB = Vocabulary(list(synthetic.SHAPES), {"color": list(synthetic.COLORS), "size": list(synthetic.SIZES)})
+VOCAB = Vocabulary(list(scene_world.SHAPES), {"color": list(scene_world.COLORS), "size": list(scene_world.SIZES)})
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +94,17 @@ def test_distractors_are_minimal_pairs(world, corpus):
     added = 0
     for rec in with_pairs:
         before = truth[rec["image_id"]]
-        after = [{"shape": o["category"], **o["attributes"], "x": o["center"][0], "y": o["center"][1]}
-                 for o in rec["distractor_objects"]]
+        after = [
+            {"shape": o["category"], **o["attributes"], "x": o["center"][0], "y": o["center"][1]}
+            for o in rec["distractor_objects"]
+        ]
         assert not _holds(rec["target"], after), rec  # the negation is FALSE of the distractor
         if rec.get("positive"):  # an added pair: the positive is the image plus Z, the distractor plus X, same spot
             added += 1
-            positive = [{"shape": o["category"], **o["attributes"], "x": o["center"][0], "y": o["center"][1]}
-                        for o in rec["positive_objects"]]
+            positive = [
+                {"shape": o["category"], **o["attributes"], "x": o["center"][0], "y": o["center"][1]}
+                for o in rec["positive_objects"]
+            ]
             assert _holds(rec["target"], positive) and positive[:-1] == before == after[:-1], rec
             z, x = positive[-1], after[-1]
             assert (z["x"], z["y"]) == (x["x"], x["y"]) and z["shape"] != x["shape"] and z["color"] != x["color"]
@@ -107,8 +120,14 @@ def test_distractors_are_minimal_pairs(world, corpus):
     # the rendered pixels are the described scene on the original background
     rec = with_pairs[0]
     im = images[rec["image_id"]]
-    expect = synthetic.render_scene([{"shape": o["category"], **o["attributes"], "x": o["center"][0], "y": o["center"][1]}
-                                     for o in rec["distractor_objects"]], im.image_size, im.scene_seed)
+    expect = scene_world.render_scene(
+        [
+            {"shape": o["category"], **o["attributes"], "x": o["center"][0], "y": o["center"][1]}
+            for o in rec["distractor_objects"]
+        ],
+        im.image_size,
+        im.scene_seed,
+    )
     got = np.asarray(Image.open(out / rec["distractors"][0]).convert("RGB"), dtype=float)
     assert np.abs(got - np.asarray(expect, dtype=float)).mean() < 4  # JPEG noise only
     stats = json.loads((out / "corpus_stats.json").read_text())
@@ -121,8 +140,20 @@ def test_interchange_file_matches_the_shared_format(world, corpus):
     assert {"info", "licenses", "images", "annotations"} <= set(data)
     assert set(data["images"][0]) == {"id", "file_name", "height", "width"}
     for ann in data["annotations"]:
-        assert {"id", "image_id", "caption", "updated_caption", "negated", "cue", "form", "position", "pipeline",
-                "proposer", "verifier", "distractors"} <= set(ann)
+        assert {
+            "id",
+            "image_id",
+            "caption",
+            "updated_caption",
+            "negated",
+            "cue",
+            "form",
+            "position",
+            "pipeline",
+            "proposer",
+            "verifier",
+            "distractors",
+        } <= set(ann)
         assert ann["pipeline"] in ("absent-object", "vqa-no")
         for rel in ann["distractors"]:
             assert not os.path.isabs(rel) and (out / rel).is_file()
@@ -131,6 +162,7 @@ def test_interchange_file_matches_the_shared_format(world, corpus):
     assert {a["image_id"] for a in data["annotations"]} <= ids
     # the paper's reader reads it
     from hf_negationclip.corpus import load_coco_captions
+
     recs = load_coco_captions(out / "negated_captions_train.json", Path(world) / "images" / "train", "updated_caption")
     assert len(recs) == len(data["annotations"])
 
@@ -139,28 +171,48 @@ def test_rules_rewrites_keep_the_caption_and_vary_the_wording():
     caption = "a small red circle to the left of a blue square"
     texts, forms = set(), set()
     for seed in range(300):
-        job = Job(1, 1, caption, Path("x.jpg"), "absent-object", seed, mentions=VOCAB.mentions(caption),
-                  target=Target("object", "triangle", (("color", "green"),)))
+        job = Job(
+            1,
+            1,
+            caption,
+            Path("x.jpg"),
+            "absent-object",
+            seed,
+            mentions=VOCAB.mentions(caption),
+            target=Target("object", "triangle", (("color", "green"),)),
+        )
         text, form = rewrite_object(job, np.random.default_rng(seed))
         job.negated_caption = text
         assert validate(job, VOCAB) is None, text
         texts.add(text)
         forms.add(form)
     assert forms == set(OBJECT_FORMS) and len(texts) > 60
-    job = Job(1, 1, "a square on a striped background", Path("x.jpg"), "vqa-no", 0,
-              mentions=VOCAB.mentions("a square on a striped background"), target=Target("attribute", "square", (), "color", "red"))
+    job = Job(
+        1,
+        1,
+        "a square on a striped background",
+        Path("x.jpg"),
+        "vqa-no",
+        0,
+        mentions=VOCAB.mentions("a square on a striped background"),
+        target=Target("attribute", "square", (), "color", "red"),
+    )
     outs = {rewrite_attribute(job, np.random.default_rng(s))[0] for s in range(60)}
     assert "a square that is not red on a striped background" in outs and len(outs) >= 8
 
 
 def test_validation_names_its_reasons():
-    job = Job(1, 1, "a red circle and a blue square", Path("x.jpg"), "absent-object", 0,
-              target=Target("object", "star", ()))
-    cases = {"": "empty output", "a red circle and a blue square with a star": "no negation cue",
-             "a circle and a square with no star": "dropped content words",
-             "a red circle and a blue square with no triangle": "does not name the negated thing",
-             "Rewritten caption: a red circle and a blue square with no star": "prompt text leaked",
-             "no star": "bad length"}
+    job = Job(
+        1, 1, "a red circle and a blue square", Path("x.jpg"), "absent-object", 0, target=Target("object", "star", ())
+    )
+    cases = {
+        "": "empty output",
+        "a red circle and a blue square with a star": "no negation cue",
+        "a circle and a square with no star": "dropped content words",
+        "a red circle and a blue square with no triangle": "does not name the negated thing",
+        "Rewritten caption: a red circle and a blue square with no star": "prompt text leaked",
+        "no star": "bad length",
+    }
     for text, reason in cases.items():
         job.negated_caption, job.reason = text, None
         assert validate(job, VOCAB) == reason, text
@@ -173,7 +225,9 @@ def test_question_targets():
     assert question_target("Is the square red?", mentions, VOCAB) == Target("attribute", "square", (), "color", "red")
     assert question_target("Is the circle red?", mentions, VOCAB) is None  # the caption says it is blue
     assert question_target("Is the star red?", mentions, VOCAB) is None  # no star in this caption
-    assert question_target("Is there a red star in the picture?", mentions, VOCAB) == Target("object", "star", (("color", "red"),))
+    assert question_target("Is there a red star in the picture?", mentions, VOCAB) == Target(
+        "object", "star", (("color", "red"),)
+    )
     assert question_target("Is there a blue circle in the picture?", mentions, VOCAB) is None
     assert question_target("What colour is it?", mentions, VOCAB) is None
 
@@ -181,8 +235,17 @@ def test_question_targets():
 def test_shards_partition_the_corpus(world, corpus, tmp_path):
     out, _ = corpus
     for index in range(2):
-        run_corpus(CorpusConfig(world_dir=str(world), output_dir=str(tmp_path), splits="val", num_shards=2,
-                                shard_index=index, added_pairs=True, show_progress=False))
+        run_corpus(
+            CorpusConfig(
+                world_dir=str(world),
+                output_dir=str(tmp_path),
+                splits="val",
+                num_shards=2,
+                shard_index=index,
+                added_pairs=True,
+                show_progress=False,
+            )
+        )
     assert len(list((tmp_path / "shards" / "val").glob("shard-*-of-00002.jsonl"))) == 2
     merged = sorted(json.dumps(r, sort_keys=True) for r in iter_split_records(tmp_path, "val"))
     single = sorted(json.dumps(r, sort_keys=True) for r in iter_split_records(out, "val"))
@@ -194,8 +257,12 @@ def test_kill_and_resume_gives_the_uninterrupted_corpus(world, tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     assert main(args + ["--output_dir", str(full)]) == 0
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "hf_negationclip.cli", *args, "--output_dir", str(resumed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hf_negationclip.apps.cli", *args, "--output_dir", str(resumed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     shard = resumed / "shards" / "train" / "shard-00000-of-00001.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not shard.exists() or shard.read_bytes().count(b"\n") < 40):
@@ -232,14 +299,29 @@ def _free_port() -> int:
 
 def test_two_launched_processes_split_the_shard_and_together_give_the_one_process_corpus(tmp_path):
     world = tmp_path / "world"
-    synthetic.write_world(world, 20, seed=5, show_progress=False)
+    scene_world.write_world(world, 20, seed=5, show_progress=False)
     args = ["corpus", "--world_dir", str(world), "--show_progress", "false", "--batch_size", "8"]
     assert main(args + ["--output_dir", str(tmp_path / "one")]) == 0
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).with_name("torchrun")
-    two = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m",
-                          "hf_negationclip.cli", *args, "--output_dir", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "hf_negationclip.apps.cli",
+            *args,
+            "--output_dir",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     for split in ("train", "val", "test"):
         files = sorted((tmp_path / "two" / "shards" / split).glob("shard-*.jsonl"))
@@ -249,9 +331,13 @@ def test_two_launched_processes_split_the_shard_and_together_give_the_one_proces
         both = per_process[0] + per_process[1]
         single = [json.dumps(r, sort_keys=True) for r in iter_split_records(tmp_path / "one", split)]
         assert len(both) == len(set(both)) and sorted(both) == sorted(single)  # no duplicates, nothing missing
-        exported = [json.loads((tmp_path / run / f"negated_captions_{split}.json").read_text()) for run in ("one", "two")]
-        strip = lambda data: sorted(json.dumps({k: v for k, v in a.items() if k != "id"}, sort_keys=True)  # noqa: E731
-                                    for a in data["annotations"])
+        exported = [
+            json.loads((tmp_path / run / f"negated_captions_{split}.json").read_text()) for run in ("one", "two")
+        ]
+        strip = lambda data: sorted(
+            json.dumps({k: v for k, v in a.items() if k != "id"}, sort_keys=True)  # noqa: E731
+            for a in data["annotations"]
+        )
         assert strip(exported[0]) == strip(exported[1]) and exported[0]["images"] == exported[1]["images"]
     stats = [json.loads((tmp_path / run / "corpus_stats.json").read_text()) for run in ("one", "two")]
     assert stats[0] == stats[1]  # the counts of both processes, added up

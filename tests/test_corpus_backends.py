@@ -1,4 +1,5 @@
 """Model backends of the corpus: tiny random transformers models, and an OpenAI-compatible server on 127.0.0.1."""
+
 import json
 import logging
 import re
@@ -8,12 +9,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tiny_models import save_tiny_llava, save_tiny_lm
 
 from hf_negationclip.corpus import CorpusConfig, Target, run_corpus
 from hf_negationclip.corpus.backends import Job
 from hf_negationclip.corpus.store import iter_split_records
-
-from tiny_models import save_tiny_llava, save_tiny_lm
 
 SECRET = "sk-test-DO-NOT-LEAK-4242"
 
@@ -26,9 +26,20 @@ def tiny_models(tmp_path_factory):
 
 def test_transformers_backends_reject_garbage_with_reasons(world, tiny_models, tmp_path):
     lm, llava = tiny_models
-    cfg = CorpusConfig(world_dir=str(world), output_dir=str(tmp_path), splits="val", backend="transformers",
-                       lm_model=str(lm), verifiers="annotations+mllm", mllm_model=str(llava), max_images=3,
-                       captions_per_image=2, batch_size=4, max_new_tokens=12, show_progress=False)
+    cfg = CorpusConfig(
+        world_dir=str(world),
+        output_dir=str(tmp_path),
+        splits="val",
+        backend="transformers",
+        lm_model=str(lm),
+        verifiers="annotations+mllm",
+        mllm_model=str(llava),
+        max_images=3,
+        captions_per_image=2,
+        batch_size=4,
+        max_new_tokens=12,
+        show_progress=False,
+    )
     summary = run_corpus(cfg)
     records = list(iter_split_records(tmp_path, "val"))
     assert len(records) >= 6 and all(r["status"] == "rejected" and r["reason"] for r in records)
@@ -121,9 +132,22 @@ def _reply(body) -> str:
 
 
 def _openai_cfg(world, out, url, **kw):
-    return CorpusConfig(world_dir=str(world), output_dir=str(out), splits="val", backend="openai", api_base=url,
-                        api_model="tiny-test", verifiers="annotations+mllm", pipelines="absent-object", max_images=5,
-                        captions_per_image=2, max_in_flight=3, request_timeout=0.5, show_progress=False, **kw)
+    return CorpusConfig(
+        world_dir=str(world),
+        output_dir=str(out),
+        splits="val",
+        backend="openai",
+        api_base=url,
+        api_model="tiny-test",
+        verifiers="annotations+mllm",
+        pipelines="absent-object",
+        max_images=5,
+        captions_per_image=2,
+        max_in_flight=3,
+        request_timeout=0.5,
+        show_progress=False,
+        **kw,
+    )
 
 
 def test_openai_backend_survives_a_misbehaving_server(world, tmp_path, monkeypatch, caplog):
@@ -166,8 +190,16 @@ def test_openai_backend_needs_an_endpoint(world, tmp_path, monkeypatch):
 
 
 def test_clip_verifier_chains_after_the_annotations(world, tmp_path):
-    base = dict(world_dir=str(world), splits="val", pipelines="absent-object", verifiers="annotations+clip",
-                clip_model="tiny", max_images=3, captions_per_image=2, show_progress=False)
+    base = dict(
+        world_dir=str(world),
+        splits="val",
+        pipelines="absent-object",
+        verifiers="annotations+clip",
+        clip_model="tiny",
+        max_images=3,
+        captions_per_image=2,
+        show_progress=False,
+    )
     run_corpus(CorpusConfig(output_dir=str(tmp_path / "strict"), clip_threshold=1e-6, **base))
     strict = list(iter_split_records(tmp_path / "strict", "val"))
     assert strict and all(r["status"] == "rejected" for r in strict)

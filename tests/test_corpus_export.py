@@ -1,4 +1,5 @@
 """Corpus exports (parquet + card, the datasets builder), negation-stats, and COCO-format photos (retrieved pairs)."""
+
 import importlib.util
 import json
 import os
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from hf_negationclip.cli import main
+from hf_negationclip.apps.cli import main
 from hf_negationclip.corpus import CorpusConfig, run_corpus
 from hf_negationclip.corpus.export import export_parquet
 from hf_negationclip.corpus.store import iter_split_records
@@ -29,7 +30,10 @@ def small_corpus(world, tmp_path_factory):
 def test_parquet_export_loads_offline_with_embedded_images(small_corpus, tmp_path):
     folder = tmp_path / "dataset"
     export_parquet(small_corpus, folder, rows_per_file=150)
-    expected = {s: len(json.loads((small_corpus / f"negated_captions_{s}.json").read_text())["annotations"]) for s in ("val", "test")}
+    expected = {
+        s: len(json.loads((small_corpus / f"negated_captions_{s}.json").read_text())["annotations"])
+        for s in ("val", "test")
+    }
     ds = datasets.load_dataset(str(folder), "combined", cache_dir=str(tmp_path / "cache"))
     assert {s: ds[s].num_rows for s in ds} == expected
     row = next(r for r in ds["val"] if r["distractors"])
@@ -44,36 +48,61 @@ def test_parquet_export_loads_offline_with_embedded_images(small_corpus, tmp_pat
     card = (folder / "README.md").read_text()
     assert card.startswith("---\n") and "config_name: combined" in card and "## Citation" in card
     from huggingface_hub import DatasetCard
+
     data = DatasetCard.load(folder / "README.md").data
     assert {c["config_name"] for c in data.configs} == {"combined", "pipeline1", "pipeline2"}
     assert "| no |" in card or "| not |" in card  # the cue histogram
 
 
 def test_builder_reads_the_corpus_folder(small_corpus, tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("negation_captions", REPO / "dataset_builders/negation_captions/negation_captions.py")
+    spec = importlib.util.spec_from_file_location(
+        "negation_captions", REPO / "dataset_builders/negation_captions/negation_captions.py"
+    )
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "negation_captions", module)  # datasets re-imports the builder's module by name
     spec.loader.exec_module(module)
     builder = module.NegationCaptions(config_name="pipeline2", data_dir=str(small_corpus), cache_dir=str(tmp_path))
     builder.download_and_prepare()
     ds = builder.as_dataset()
-    p2 = [a for a in json.loads((small_corpus / "negated_captions_val.json").read_text())["annotations"] if a["pipeline"] == "vqa-no"]
+    p2 = [
+        a
+        for a in json.loads((small_corpus / "negated_captions_val.json").read_text())["annotations"]
+        if a["pipeline"] == "vqa-no"
+    ]
     assert ds["val"].num_rows == len(p2) > 0
     assert isinstance(ds["val"][0]["image"], Image.Image)
     with pytest.raises(FileNotFoundError):
-        module.NegationCaptions(config_name="combined", data_dir=str(tmp_path / "nope"), cache_dir=str(tmp_path)).download_and_prepare()
+        module.NegationCaptions(
+            config_name="combined", data_dir=str(tmp_path / "nope"), cache_dir=str(tmp_path)
+        ).download_and_prepare()
 
 
 def test_negation_stats_on_json_and_parquet(world, small_corpus, tmp_path, capsys, monkeypatch):
     import huggingface_hub.constants
+
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # the Hub-id branch must fail fast, not time out
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     out = tmp_path / "stats"
-    assert main(["negation-stats", "--source", str(world / "annotations" / "captions_val.json"), "--output_dir", str(out)]) == 0
+    assert (
+        main(["negation-stats", "--source", str(world / "annotations" / "captions_val.json"), "--output_dir", str(out)])
+        == 0
+    )
     stats = json.loads((out / "negation_stats.json").read_text())
     assert stats["captions"] == 100 and stats["with_negation"] == 0  # the world's captions never negate
-    assert main(["negation-stats", "--source", str(small_corpus / "negated_captions_val.json"), "--field_name",
-                 "updated_caption", "--output_dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "negation-stats",
+                "--source",
+                str(small_corpus / "negated_captions_val.json"),
+                "--field_name",
+                "updated_caption",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     stats = json.loads((out / "negation_stats.json").read_text())
     assert stats["fraction"] == 1.0 and len(stats["by_cue"]) >= 8 and (out / "negation_stats.png").stat().st_size > 1000
     folder = tmp_path / "dataset"
@@ -105,28 +134,60 @@ def coco_root(tmp_path_factory):
         images.append({"id": k, "file_name": name, "height": 24, "width": 32})
         cats = sorted(rng.choice(len(CATEGORIES), size=int(rng.integers(2, 4)), replace=False))
         for c in cats:
-            instances.append({"id": len(instances) + 1, "image_id": k, "category_id": int(c) + 1, "bbox": [1.0, 2.0, 5.0, 6.0],
-                              "area": 30.0, "iscrowd": 0, "segmentation": [[1, 2, 6, 2, 6, 8]]})
+            instances.append(
+                {
+                    "id": len(instances) + 1,
+                    "image_id": k,
+                    "category_id": int(c) + 1,
+                    "bbox": [1.0, 2.0, 5.0, 6.0],
+                    "area": 30.0,
+                    "iscrowd": 0,
+                    "segmentation": [[1, 2, 6, 2, 6, 8]],
+                }
+            )
         names = [WORDS[CATEGORIES[c]] for c in cats]
-        for text in (f"a {names[0]} next to a {names[1]} on the street", f"A {names[0]} in a park.", f"a photo of a {names[1]}"):
+        for text in (
+            f"a {names[0]} next to a {names[1]} on the street",
+            f"A {names[0]} in a park.",
+            f"a photo of a {names[1]}",
+        ):
             captions.append({"id": len(captions) + 1, "image_id": k, "caption": text})
         absent = next(c for c in CATEGORIES if CATEGORIES.index(c) not in cats)
         for q in (f"Is there a {absent} in the picture?", f"Is the {names[0]} wearing a hat?"):
             questions.append({"image_id": k, "question": q, "question_id": len(questions) + 1})
-            answers.append({"question_id": len(answers) + 1, "image_id": k, "question_type": "is the", "answer_type": "yes/no",
-                            "multiple_choice_answer": "no", "answers": [{"answer": "no", "answer_confidence": "yes", "answer_id": i + 1} for i in range(10)]})
+            answers.append(
+                {
+                    "question_id": len(answers) + 1,
+                    "image_id": k,
+                    "question_type": "is the",
+                    "answer_type": "yes/no",
+                    "multiple_choice_answer": "no",
+                    "answers": [{"answer": "no", "answer_confidence": "yes", "answer_id": i + 1} for i in range(10)],
+                }
+            )
     head = {"info": {}, "licenses": []}
-    (root / "annotations" / "captions_train2014.json").write_text(json.dumps({**head, "images": images, "annotations": captions}))
-    (root / "annotations" / "instances_train2014.json").write_text(json.dumps(
-        {**head, "images": images, "annotations": instances,
-         "categories": [{"id": i + 1, "name": c, "supercategory": "x"} for i, c in enumerate(CATEGORIES)]}))
+    (root / "annotations" / "captions_train2014.json").write_text(
+        json.dumps({**head, "images": images, "annotations": captions})
+    )
+    (root / "annotations" / "instances_train2014.json").write_text(
+        json.dumps(
+            {
+                **head,
+                "images": images,
+                "annotations": instances,
+                "categories": [{"id": i + 1, "name": c, "supercategory": "x"} for i, c in enumerate(CATEGORIES)],
+            }
+        )
+    )
     (root / "vqa" / "v2_OpenEnded_mscoco_train2014_questions.json").write_text(json.dumps({"questions": questions}))
     (root / "vqa" / "v2_mscoco_train2014_annotations.json").write_text(json.dumps({"annotations": answers}))
     return root
 
 
 def test_coco_photos_get_retrieved_minimal_pairs(coco_root, tmp_path):
-    run_corpus(CorpusConfig(coco_root=str(coco_root), output_dir=str(tmp_path), splits="train2014", show_progress=False))
+    run_corpus(
+        CorpusConfig(coco_root=str(coco_root), output_dir=str(tmp_path), splits="train2014", show_progress=False)
+    )
     inst = json.loads((coco_root / "annotations" / "instances_train2014.json").read_text())
     names = {c["id"]: c["name"] for c in inst["categories"]}
     cats: dict = {}
@@ -150,8 +211,12 @@ def test_coco_photos_get_retrieved_minimal_pairs(coco_root, tmp_path):
             paired += 1
     assert paired > 5
     hat = [r for r in records if r["question"] and "hat" in r["question"]]
-    assert hat and all("not wearing a hat" in r["negated_caption"] or "isn't wearing a hat" in r["negated_caption"]
-                       or "not, wearing" not in r["negated_caption"] for r in hat)
+    assert hat and all(
+        "not wearing a hat" in r["negated_caption"]
+        or "isn't wearing a hat" in r["negated_caption"]
+        or "not, wearing" not in r["negated_caption"]
+        for r in hat
+    )
     data = json.loads((tmp_path / "negated_captions_train2014.json").read_text())
     assert data["images"][0]["file_name"].startswith("COCO_train2014_")
 
@@ -178,7 +243,9 @@ def test_coco_distractors_fall_back_to_clip_neighbours(coco_root, tiny_checkpoin
     ids = sorted(files)
     model, processor = NegationCLIPModel.from_pretrained(folder).eval(), load_processor(folder)
     with torch.no_grad():
-        pixels = processor(images=[Image.open(files[i]).convert("RGB") for i in ids], return_tensors="pt")["pixel_values"]
+        pixels = processor(images=[Image.open(files[i]).convert("RGB") for i in ids], return_tensors="pt")[
+            "pixel_values"
+        ]
         emb = torch.nn.functional.normalize(feature_tensor(model.get_image_features(pixel_values=pixels)), dim=-1)
     by_file = {p.name: i for i, p in files.items()}
     fallback = 0

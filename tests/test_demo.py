@@ -1,19 +1,28 @@
 """The main job end to end on a small world: ours learns negation, every output loads, a rerun reuses the stages."""
+
 import json
 
 import pytest
 import yaml
 from transformers import CLIPModel, CLIPTextModel
 
-from hf_negationclip.demo import DemoConfig, run_demo
+from hf_negationclip.apps.demo import DemoConfig, run_demo
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     # the small preset: big enough that the baseline sees colours and the fine-tunes pass the exclusion plateau
-    cfg = DemoConfig(out=str(out), images=1000, epochs=20, batch_size=64, finetune_epochs=12, finetune_batch_size=32,
-                     n_items=100, show_progress=False)
+    cfg = DemoConfig(
+        out=str(out),
+        images=1000,
+        epochs=20,
+        batch_size=64,
+        finetune_epochs=12,
+        finetune_batch_size=32,
+        n_items=100,
+        show_progress=False,
+    )
     return out, cfg, run_demo(cfg)
 
 
@@ -22,8 +31,11 @@ def test_every_stage_writes_its_outputs(demo):
     assert set(results["models"]) == {"baseline", "paper", "ours", "ours-lora"}
     for label in results["models"]:
         metrics = results["models"][label]["metrics"]
-        for key in ("world-probes/negation_probe_accuracy", "scene-negrefcocog-controlled/accuracy",
-                    "scene-valse-existence-controlled/accuracy"):
+        for key in (
+            "world-probes/negation_probe_accuracy",
+            "scene-negrefcocog-controlled/accuracy",
+            "scene-valse-existence-controlled/accuracy",
+        ):
             assert 0.0 <= metrics[key]["value"] <= 1.0 and metrics[key]["n"] > 0 and "chance" in metrics[key]
             lo, hi = metrics[key]["ci95"]
             assert lo <= metrics[key]["value"] <= hi
@@ -42,7 +54,9 @@ def test_ours_beats_the_baseline_on_controlled_negation_and_still_sees_the_objec
     assert value("ours", controlled) >= value("baseline", controlled) + 0.15
     # not by ignoring the object: the affirmative twin of the same crops stays right
     assert value("ours", "scene-negrefcocog-controlled/affirmative_accuracy") >= 0.8
-    assert value("ours", "world-probes/negation_probe_accuracy") > value("baseline", "world-probes/negation_probe_accuracy")
+    assert value("ours", "world-probes/negation_probe_accuracy") > value(
+        "baseline", "world-probes/negation_probe_accuracy"
+    )
 
 
 def test_outputs_load_with_plain_libraries(demo):

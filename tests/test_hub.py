@@ -1,4 +1,5 @@
 """Model/dataset cards and Hub push/pull, against the in-process fake Hub (tests/fake_hub.py)."""
+
 import io
 import json
 from pathlib import Path
@@ -9,26 +10,55 @@ import torch
 import yaml
 from PIL import Image
 
-from hf_negationclip import NegationCLIPModel, cards, load_processor, tiny_clip_config
-from hf_negationclip.cli import main
-from hf_negationclip.hub import HubError, push_dataset, push_folder, push_model, pull
+from hf_negationclip import NegationCLIPModel, load_processor, tiny_clip_config
+from hf_negationclip.apps import cards
+from hf_negationclip.apps.cli import main
+from hf_negationclip.apps.hub import HubError, pull, push_dataset, push_folder, push_model
 
 MODEL_REPO, DATA_REPO = "org/negationclip", "org/negrefcocog"
-RUN_FILES = {"config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
-             "training_config.json", "results.json", "train_log.jsonl", "loss.png", "text_encoder/config.json",
-             "text_encoder/model.safetensors", "text_encoder/tokenizer.json", "text_encoder/tokenizer_config.json",
-             "README.md"}
+RUN_FILES = {
+    "config.json",
+    "model.safetensors",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "training_config.json",
+    "results.json",
+    "train_log.jsonl",
+    "loss.png",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "text_encoder/tokenizer.json",
+    "text_encoder/tokenizer_config.json",
+    "README.md",
+}
 
 
 def _results(run: Path, baseline: Path) -> dict:
     def metric(value, chance, n):
         return {"value": value, "chance": chance, "n": n, "ci95": [value - 0.05, min(1.0, value + 0.05)]}
 
-    return {"tasks": ["negrefcocog", "world_probe"], "created": "2026-11-29T15:00:00", "seed": 0, "models": {
-        "negationclip": {"path": str(run), "metrics": {"negrefcocog/accuracy": metric(0.6412345678901234, 0.5, 440),
-                                                       "world_probe/negation_accuracy": metric(0.87, 0.5, 200)}},
-        "clip": {"path": str(baseline), "metrics": {"negrefcocog/accuracy": metric(0.577, 0.5, 440),
-                                                    "world_probe/negation_accuracy": metric(0.01, 0.5, 200)}}}}
+    return {
+        "tasks": ["negrefcocog", "world_probe"],
+        "created": "2026-11-29T15:00:00",
+        "seed": 0,
+        "models": {
+            "negationclip": {
+                "path": str(run),
+                "metrics": {
+                    "negrefcocog/accuracy": metric(0.6412345678901234, 0.5, 440),
+                    "world_probe/negation_accuracy": metric(0.87, 0.5, 200),
+                },
+            },
+            "clip": {
+                "path": str(baseline),
+                "metrics": {
+                    "negrefcocog/accuracy": metric(0.577, 0.5, 440),
+                    "world_probe/negation_accuracy": metric(0.01, 0.5, 200),
+                },
+            },
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +81,27 @@ def run_dir(tmp_path_factory):
     peft_model = get_peft_model(NegationCLIPModel(tiny_clip_config()), lora)
     peft_model.peft_config["default"].base_model_name_or_path = str(baseline)  # what peft records: a local path
     peft_model.save_pretrained(run / "adapter")
-    (run / "training_config.json").write_text(json.dumps(  # the fine-tuning config's shape (training.finetune)
-        {"preset": str(baseline), "output_dir": str(run), "recipe": "paper", "corpus_dir": str(root / "corpus"),
-         "corpus_file": None, "train": "lora-text", "learning_rate": 1e-6, "batch_size": 512, "epochs": 15}, indent=2))
+    (run / "training_config.json").write_text(
+        json.dumps(  # the fine-tuning config's shape (training.finetune)
+            {
+                "preset": str(baseline),
+                "output_dir": str(run),
+                "recipe": "paper",
+                "corpus_dir": str(root / "corpus"),
+                "corpus_file": None,
+                "train": "lora-text",
+                "learning_rate": 1e-6,
+                "batch_size": 512,
+                "epochs": 15,
+            },
+            indent=2,
+        )
+    )
     baseline.mkdir()
     (baseline / "training_config.json").write_text(json.dumps({"preset": "tiny", "world_dir": str(world)}))
-    (root / "results.json").write_text(json.dumps(_results(run, baseline), indent=2))  # beside the runs, as the harness writes it
+    (root / "results.json").write_text(
+        json.dumps(_results(run, baseline), indent=2)
+    )  # beside the runs, as the harness writes it
     (run / "train_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (1, 2, 3)))
     Image.new("RGB", (32, 24), (200, 30, 30)).save(run / "loss.png")
     (run / "checkpoints" / "step_00000010").mkdir(parents=True)  # resumable training state: never published
@@ -71,8 +116,9 @@ def _front_matter(text: str) -> dict:
 
 
 def _model_index_values(meta: dict) -> dict:
-    return {f"{r['task']['name']}/{m['type']}": m["value"]
-            for r in meta["model-index"][0]["results"] for m in r["metrics"]}
+    return {
+        f"{r['task']['name']}/{m['type']}": m["value"] for r in meta["model-index"][0]["results"] for m in r["metrics"]
+    }
 
 
 def test_model_card_is_filled_from_the_run_files_and_idempotent(run_dir):
@@ -104,8 +150,22 @@ def test_templates_ship_as_package_data():
 
 def test_dry_run_stages_the_run_and_sends_nothing(run_dir, tmp_path, fake_hub, capsys):
     stage = tmp_path / "stage"
-    assert main(["push-model", str(run_dir), "--repo_id", MODEL_REPO, "--dry_run", "--stage_dir", str(stage),
-                 "--datasets", "negrefcocog=org/negrefcocog"]) == 0
+    assert (
+        main(
+            [
+                "push-model",
+                str(run_dir),
+                "--repo_id",
+                MODEL_REPO,
+                "--dry_run",
+                "--stage_dir",
+                str(stage),
+                "--datasets",
+                "negrefcocog=org/negrefcocog",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     meta = _front_matter((stage / "README.md").read_text())
     assert meta["datasets"] == ["org/negrefcocog"]
@@ -151,11 +211,20 @@ def test_push_model_one_commit_and_from_pretrained_round_trip(run_dir, tmp_path,
 def test_push_adapter_names_its_base_by_hub_id(run_dir, tmp_path):
     with pytest.raises(ValueError, match="--base_model"):
         push_model(run_dir, "org/negationclip-lora", adapter=True, dry_run=True, stage_dir=tmp_path / "a")
-    staged = push_model(run_dir, "org/negationclip-lora", adapter=True, dry_run=True, stage_dir=tmp_path / "b",
-                        base_model="org/tiny-clip-base")
+    staged = push_model(
+        run_dir,
+        "org/negationclip-lora",
+        adapter=True,
+        dry_run=True,
+        stage_dir=tmp_path / "b",
+        base_model="org/tiny-clip-base",
+    )
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer.json"} <= set(staged.files)
     assert "model.safetensors" not in staged.files
-    assert json.loads((staged.folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "org/tiny-clip-base"
+    assert (
+        json.loads((staged.folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        == "org/tiny-clip-base"
+    )
     assert json.loads((staged.folder / "training_config.json").read_text())["preset"] == "org/tiny-clip-base"
     meta = _front_matter(staged.card)
     assert meta["base_model"] == "org/tiny-clip-base" and meta["library_name"] == "peft"
@@ -174,30 +243,46 @@ def dataset_dir(tmp_path, monkeypatch):
     import datasets
 
     folder = tmp_path / "negrefcocog"
-    features = datasets.Features({"image": datasets.Image(), "phrase": datasets.Value("string"),
-                                  "label": datasets.Value("int64")})
+    features = datasets.Features(
+        {"image": datasets.Image(), "phrase": datasets.Value("string"), "label": datasets.Value("int64")}
+    )
     for split, n in (("test", 3), ("validation", 2)):
-        rows = {"image": [_image_bytes((40 * i, 0, 0)) for i in range(n)],
-                "phrase": [f"the circle that is not red {i}" for i in range(n)], "label": list(range(n))}
+        rows = {
+            "image": [_image_bytes((40 * i, 0, 0)) for i in range(n)],
+            "phrase": [f"the circle that is not red {i}" for i in range(n)],
+            "label": list(range(n)),
+        }
         (folder / "scene").mkdir(parents=True, exist_ok=True)
-        datasets.Dataset.from_dict(rows, features=features).to_parquet(folder / "scene" / f"{split}-00000-of-00001.parquet")
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(
+            folder / "scene" / f"{split}-00000-of-00001.parquet"
+        )
     templates = tmp_path / "templates"
     templates.mkdir()
     (templates / "test_card.md.j2").write_text(
         "---\n{{ card_data }}\n---\n# {{ title }}\n{% for c, splits in stats.items() %}{% for s, st in splits.items() %}"
         "- {{ c }}/{{ s }}: {{ st.rows }} rows\n{% endfor %}{% endfor %}"
-        "{% for name, kind in features.scene.items() %}- `{{ name }}`: {{ kind }}\n{% endfor %}")
+        "{% for name, kind in features.scene.items() %}- `{{ name }}`: {{ kind }}\n{% endfor %}"
+    )
     monkeypatch.setattr(cards, "template_dir", lambda: templates)
-    cards.write_dataset_card(folder, "test_card.md.j2", {"title": "NegRefCOCOg (scene)"}, license="mit",
-                             pretty_name="NegRefCOCOg")
+    cards.write_dataset_card(
+        folder, "test_card.md.j2", {"title": "NegRefCOCOg (scene)"}, license="mit", pretty_name="NegRefCOCOg"
+    )
     return folder
 
 
 def test_dataset_card_helper_writes_configs_and_stats(dataset_dir):
     text = (dataset_dir / "README.md").read_text()
     meta = _front_matter(text)
-    assert meta["configs"] == [{"config_name": "scene", "default": True, "data_files": [
-        {"split": "test", "path": "scene/test-*"}, {"split": "validation", "path": "scene/validation-*"}]}]
+    assert meta["configs"] == [
+        {
+            "config_name": "scene",
+            "default": True,
+            "data_files": [
+                {"split": "test", "path": "scene/test-*"},
+                {"split": "validation", "path": "scene/validation-*"},
+            ],
+        }
+    ]
     assert "- scene/test: 3 rows" in text and "- `image`: Image" in text and "- `label`: Value(int64)" in text
 
 
@@ -206,8 +291,12 @@ def test_push_dataset_and_load_dataset_round_trip(dataset_dir, tmp_path, fake_hu
 
     push_dataset(dataset_dir, DATA_REPO)
     assert len(fake_hub.commits) == 1 and fake_hub.commits[0].message == "Upload dataset negrefcocog"
-    assert set(fake_hub.files(DATA_REPO, "dataset")) == {".gitattributes", "README.md", "scene/test-00000-of-00001.parquet",
-                                                         "scene/validation-00000-of-00001.parquet"}
+    assert set(fake_hub.files(DATA_REPO, "dataset")) == {
+        ".gitattributes",
+        "README.md",
+        "scene/test-00000-of-00001.parquet",
+        "scene/validation-00000-of-00001.parquet",
+    }
     ds = datasets.load_dataset(DATA_REPO, "scene", cache_dir=str(tmp_path / "ds-cache"))
     local = datasets.load_dataset(str(dataset_dir), "scene", cache_dir=str(tmp_path / "local-cache"))
     assert {s: len(d) for s, d in ds.items()} == {"test": 3, "validation": 2}
@@ -299,7 +388,9 @@ def test_failed_commit_to_an_existing_repo_changes_nothing(tmp_path, fake_hub):
     folder = _small_folder(tmp_path)
     push_folder(folder, "org/space", "space")
     (folder / "app.py").write_text("print('v2')\n")
-    fake_hub.fail = lambda request: httpx2.Response(500, json={"error": "boom"}) if "/commit/" in request.url.path else None
+    fake_hub.fail = lambda request: (
+        httpx2.Response(500, json={"error": "boom"}) if "/commit/" in request.url.path else None
+    )
     with pytest.raises(HubError, match="changed nothing; running the same push again resumes it"):
         push_folder(folder, "org/space", "space", exist_ok=True)
     assert len(fake_hub.commits) == 1 and fake_hub.files("org/space", "space")["app.py"] == b"print('hi')\n"
@@ -313,8 +404,23 @@ def test_wheel_ships_every_card_template(tmp_path):
 
     pytest.importorskip("setuptools", reason="building the wheel without isolation needs setuptools in this env")
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(repo),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (wheel,) = tmp_path.glob("*.whl")
     shipped = {Path(n).name for n in zipfile.ZipFile(wheel).namelist() if n.startswith("hf_negationclip/model_cards/")}
@@ -329,8 +435,17 @@ def test_trainer_writes_the_card_with_the_checkpoint(world, tmp_path):
         probs = model.score([Image.new("RGB", (96, 96))], ["a red circle", "no red circle"], processor)
         return {"negation_probe_accuracy": {"value": float(probs[0, 1]), "chance": 0.5, "n": 1}}
 
-    cfg = PretrainConfig(world_dir=str(world), output_dir=str(tmp_path), epochs=1, batch_size=16, max_steps=1, cache_images=False,
-                         show_progress=False, save_steps=0, log_steps=1)
+    cfg = PretrainConfig(
+        world_dir=str(world),
+        output_dir=str(tmp_path),
+        epochs=1,
+        batch_size=16,
+        max_steps=1,
+        cache_images=False,
+        show_progress=False,
+        save_steps=0,
+        log_steps=1,
+    )
     pretrain(cfg, evaluator)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     meta = _front_matter((tmp_path / "README.md").read_text())
@@ -344,7 +459,8 @@ def test_fake_hub_takes_datasets_own_push_to_hub(tmp_path, fake_hub):
     import datasets
 
     datasets.DatasetDict({"test": datasets.Dataset.from_dict({"phrase": ["no dog", "a cat"]})}).push_to_hub(
-        "org/pushed", config_name="scene")
+        "org/pushed", config_name="scene"
+    )
     assert [c.message for c in fake_hub.commits] == ["Upload dataset"]
     loaded = datasets.load_dataset("org/pushed", "scene", cache_dir=str(tmp_path / "cache"))
     assert loaded["test"]["phrase"] == ["no dog", "a cat"]

@@ -14,9 +14,13 @@ def test_metric_path_is_shipped_module():
 
 
 def test_hand_computed_accuracy_ties_wrong_and_breakdowns(metric):
-    out = metric.compute(predictions=[0, 1, -1, 1], references=[0, 0, 1, 1], num_choices=2,
-                         groups={"cue": ["not", "no", "not", "not"], "position": ["front", "end", "end", "middle"]},
-                         bootstrap=0)
+    out = metric.compute(
+        predictions=[0, 1, -1, 1],
+        references=[0, 0, 1, 1],
+        num_choices=2,
+        groups={"cue": ["not", "no", "not", "not"], "position": ["front", "end", "end", "middle"]},
+        bootstrap=0,
+    )
     assert out["accuracy"] == 0.5 and out["chance"] == 0.5 and out["n"] == 4 and out["ci95"] is None
     assert out["breakdown"]["cue"] == {"no": {"accuracy": 0.0, "n": 1}, "not": {"accuracy": 2 / 3, "n": 3}}
     assert out["breakdown"]["position"]["end"] == {"accuracy": 0.0, "n": 2}  # the tie (-1) counts as wrong

@@ -1,4 +1,5 @@
 """NegationCLIPModel tools: plain-class compatibility, freeze, LoRA, text-encoder export, OpenAI conversion."""
+
 import json
 from collections import OrderedDict
 
@@ -8,7 +9,7 @@ from torch import nn
 from transformers import AutoModel, CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
 
 from hf_negationclip import NegationCLIPModel, load_processor, tiny_clip_config
-from hf_negationclip.cli import main
+from hf_negationclip.apps.cli import main
 from hf_negationclip.modeling import convert_openai_checkpoint
 
 IDS = torch.tensor([[49406, 320, 1125, 539, 871, 1929, 49407], [49406, 320, 1929, 49407, 49407, 49407, 49407]])
@@ -40,7 +41,10 @@ def test_checkpoint_loads_in_every_plain_class(tmp_path):
 
 def test_freeze_and_text_encoder_export(tmp_path):
     model = _model().freeze(text=False, vision=True)
-    assert not any(p.requires_grad for p in model.vision_model.parameters()) and not model.visual_projection.weight.requires_grad
+    assert (
+        not any(p.requires_grad for p in model.vision_model.parameters())
+        and not model.visual_projection.weight.requires_grad
+    )
     assert all(p.requires_grad for p in model.text_model.parameters()) and model.logit_scale.requires_grad
     model.freeze(text=True)
     assert not any(p.requires_grad for p in model.parameters())
@@ -49,8 +53,10 @@ def test_freeze_and_text_encoder_export(tmp_path):
     tok = CLIPTokenizer.from_pretrained(tmp_path / "text_encoder")
     assert tok("a photo of no dog")["input_ids"] == [49406, 320, 1125, 539, 871, 1929, 49407]
     with torch.no_grad():
-        assert torch.equal(text(input_ids=IDS, attention_mask=MASK).last_hidden_state,
-                           model.text_model(input_ids=IDS, attention_mask=MASK).last_hidden_state)
+        assert torch.equal(
+            text(input_ids=IDS, attention_mask=MASK).last_hidden_state,
+            model.text_model(input_ids=IDS, attention_mask=MASK).last_hidden_state,
+        )
 
 
 def test_lora_save_load_merge_give_equal_outputs(tmp_path):
@@ -58,7 +64,10 @@ def test_lora_save_load_merge_give_equal_outputs(tmp_path):
     model.save_pretrained(tmp_path / "base")
     base = NegationCLIPModel.from_pretrained(tmp_path / "base")
     peft_model = base.add_lora(r=4, lora_alpha=8, towers="both")
-    assert {n.split(".")[2] for n, p in peft_model.named_parameters() if p.requires_grad} == {"text_model", "vision_model"}
+    assert {n.split(".")[2] for n, p in peft_model.named_parameters() if p.requires_grad} == {
+        "text_model",
+        "vision_model",
+    }
     with torch.no_grad():  # make the adapters non-zero (lora_B starts at zero)
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
@@ -100,8 +109,11 @@ class _Block(nn.Module):
         super().__init__()
         self.attn = nn.MultiheadAttention(width, heads)
         self.ln_1, self.ln_2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, 4 * width)), ("gelu", _QuickGELU()),
-                                              ("c_proj", nn.Linear(4 * width, width))]))
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [("c_fc", nn.Linear(width, 4 * width)), ("gelu", _QuickGELU()), ("c_proj", nn.Linear(4 * width, width))]
+            )
+        )
         self.mask = None if causal_len is None else torch.full((causal_len, causal_len), float("-inf")).triu_(1)
 
     def forward(self, x):  # x: L, N, D (OpenAI's layout)
@@ -127,7 +139,7 @@ class _Visual(nn.Module):
         self.positional_embedding = nn.Parameter(torch.randn((size // patch) ** 2 + 1, width) * 0.1)
         self.ln_pre, self.ln_post = nn.LayerNorm(width), nn.LayerNorm(width)
         self.transformer = _Transformer(width, layers, width // 64)
-        self.proj = nn.Parameter(torch.randn(width, embed) * width ** -0.5)
+        self.proj = nn.Parameter(torch.randn(width, embed) * width**-0.5)
 
     def forward(self, x):
         x = self.conv1(x).flatten(2).permute(0, 2, 1)
@@ -144,7 +156,7 @@ class _OpenAICLIP(nn.Module):
         self.token_embedding = nn.Embedding(vocab, width)
         self.positional_embedding = nn.Parameter(torch.randn(context, width) * 0.01)
         self.ln_final = nn.LayerNorm(width)
-        self.text_projection = nn.Parameter(torch.randn(width, embed) * width ** -0.5)
+        self.text_projection = nn.Parameter(torch.randn(width, embed) * width**-0.5)
         self.logit_scale = nn.Parameter(torch.tensor(2.6592))
         for p in self.parameters():  # non-trivial LayerNorm / bias values so a wrong mapping shows
             if p.dim() == 1 and p is not self.logit_scale:
@@ -187,5 +199,18 @@ def test_convert_openai_refuses_pickled_code_and_wrong_arch(tmp_path, capsys):
         convert_openai_checkpoint(tmp_path / "evil.pth", tmp_path / "out")
     assert "pwned" not in capsys.readouterr().out
     torch.save(_OpenAICLIP(layers=1).state_dict(), tmp_path / "small.pth")
-    assert main(["convert-openai", "--checkpoint", str(tmp_path / "small.pth"), "--arch", "ViT-B/32", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "convert-openai",
+                "--checkpoint",
+                str(tmp_path / "small.pth"),
+                "--arch",
+                "ViT-B/32",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "does not match ViT-B/32" in capsys.readouterr().err

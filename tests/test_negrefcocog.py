@@ -26,23 +26,88 @@ class Evil:
 def _refcocog_fixture(root: Path) -> None:
     """RefCOCOg (umd) layout: two dogs and a cat in image 1, one dog alone in image 2."""
     (root / "refcocog").mkdir(parents=True)
-    images = [{"id": 1, "file_name": "COCO_train2014_000000000001.jpg", "height": 100, "width": 100},
-              {"id": 2, "file_name": "COCO_train2014_000000000002.jpg", "height": 100, "width": 100}]
-    anns = [{"id": 10, "image_id": 1, "category_id": 18, "bbox": [0.0, 0.0, 40.0, 40.0], "area": 1600.0, "iscrowd": 0, "segmentation": []},
-            {"id": 11, "image_id": 1, "category_id": 18, "bbox": [50.0, 50.0, 40.0, 40.0], "area": 1600.0, "iscrowd": 0, "segmentation": []},
-            {"id": 12, "image_id": 1, "category_id": 17, "bbox": [50.0, 0.0, 30.0, 30.0], "area": 900.0, "iscrowd": 0, "segmentation": []},
-            {"id": 13, "image_id": 2, "category_id": 18, "bbox": [10.0, 10.0, 30.0, 30.0], "area": 900.0, "iscrowd": 0, "segmentation": []}]
+    images = [
+        {"id": 1, "file_name": "COCO_train2014_000000000001.jpg", "height": 100, "width": 100},
+        {"id": 2, "file_name": "COCO_train2014_000000000002.jpg", "height": 100, "width": 100},
+    ]
+    anns = [
+        {
+            "id": 10,
+            "image_id": 1,
+            "category_id": 18,
+            "bbox": [0.0, 0.0, 40.0, 40.0],
+            "area": 1600.0,
+            "iscrowd": 0,
+            "segmentation": [],
+        },
+        {
+            "id": 11,
+            "image_id": 1,
+            "category_id": 18,
+            "bbox": [50.0, 50.0, 40.0, 40.0],
+            "area": 1600.0,
+            "iscrowd": 0,
+            "segmentation": [],
+        },
+        {
+            "id": 12,
+            "image_id": 1,
+            "category_id": 17,
+            "bbox": [50.0, 0.0, 30.0, 30.0],
+            "area": 900.0,
+            "iscrowd": 0,
+            "segmentation": [],
+        },
+        {
+            "id": 13,
+            "image_id": 2,
+            "category_id": 18,
+            "bbox": [10.0, 10.0, 30.0, 30.0],
+            "area": 900.0,
+            "iscrowd": 0,
+            "segmentation": [],
+        },
+    ]
     cats = [{"id": 17, "name": "cat", "supercategory": "animal"}, {"id": 18, "name": "dog", "supercategory": "animal"}]
-    (root / "refcocog" / "instances.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    (root / "refcocog" / "instances.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": cats})
+    )
+
     def sent(i, raw):
         return {"sent_id": i, "raw": raw, "sent": raw.lower(), "tokens": raw.lower().split()}
-    refs = [{"ref_id": 0, "ann_id": 10, "image_id": 1, "category_id": 18, "split": "val", "sent_ids": [0, 1],
-             "file_name": "COCO_train2014_000000000001_10.jpg",
-             "sentences": [sent(0, "the dog that is not sitting"), sent(1, "a brown dog")]},
-            {"ref_id": 1, "ann_id": 11, "image_id": 1, "category_id": 18, "split": "train", "sent_ids": [2],
-             "file_name": "COCO_train2014_000000000001_11.jpg", "sentences": [sent(2, "dog without a collar")]},
-            {"ref_id": 2, "ann_id": 13, "image_id": 2, "category_id": 18, "split": "val", "sent_ids": [3],
-             "file_name": "COCO_train2014_000000000002_13.jpg", "sentences": [sent(3, "the dog with no friend")]}]
+
+    refs = [
+        {
+            "ref_id": 0,
+            "ann_id": 10,
+            "image_id": 1,
+            "category_id": 18,
+            "split": "val",
+            "sent_ids": [0, 1],
+            "file_name": "COCO_train2014_000000000001_10.jpg",
+            "sentences": [sent(0, "the dog that is not sitting"), sent(1, "a brown dog")],
+        },
+        {
+            "ref_id": 1,
+            "ann_id": 11,
+            "image_id": 1,
+            "category_id": 18,
+            "split": "train",
+            "sent_ids": [2],
+            "file_name": "COCO_train2014_000000000001_11.jpg",
+            "sentences": [sent(2, "dog without a collar")],
+        },
+        {
+            "ref_id": 2,
+            "ann_id": 13,
+            "image_id": 2,
+            "category_id": 18,
+            "split": "val",
+            "sent_ids": [3],
+            "file_name": "COCO_train2014_000000000002_13.jpg",
+            "sentences": [sent(3, "the dog with no friend")],
+        },
+    ]
     (root / "refcocog" / "refs(umd).p").write_bytes(pickle.dumps(refs, protocol=2))
 
 
@@ -55,7 +120,12 @@ def test_builder_keeps_negated_expressions_with_same_category_distractors(tmp_pa
         assert len(s.boxes) == 2 and [50.0, 0.0, 30.0, 30.0] not in [list(b) for b in s.boxes]  # never the cat
         assert s.image.name == "COCO_train2014_000000000001.jpg"
     by_phrase = {s.phrase: s for s in samples}
-    assert list(by_phrase["the dog that is not sitting"].boxes[by_phrase["the dog that is not sitting"].target]) == [0, 0, 40, 40]
+    assert list(by_phrase["the dog that is not sitting"].boxes[by_phrase["the dog that is not sitting"].target]) == [
+        0,
+        0,
+        40,
+        40,
+    ]
     assert by_phrase["dog without a collar"].cue == "without" and by_phrase["dog without a collar"].position == "middle"
     assert only_val(tmp_path) == ["the dog that is not sitting"]
 
@@ -67,7 +137,9 @@ def only_val(root):
 def test_malicious_refs_pickle_is_refused(tmp_path):
     _refcocog_fixture(tmp_path)
     (tmp_path / "refcocog" / "refs(umd).p").write_bytes(pickle.dumps(Evil(), protocol=2))
-    with pytest.raises(CorpusFormatError, match="refusing to load posix.system|refusing to load os.system|refusing to load nt.system"):
+    with pytest.raises(
+        CorpusFormatError, match="refusing to load posix.system|refusing to load os.system|refusing to load nt.system"
+    ):
         load_refcocog(tmp_path)
 
 
@@ -100,9 +172,15 @@ def test_official_json_end_to_end_with_stand_in_images(tmp_path, caplog):
     for name in names:
         Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(folder / name)
     expected = sum(r["image"] in names for r in raw)
-    results = run_harness(HarnessConfig({"tiny": "tiny"}, {"negrefcocog": {"kind": "negrefcocog", "json": str(OFFICIAL),
-                                                                           "image_dir": str(folder)}},
-                                        str(tmp_path / "eval"), bootstrap=50, show_progress=False))
+    results = run_harness(
+        HarnessConfig(
+            {"tiny": "tiny"},
+            {"negrefcocog": {"kind": "negrefcocog", "json": str(OFFICIAL), "image_dir": str(folder)}},
+            str(tmp_path / "eval"),
+            bootstrap=50,
+            show_progress=False,
+        )
+    )
     entry = results["models"]["tiny"]["metrics"]["negrefcocog/accuracy"]
     assert entry["n"] == expected and entry["chance"] == 0.5 and len(entry["ci95"]) == 2
     assert set(entry["breakdown"]) == {"cue", "position"}
@@ -124,9 +202,11 @@ def test_scene_config_exports_loadable_parquet_with_card(world, tmp_path):
 
 
 def test_negrefcocog_cli_errors_are_one_line(tmp_path, capsys):
-    from hf_negationclip.cli import main
+    from hf_negationclip.apps.cli import main
 
-    assert main(["negrefcocog", "--config", "official", "--data_dir", str(OFFICIAL.parent), "--out", str(tmp_path)]) == 2
+    assert (
+        main(["negrefcocog", "--config", "official", "--data_dir", str(OFFICIAL.parent), "--out", str(tmp_path)]) == 2
+    )
     assert "pass image_dir=" in capsys.readouterr().err
     assert main(["negrefcocog", "--config", "bogus", "--data_dir", str(tmp_path), "--out", str(tmp_path)]) == 2
     assert "unknown NegRefCOCOg config" in capsys.readouterr().err

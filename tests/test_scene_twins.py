@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from hf_negationclip.apps.cli import main
 from hf_negationclip.benchmarks import load_ccneg, load_negbench_mcq, load_valse_existence, write_scene_benchmarks
-from hf_negationclip.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,14 @@ def _small(box, limit=50):
 def test_manifest_uses_the_real_layouts(bench):
     out, manifest = bench
     tasks = manifest["tasks"]
-    assert {s["kind"] for s in tasks.values()} == {"negrefcocog", "valse-existence", "negbench-mcq", "ccneg", "retrieval", "zeroshot"}
+    assert {s["kind"] for s in tasks.values()} == {
+        "negrefcocog",
+        "valse-existence",
+        "negbench-mcq",
+        "ccneg",
+        "retrieval",
+        "zeroshot",
+    }
     assert Path(tasks["scene-negrefcocog"]["json"]).name == "NegRefCOCOg.json"
     assert Path(tasks["scene-valse-existence"]["json"]).name == "existence.json"
     assert Path(tasks["scene-ccneg"]["pt"]).name == "ccneg_preprocessed.pt"
@@ -58,8 +65,10 @@ def test_controlled_negrefcocog_crops_differ_only_in_the_negated_value(bench):
 
 def test_controlled_valse_and_ccneg_pair_each_text_with_both_renders(bench):
     _, manifest = bench
-    for name, load in (("scene-valse-existence-controlled", lambda s: load_valse_existence(s["json"], s["image_dir"])),
-                       ("scene-ccneg-controlled", lambda s: load_ccneg(s["pt"], s["image_dir"]))):
+    for name, load in (
+        ("scene-valse-existence-controlled", lambda s: load_valse_existence(s["json"], s["image_dir"])),
+        ("scene-ccneg-controlled", lambda s: load_ccneg(s["pt"], s["image_dir"])),
+    ):
         items = load(manifest["tasks"][name])
         assert len(items) % 2 == 0 and len(items) >= 20
         for first, second in zip(items[::2], items[1::2]):
@@ -75,7 +84,7 @@ def test_controlled_mcq_groups_share_options_and_differ_in_one_object(bench):
     frame = pd.read_csv(spec["csv"])
     assert len(frame) % 4 == 0
     for start in range(0, len(frame), 4):
-        group = frame.iloc[start:start + 4]
+        group = frame.iloc[start : start + 4]
         options = [frozenset(r[f"caption_{k}"] for k in range(4)) for _, r in group.iterrows()]
         assert len(set(options)) == 1 and group["caption_0"].nunique() == 4
     items = load_negbench_mcq(spec["csv"], spec["image_root"])
@@ -84,18 +93,41 @@ def test_controlled_mcq_groups_share_options_and_differ_in_one_object(bench):
 
 def test_evaluate_cli_two_models_writes_results_table_and_chart(world, bench, tmp_path, capsys):
     out, _ = bench
-    args = ["evaluate", "--model", "tiny", "--model", "tiny", "--benchmarks_dir", str(out), "--output_dir", str(tmp_path),
-            "--bootstrap", "100", "--show_progress", "false", "--tasks", "negrefcocog,valse-existence,negbench-mcq,ccneg,retrieval,zeroshot"]
+    args = [
+        "evaluate",
+        "--model",
+        "tiny",
+        "--model",
+        "tiny",
+        "--benchmarks_dir",
+        str(out),
+        "--output_dir",
+        str(tmp_path),
+        "--bootstrap",
+        "100",
+        "--show_progress",
+        "false",
+        "--tasks",
+        "negrefcocog,valse-existence,negbench-mcq,ccneg,retrieval,zeroshot",
+    ]
     assert main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results) == {"tasks", "models", "created", "seed"} and list(results["models"]) == ["tiny", "tiny'"]
     metrics = results["models"]["tiny"]["metrics"]
-    for name in ("scene-negrefcocog/accuracy", "scene-negrefcocog-controlled/accuracy",
-                 "scene-negrefcocog-controlled/affirmative_accuracy", "scene-valse-existence-controlled/accuracy",
-                 "scene-negbench-mcq-controlled/negation_accuracy", "scene-ccneg-controlled/accuracy",
-                 "scene-retrieval/image_to_text_r@1", "scene-zeroshot-shape/accuracy"):
+    for name in (
+        "scene-negrefcocog/accuracy",
+        "scene-negrefcocog-controlled/accuracy",
+        "scene-negrefcocog-controlled/affirmative_accuracy",
+        "scene-valse-existence-controlled/accuracy",
+        "scene-negbench-mcq-controlled/negation_accuracy",
+        "scene-ccneg-controlled/accuracy",
+        "scene-retrieval/image_to_text_r@1",
+        "scene-zeroshot-shape/accuracy",
+    ):
         entry = metrics[name]
-        assert 0 <= entry["value"] <= 1 and entry["n"] > 0 and entry["ci95"][0] <= entry["ci95"][1] and entry["chance"] > 0
+        assert (
+            0 <= entry["value"] <= 1 and entry["n"] > 0 and entry["ci95"][0] <= entry["ci95"][1] and entry["chance"] > 0
+        )
     assert metrics["scene-zeroshot-shape/accuracy"]["chance"] == pytest.approx(1 / 8, abs=0.2)
     assert set(metrics["scene-negrefcocog/accuracy"]["breakdown"]) == {"cue", "position"}
     assert results["models"]["tiny"]["metrics"] == results["models"]["tiny'"]["metrics"]  # same weights, same numbers
@@ -119,9 +151,10 @@ def test_zeroshot_on_a_labelled_datasets_dataset(tmp_path):
     from hf_negationclip.evaluation.harness import load_task
 
     images = [Image.new("RGB", (40, 40), c) for c in ("red", "blue", "red")]
-    ds = datasets.Dataset.from_dict({"img": images, "label": [0, 1, 0]},
-                                    features=datasets.Features({"img": datasets.Image(),
-                                                                "label": datasets.ClassLabel(names=["red", "blue"])}))
+    ds = datasets.Dataset.from_dict(
+        {"img": images, "label": [0, 1, 0]},
+        features=datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["red", "blue"])}),
+    )
     ds.save_to_disk(str(tmp_path / "ds"))
     task = load_task("zs", {"kind": "zeroshot", "folder": str(tmp_path / "ds")})
     refs, labels, classes = task.zeroshot
@@ -130,7 +163,7 @@ def test_zeroshot_on_a_labelled_datasets_dataset(tmp_path):
 
 def test_scene_negrefcocog_candidates_are_isolated_and_each_rendering_encoded_once(bench, monkeypatch):
     import hf_negationclip.evaluation.harness as harness
-    from hf_negationclip.benchmarks.scene import with_scene_defaults
+    from hf_negationclip.benchmarks.twins import with_scene_defaults
 
     _, manifest = bench
     spec = manifest["tasks"]["scene-negrefcocog-controlled"]

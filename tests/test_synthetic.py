@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from hf_negationclip import COLORS, SHAPES, SIZES, load_refcocog, negation_cues, render_scene, sample_scene, synthetic, write_world
+from hf_negationclip import COLORS, SHAPES, SIZES, load_refcocog, negation_cues, render_scene, sample_scene, write_world
+from hf_negationclip import world as scene_world
 
 
 def _digest(folder):
@@ -36,12 +37,12 @@ def test_render_scene_deterministic_and_local():
     extra = dict(objects[0], color=next(c for c in COLORS if c != objects[0]["color"]))
     c = np.asarray(render_scene([extra] + objects[1:], 128, seed=5))
     ys, xs = np.nonzero((a != c).any(-1))
-    x, y, w, h = synthetic.object_bbox(objects[0], 128)
+    x, y, w, h = scene_world.object_bbox(objects[0], 128)
     assert xs.min() >= math.floor(x) - 1 and xs.max() <= math.ceil(x + w) + 1
     assert ys.min() >= math.floor(y) - 1 and ys.max() <= math.ceil(y + h) + 1
 
 
-@pytest.mark.parametrize("layout", synthetic.LAYOUTS)
+@pytest.mark.parametrize("layout", scene_world.LAYOUTS)
 def test_sampled_scenes_fit_and_do_not_overlap(layout):
     rng = np.random.default_rng(1)
     counts = set()
@@ -49,10 +50,10 @@ def test_sampled_scenes_fit_and_do_not_overlap(layout):
         objs = sample_scene(rng, 128, layout=layout)
         counts.add(len(objs))
         for i, o in enumerate(objs):
-            r = synthetic.SIZE_RADIUS[o["size"]] * 128
+            r = scene_world.SIZE_RADIUS[o["size"]] * 128
             assert r <= o["x"] <= 128 - r and r <= o["y"] <= 128 - r
-            for p in objs[i + 1:]:
-                assert math.hypot(o["x"] - p["x"], o["y"] - p["y"]) > r + synthetic.SIZE_RADIUS[p["size"]] * 128
+            for p in objs[i + 1 :]:
+                assert math.hypot(o["x"] - p["x"], o["y"] - p["y"]) > r + scene_world.SIZE_RADIUS[p["size"]] * 128
     assert counts == {1, 2, 3, 4}
 
 
@@ -133,23 +134,23 @@ def test_resume_keeps_images_and_refuses_a_different_world(tmp_path):
 
 def test_grid_layout_puts_each_object_inside_its_own_cell():
     rng = np.random.default_rng(4)
-    cell = 128 / synthetic.GRID
+    cell = 128 / scene_world.GRID
     for _ in range(200):
         objs = sample_scene(rng, 128)
         assert len({(o["x"], o["y"]) for o in objs}) == len(objs)
         for o in objs:
-            assert (o["x"], o["y"]) in synthetic.grid_cells(128)
-            x, y, w, h = synthetic.object_bbox(o, 128)
+            assert (o["x"], o["y"]) in scene_world.grid_cells(128)
+            x, y, w, h = scene_world.object_bbox(o, 128)
             col, row = int(o["x"] // cell), int(o["y"] // cell)
             assert col * cell <= x and x + w <= (col + 1) * cell and row * cell <= y and y + h <= (row + 1) * cell
 
 
 def test_background_families_and_named_styles_render_the_same_pixels():
     objs = sample_scene(np.random.default_rng(2), 128)
-    for family, styles in synthetic.BACKGROUND_FAMILIES.items():
+    for family, styles in scene_world.BACKGROUND_FAMILIES.items():
         seen = set()
         for seed in range(12):
-            style = synthetic.background_style(seed, 128, family)
+            style = scene_world.background_style(seed, 128, family)
             seen.add(style)
             a = np.asarray(render_scene(objs, 128, seed, family))
             assert (a == np.asarray(render_scene(objs, 128, seed, style))).all()
@@ -163,7 +164,7 @@ def test_world_options_are_recorded_and_validated(tmp_path):
     params = json.loads((tmp_path / "r" / "world.json").read_text())
     assert params["layout"] == "random" and params["background"] == "textured"
     inst = json.loads((tmp_path / "r" / "annotations" / "instances_train.json").read_text())
-    assert {im["background"] for im in inst["images"]} <= set(synthetic.BACKGROUND_FAMILIES["textured"])
+    assert {im["background"] for im in inst["images"]} <= set(scene_world.BACKGROUND_FAMILIES["textured"])
     with pytest.raises(ValueError, match="layout must be one of"):
         write_world(tmp_path / "x", 5, layout="spiral", show_progress=False)
 

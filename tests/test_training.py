@@ -9,8 +9,17 @@ from hf_negationclip.training import ImageTextData
 
 
 def _cfg(world, out, **kw):
-    base = dict(world_dir=str(world), output_dir=str(out), epochs=1, batch_size=16, learning_rate=1e-3,
-                warmup_ratio=0.0, show_progress=False, save_steps=0, log_steps=1)
+    base = dict(
+        world_dir=str(world),
+        output_dir=str(out),
+        epochs=1,
+        batch_size=16,
+        learning_rate=1e-3,
+        warmup_ratio=0.0,
+        show_progress=False,
+        save_steps=0,
+        log_steps=1,
+    )
     return PretrainConfig(**{**base, **kw})
 
 
@@ -24,8 +33,12 @@ def test_short_pretraining_lowers_loss_and_reloads_in_plain_clip(world, tmp_path
     assert config["model_type"] == "clip" and config["architectures"] == ["NegationCLIPModel"]
     ours, plain = NegationCLIPModel.from_pretrained(tmp_path), CLIPModel.from_pretrained(tmp_path)
     processor = load_processor(tmp_path)
-    batch = processor(text=["a red circle", "a photo with no blue star"], images=[torch.zeros(3, 96, 96).numpy()] * 2,
-                      padding=True, return_tensors="pt")
+    batch = processor(
+        text=["a red circle", "a photo with no blue star"],
+        images=[torch.zeros(3, 96, 96).numpy()] * 2,
+        padding=True,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         a, b = ours(**batch).logits_per_image, plain(**batch).logits_per_image
     assert torch.allclose(a, b)
@@ -60,12 +73,24 @@ def test_evaluator_reports_chance_beside_accuracy(world, tmp_path):
     assert metrics == json.loads(json.dumps(result["metrics"]))
     assert metrics["negation_probe_accuracy"]["chance"] == 0.5 and metrics["negation_probe_accuracy"]["n"] == 8
     assert metrics["zero_shot_shape_accuracy"]["chance"] == pytest.approx(1 / 8, abs=1e-3)
-    for key in ("zero_shot_shape_accuracy", "zero_shot_color_accuracy", "image_to_text_r@1", "affirmative_probe_accuracy"):
+    for key in (
+        "zero_shot_shape_accuracy",
+        "zero_shot_color_accuracy",
+        "image_to_text_r@1",
+        "affirmative_probe_accuracy",
+    ):
         assert 0.0 <= metrics[key]["value"] <= 1.0 and metrics[key]["n"] > 0
 
 
-@pytest.mark.parametrize("bad, match", [(dict(epochs=0), "epochs"), (dict(batch_size=1), "batch_size"),
-                                        (dict(mixed_precision="fp8"), "mixed_precision"), (dict(save_steps=-1), "save_steps")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(epochs=0), "epochs"),
+        (dict(batch_size=1), "batch_size"),
+        (dict(mixed_precision="fp8"), "mixed_precision"),
+        (dict(save_steps=-1), "save_steps"),
+    ],
+)
 def test_bad_config_is_refused(world, tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         _cfg(world, tmp_path, **bad)

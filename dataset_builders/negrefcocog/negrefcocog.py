@@ -10,6 +10,7 @@ folder instead (see README.md here)::
     builder.download_and_prepare()
     ds = builder.as_dataset(split="test")
 """
+
 from hf_negationclip.benchmarks.negrefcocog import CONFIGS, _builder_class, export_negrefcocog
 
 NegRefCOCOgBuilder = _builder_class()

@@ -4,6 +4,7 @@ Predictions are the index of the chosen candidate, or -1 for a tie (a tie is
 always wrong). Optional group columns (``cue``, ``position``, ``template`` or
 any other name passed in ``groups``) give one accuracy per group value.
 """
+
 import datasets
 import evaluate
 import numpy as np
@@ -62,8 +63,13 @@ class NegationAccuracy(evaluate.Metric):
             if (pred < -1).any() or (pred >= k).any():
                 raise ValueError("predictions must index a candidate or be -1 (a tie)")
         correct = (pred == ref) & (pred >= 0)
-        return {"accuracy": float(correct.mean()), "chance": chance, "n": int(len(ref)),
-                "ci95": _bootstrap(correct, bootstrap, seed), "breakdown": _breakdown(correct, groups or {})}
+        return {
+            "accuracy": float(correct.mean()),
+            "chance": chance,
+            "n": int(len(ref)),
+            "ci95": _bootstrap(correct, bootstrap, seed),
+            "breakdown": _breakdown(correct, groups or {}),
+        }
 
 
 def _chance(num_choices, chance, n):
@@ -97,5 +103,7 @@ def _breakdown(correct, groups):
         if unknown:
             raise ValueError(f"unknown {name} label(s) {unknown}; expected {sorted(KNOWN_LABELS[name])}")
         arr = np.asarray(labels)
-        out[name] = {v: {"accuracy": float(correct[arr == v].mean()), "n": int((arr == v).sum())} for v in sorted(set(labels))}
+        out[name] = {
+            v: {"accuracy": float(correct[arr == v].mean()), "n": int((arr == v).sum())} for v in sorted(set(labels))
+        }
     return out

@@ -1,4 +1,5 @@
 """The process state of a launched job (``accelerate launch`` / ``torchrun``), CPU launches included."""
+
 from __future__ import annotations
 
 import os

@@ -10,20 +10,59 @@
 Every item built here follows the package convention: candidates are shuffled
 with a fixed seed (the right answer is never always first).
 """
-from .negrefcocog import (NegRefCOCOgSample, crop_box, export_negrefcocog, load_negrefcocog_official,
-                          negrefcocog_from_refcocog)
-from .readers import (ImageRef, ImageTextChoice, TextImageChoice, load_ccneg, load_coco_retrieval, load_image_folder,
-                      load_negbench_mcq, load_valse_existence)
+
+from .negrefcocog import (
+    NegRefCOCOgSample,
+    crop_box,
+    export_negrefcocog,
+    load_negrefcocog_official,
+    negrefcocog_from_refcocog,
+)
+from .probes import *  # noqa: F401,F403  (new probes added to probes.py are exported without an edit here)
+from .probes import (
+    ChoiceItem,
+    WorldImage,
+    _swap_candidates,
+    _two_new_objects,
+    build_negation_probe,
+    load_world_split,
+    single_object_images,
+)
+from .readers import (
+    ImageRef,
+    ImageTextChoice,
+    TextImageChoice,
+    load_ccneg,
+    load_coco_retrieval,
+    load_image_folder,
+    load_negbench_mcq,
+    load_valse_existence,
+)
 from .refcocog import RefCOCOg, RestrictedUnpickler, load_refcocog, safe_pickle_load
-from .scene import write_scene_benchmarks
-from .world import *  # noqa: F401,F403  (new probes added to world.py are exported without an edit here)
-from .world import (ChoiceItem, WorldImage, _swap_candidates, _two_new_objects, build_negation_probe, load_world_split,
-                    single_object_images)
+from .twins import write_scene_benchmarks
 
 __all__ = [
-    "ChoiceItem", "ImageRef", "ImageTextChoice", "NegRefCOCOgSample", "RefCOCOg", "RestrictedUnpickler",
-    "TextImageChoice", "WorldImage", "build_negation_probe", "crop_box", "export_negrefcocog", "load_ccneg",
-    "load_coco_retrieval", "load_image_folder", "load_negbench_mcq", "load_negrefcocog_official", "load_refcocog",
-    "load_valse_existence", "load_world_split", "negrefcocog_from_refcocog", "safe_pickle_load",
-    "single_object_images", "write_scene_benchmarks",
+    "ChoiceItem",
+    "ImageRef",
+    "ImageTextChoice",
+    "NegRefCOCOgSample",
+    "RefCOCOg",
+    "RestrictedUnpickler",
+    "TextImageChoice",
+    "WorldImage",
+    "build_negation_probe",
+    "crop_box",
+    "export_negrefcocog",
+    "load_ccneg",
+    "load_coco_retrieval",
+    "load_image_folder",
+    "load_negbench_mcq",
+    "load_negrefcocog_official",
+    "load_refcocog",
+    "load_valse_existence",
+    "load_world_split",
+    "negrefcocog_from_refcocog",
+    "safe_pickle_load",
+    "single_object_images",
+    "write_scene_benchmarks",
 ]

@@ -13,19 +13,21 @@ always lists the answer first). :func:`export_negrefcocog` writes parquet with
 the images embedded and a generated dataset card, so ``load_dataset(folder,
 "scene")`` works offline and ``push_to_hub`` works unchanged.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from PIL import Image
 
-from ..corpus import CorpusFormatError, negation_cues, negation_position, read_json
+from ..corpus import negation_cues, negation_position
+from ..io import FormatError, read_json
 from .readers import CROP_MODES, ImageRef, TextImageChoice, cue_label, shuffle_candidates
 from .refcocog import RefCOCOg, load_refcocog
 
@@ -81,8 +83,9 @@ def crop_box(image: Image.Image, box: Sequence[float], margin: float = 0.0) -> I
     return image.crop(_pixel_box(image, box, margin))
 
 
-def isolate_box(image: Image.Image, box: Sequence[float], margin: float = 0.0, fill: str = "median",
-                blur_radius: float = 8.0) -> Image.Image:
+def isolate_box(
+    image: Image.Image, box: Sequence[float], margin: float = 0.0, fill: str = "median", blur_radius: float = 8.0
+) -> Image.Image:
     """The whole image, same size, with everything outside the (widened) box filled or blurred (ReCLIP's isolation).
 
     ``fill="median"`` paints the outside with the median colour of the outside
@@ -149,15 +152,30 @@ def render_candidate(image: Image.Image, ref: ImageRef) -> Image.Image:
     return isolated if window == (0, 0, *isolated.size) else isolated.crop(window)
 
 
-def _sample(image: Path, image_id, phrase: str, boxes: list, target: int, seed: int, index: int, source: str) -> NegRefCOCOgSample:
+def _sample(
+    image: Path, image_id, phrase: str, boxes: list, target: int, seed: int, index: int, source: str
+) -> NegRefCOCOgSample:
     boxes = [tuple(float(v) for v in b) for b in boxes]
     shuffled, answer = shuffle_candidates(boxes, target, seed, index)
-    return NegRefCOCOgSample(Path(image), str(image_id), phrase, shuffled, answer, tuple(negation_cues(phrase)),
-                             negation_position(phrase) or "none", source)
+    return NegRefCOCOgSample(
+        Path(image),
+        str(image_id),
+        phrase,
+        shuffled,
+        answer,
+        tuple(negation_cues(phrase)),
+        negation_position(phrase) or "none",
+        source,
+    )
 
 
-def negrefcocog_from_refcocog(data: RefCOCOg, image_root: str | os.PathLike, seed: int = 0,
-                              splits: Iterable[str] | None = None, source: str = "refcocog") -> list[NegRefCOCOgSample]:
+def negrefcocog_from_refcocog(
+    data: RefCOCOg,
+    image_root: str | os.PathLike,
+    seed: int = 0,
+    splits: Iterable[str] | None = None,
+    source: str = "refcocog",
+) -> list[NegRefCOCOgSample]:
     """Expressions with a negation cue, each with its box and the same-category boxes of its image as distractors."""
     by_image: dict[int, list[dict]] = {}
     for ann in data.annotations.values():
@@ -171,8 +189,11 @@ def negrefcocog_from_refcocog(data: RefCOCOg, image_root: str | os.PathLike, see
         if target is None:
             skipped["unknown ann_id"] += 1
             continue
-        others = [a["bbox"] for a in by_image.get(ref["image_id"], [])
-                  if a["category_id"] == target["category_id"] and a["id"] != target["id"]]
+        others = [
+            a["bbox"]
+            for a in by_image.get(ref["image_id"], [])
+            if a["category_id"] == target["category_id"] and a["id"] != target["id"]
+        ]
         for sent in ref["sentences"]:
             phrase = str(sent.get("raw") or sent.get("sent") or "").strip()
             if not negation_cues(phrase):
@@ -180,19 +201,30 @@ def negrefcocog_from_refcocog(data: RefCOCOg, image_root: str | os.PathLike, see
             if not others:
                 skipped["no same-category distractor"] += 1
                 continue
-            samples.append(_sample(data.image_path(ref, image_root), ref["image_id"], phrase, [target["bbox"]] + others, 0,
-                                   seed, len(samples), f"{source}:{ref.get('split', '')}"))
+            samples.append(
+                _sample(
+                    data.image_path(ref, image_root),
+                    ref["image_id"],
+                    phrase,
+                    [target["bbox"]] + others,
+                    0,
+                    seed,
+                    len(samples),
+                    f"{source}:{ref.get('split', '')}",
+                )
+            )
     if skipped:
         logger.info("NegRefCOCOg from RefCOCOg: skipped %s", dict(skipped))
     return samples
 
 
-def load_negrefcocog_official(json_path: str | os.PathLike, image_dir: str | os.PathLike,
-                              seed: int = 0) -> list[NegRefCOCOgSample]:
+def load_negrefcocog_official(
+    json_path: str | os.PathLike, image_dir: str | os.PathLike, seed: int = 0
+) -> list[NegRefCOCOgSample]:
     """The published ``NegRefCOCOg.json`` (``image``, ``phrase``, ``ref_bbox``, ``bbox_list``), images under ``image_dir``."""
     data = read_json(json_path)
     if not isinstance(data, list):
-        raise CorpusFormatError(f"{json_path}: expected NegRefCOCOg's list of records")
+        raise FormatError(f"{json_path}: expected NegRefCOCOg's list of records")
     samples = []
     for index, rec in enumerate(data):
         try:
@@ -200,20 +232,27 @@ def load_negrefcocog_official(json_path: str | os.PathLike, image_dir: str | os.
             target = boxes.index(ref)  # the official scorer compares exact float lists
             phrase, image = rec["phrase"], rec["image"]
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise CorpusFormatError(f"{json_path}: record {index} is not a NegRefCOCOg record ({err!r})") from err
+            raise FormatError(f"{json_path}: record {index} is not a NegRefCOCOg record ({err!r})") from err
         image_id = Path(image).stem.rsplit("_", 1)[-1].lstrip("0") or "0"
         samples.append(_sample(Path(image_dir) / image, image_id, phrase, boxes, target, seed, index, "official"))
     return samples
 
 
-def write_negrefcocog_json(samples: Sequence[NegRefCOCOgSample], json_path: str | os.PathLike,
-                           image_root: str | os.PathLike) -> Path:
+def write_negrefcocog_json(
+    samples: Sequence[NegRefCOCOgSample], json_path: str | os.PathLike, image_root: str | os.PathLike
+) -> Path:
     """Write samples in the official layout (answer first, image names relative to ``image_root``)."""
     records = []
     for s in samples:
         boxes = [list(s.boxes[s.target])] + [list(b) for i, b in enumerate(s.boxes) if i != s.target]
-        records.append({"image": os.path.relpath(s.image, image_root), "phrase": s.phrase, "ref_bbox": list(s.boxes[s.target]),
-                        "bbox_list": boxes})
+        records.append(
+            {
+                "image": os.path.relpath(s.image, image_root),
+                "phrase": s.phrase,
+                "ref_bbox": list(s.boxes[s.target]),
+                "bbox_list": boxes,
+            }
+        )
     path = Path(json_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records))
@@ -232,13 +271,16 @@ def check_config(config: str, data_dir, image_dir) -> None:
         raise FileNotFoundError(f"NegRefCOCOg {config}: image_dir {image_dir} is not a folder")
 
 
-def samples_for_config(config: str, data_dir: str | os.PathLike, image_dir: str | os.PathLike | None = None,
-                       seed: int = 0) -> list[NegRefCOCOgSample]:
+def samples_for_config(
+    config: str, data_dir: str | os.PathLike, image_dir: str | os.PathLike | None = None, seed: int = 0
+) -> list[NegRefCOCOgSample]:
     """The samples of one builder config (see the module docstring for what ``data_dir`` holds)."""
     check_config(config, data_dir, image_dir)
     data_dir = Path(data_dir)
     if config == "scene":
-        return negrefcocog_from_refcocog(load_refcocog(data_dir), image_dir or data_dir / "images", seed, source="scene")
+        return negrefcocog_from_refcocog(
+            load_refcocog(data_dir), image_dir or data_dir / "images", seed, source="scene"
+        )
     if config == "official":
         json_path = data_dir / "NegRefCOCOg.json" if data_dir.is_dir() else data_dir
         return load_negrefcocog_official(json_path, image_dir, seed)
@@ -274,7 +316,9 @@ def _builder_class():
             return [datasets.SplitGenerator(name=SPLIT)]
 
         def _generate_examples(self):
-            samples = samples_for_config(self.config.name, self.config.data_dir, self.config.image_dir, self.config.seed)
+            samples = samples_for_config(
+                self.config.name, self.config.data_dir, self.config.image_dir, self.config.seed
+            )
             missing = 0
             for index, s in enumerate(samples):
                 if not s.image.is_file():
@@ -290,17 +334,33 @@ def _builder_class():
 def features():
     import datasets
 
-    return datasets.Features({
-        "image": datasets.Image(), "image_id": datasets.Value("string"), "phrase": datasets.Value("string"),
-        "boxes": datasets.List(datasets.List(datasets.Value("float32"), length=4)), "target": datasets.Value("int32"),
-        "cues": datasets.List(datasets.Value("string")), "cue": datasets.Value("string"),
-        "position": datasets.Value("string"), "source": datasets.Value("string"),
-    })
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "image_id": datasets.Value("string"),
+            "phrase": datasets.Value("string"),
+            "boxes": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+            "target": datasets.Value("int32"),
+            "cues": datasets.List(datasets.Value("string")),
+            "cue": datasets.Value("string"),
+            "position": datasets.Value("string"),
+            "source": datasets.Value("string"),
+        }
+    )
 
 
 def sample_to_example(s: NegRefCOCOgSample) -> dict:
-    return {"image": str(s.image), "image_id": s.image_id, "phrase": s.phrase, "boxes": [list(b) for b in s.boxes],
-            "target": s.target, "cues": list(s.cues), "cue": s.cue, "position": s.position, "source": s.source}
+    return {
+        "image": str(s.image),
+        "image_id": s.image_id,
+        "phrase": s.phrase,
+        "boxes": [list(b) for b in s.boxes],
+        "target": s.target,
+        "cues": list(s.cues),
+        "cue": s.cue,
+        "position": s.position,
+        "source": s.source,
+    }
 
 
 def __getattr__(name: str):
@@ -309,9 +369,14 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-def export_negrefcocog(out_dir: str | os.PathLike, config: str, data_dir: str | os.PathLike,
-                       image_dir: str | os.PathLike | None = None, seed: int = 0,
-                       cache_dir: str | os.PathLike | None = None) -> Path:
+def export_negrefcocog(
+    out_dir: str | os.PathLike,
+    config: str,
+    data_dir: str | os.PathLike,
+    image_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
     """Build one config and write ``<out_dir>/<config>/test-00000-of-00001.parquet`` (images embedded) + README.md.
 
     The card lists every config already exported into ``out_dir``, so exporting
@@ -320,8 +385,13 @@ def export_negrefcocog(out_dir: str | os.PathLike, config: str, data_dir: str | 
     from datasets.table import embed_table_storage
 
     check_config(config, data_dir, image_dir)  # datasets would wrap these errors in DatasetGenerationError
-    builder = _builder_class()(config_name=config, data_dir=str(data_dir), image_dir=str(image_dir) if image_dir else None,
-                               seed=seed, cache_dir=str(cache_dir) if cache_dir else None)
+    builder = _builder_class()(
+        config_name=config,
+        data_dir=str(data_dir),
+        image_dir=str(image_dir) if image_dir else None,
+        seed=seed,
+        cache_dir=str(cache_dir) if cache_dir else None,
+    )
     builder.download_and_prepare()
     ds = builder.as_dataset(split=SPLIT)
     # to_parquet stores image paths only: embed the bytes first so the folder is self-contained
@@ -330,18 +400,23 @@ def export_negrefcocog(out_dir: str | os.PathLike, config: str, data_dir: str | 
     (out / config).mkdir(parents=True, exist_ok=True)
     ds.to_parquet(str(out / config / f"{SPLIT}-00000-of-00001.parquet"))
     stats = json.loads((out / "stats.json").read_text()) if (out / "stats.json").is_file() else {}
-    stats[config] = {"n": len(ds), "images": len(set(ds["image_id"])), "cue": dict(Counter(ds["cue"]).most_common()),
-                     "position": dict(Counter(ds["position"]).most_common())}
+    stats[config] = {
+        "n": len(ds),
+        "images": len(set(ds["image_id"])),
+        "cue": dict(Counter(ds["cue"]).most_common()),
+        "position": dict(Counter(ds["position"]).most_common()),
+    }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     write_card(out, stats)
     return out
 
 
 def write_card(out_dir: Path, stats: dict) -> Path:
-    from ..cards import render_template
+    from ..apps.cards import render_template
 
-    text = render_template("negrefcocog_card.md.j2", configs=[{"name": c, **stats[c]} for c in CONFIGS if c in stats],
-                           split=SPLIT)
+    text = render_template(
+        "negrefcocog_card.md.j2", configs=[{"name": c, **stats[c]} for c in CONFIGS if c in stats], split=SPLIT
+    )
     path = Path(out_dir) / "README.md"
     path.write_text(text)
     return path

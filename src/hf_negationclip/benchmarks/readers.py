@@ -4,6 +4,7 @@ Every reader returns choice items with the candidates shuffled by a fixed seed
 (the official files often put the answer first), resolves image paths against
 a user-given folder, and skips, counts and logs items whose image is missing.
 """
+
 from __future__ import annotations
 
 import ast
@@ -11,13 +12,14 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Sequence
 
 import numpy as np
 
-from ..corpus import CorpusFormatError, negation_cues, negation_position, read_json
+from ..corpus import negation_cues, negation_position
+from ..io import FormatError, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -115,17 +117,19 @@ class _SkipCounter:
 
     def report(self, kept: int) -> None:
         if self.counts:
-            logger.warning("%s: kept %d items, skipped %d (%s)", self.source, kept, sum(self.counts.values()),
-                           dict(self.counts))
+            logger.warning(
+                "%s: kept %d items, skipped %d (%s)", self.source, kept, sum(self.counts.values()), dict(self.counts)
+            )
         if not kept:
-            raise CorpusFormatError(f"{self.source}: no usable items ({dict(self.counts) or 'empty file'})")
+            raise FormatError(f"{self.source}: no usable items ({dict(self.counts) or 'empty file'})")
 
 
 # --------------------------------------------------------------------------- VALSE existence
 
 
-def load_valse_existence(json_path: str | os.PathLike, image_dir: str | os.PathLike, seed: int = 0,
-                         valid_only: bool = True) -> list[ImageTextChoice]:
+def load_valse_existence(
+    json_path: str | os.PathLike, image_dir: str | os.PathLike, seed: int = 0, valid_only: bool = True
+) -> list[ImageTextChoice]:
     """VALSE ``existence.json``: caption vs foil per image; valid items only (``mturk.caption >= 2``).
 
     Groups: ``polarity`` (is the negated sentence the caption or the foil), and
@@ -133,9 +137,9 @@ def load_valse_existence(json_path: str | os.PathLike, image_dir: str | os.PathL
     """
     data = read_json(json_path)
     if not isinstance(data, dict):
-        raise CorpusFormatError(f"{json_path}: expected VALSE's object keyed by item id")
+        raise FormatError(f"{json_path}: expected VALSE's object keyed by item id")
     skips, items = _SkipCounter(json_path), []
-    for index, (key, rec) in enumerate(data.items()):
+    for index, (_key, rec) in enumerate(data.items()):
         if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in ("caption", "foil", "image_file")):
             skips.skip("malformed item")
             continue
@@ -148,7 +152,10 @@ def load_valse_existence(json_path: str | os.PathLike, image_dir: str | os.PathL
             continue
         negated = rec["caption"] if negation_cues(rec["caption"]) else rec["foil"]
         texts, answer = shuffle_candidates((rec["caption"], rec["foil"]), 0, seed, index)
-        groups = {"polarity": "negated-caption" if negated == rec["caption"] else "negated-foil", **negation_groups(negated)}
+        groups = {
+            "polarity": "negated-caption" if negated == rec["caption"] else "negated-foil",
+            **negation_groups(negated),
+        }
         items.append(ImageTextChoice(ImageRef(image), texts, answer, groups))
     skips.report(len(items))
     return items
@@ -165,14 +172,16 @@ def _read_csv(path: str | os.PathLike, columns: Sequence[str]):
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise CorpusFormatError(f"{path} is not a readable CSV: {err}") from err
+        raise FormatError(f"{path} is not a readable CSV: {err}") from err
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise CorpusFormatError(f"{path}: missing columns {missing} (has {list(frame.columns)})")
+        raise FormatError(f"{path}: missing columns {missing} (has {list(frame.columns)})")
     return frame
 
 
-def load_negbench_mcq(csv_path: str | os.PathLike, image_root: str | os.PathLike, seed: int = 0) -> list[ImageTextChoice]:
+def load_negbench_mcq(
+    csv_path: str | os.PathLike, image_root: str | os.PathLike, seed: int = 0
+) -> list[ImageTextChoice]:
     """A NegBench MCQ CSV (``caption_0..3``, ``correct_answer``, ``correct_answer_template``, ``image_path``).
 
     Options are shuffled per row (the COCO/VOC files always put the answer at
@@ -181,7 +190,7 @@ def load_negbench_mcq(csv_path: str | os.PathLike, image_root: str | os.PathLike
     frame = _read_csv(csv_path, ["image_path", "correct_answer", "correct_answer_template"])
     option_cols = sorted((c for c in frame.columns if c.startswith("caption_")), key=lambda c: int(c.split("_")[1]))
     if len(option_cols) < 2:
-        raise CorpusFormatError(f"{csv_path}: expected caption_0..caption_N columns")
+        raise FormatError(f"{csv_path}: expected caption_0..caption_N columns")
     skips, items = _SkipCounter(csv_path), []
     for index, row in enumerate(frame.itertuples(index=False)):
         row = row._asdict()
@@ -207,9 +216,9 @@ def parse_list_cell(cell: object) -> list:
     try:
         value = ast.literal_eval(str(cell))
     except (ValueError, SyntaxError) as err:
-        raise CorpusFormatError(f"not a list literal: {str(cell)[:80]!r}") from err
+        raise FormatError(f"not a list literal: {str(cell)[:80]!r}") from err
     if not isinstance(value, list):
-        raise CorpusFormatError(f"not a list literal: {str(cell)[:80]!r}")
+        raise FormatError(f"not a list literal: {str(cell)[:80]!r}")
     return value
 
 
@@ -236,8 +245,9 @@ def load_negbench_retrieval(csv_path: str | os.PathLike, image_root: str | os.Pa
 # --------------------------------------------------------------------------- CC-Neg
 
 
-def load_ccneg(path: str | os.PathLike, image_dir: str | os.PathLike, last: int | None = 40_000,
-               seed: int = 0) -> list[ImageTextChoice]:
+def load_ccneg(
+    path: str | os.PathLike, image_dir: str | os.PathLike, last: int | None = 40_000, seed: int = 0
+) -> list[ImageTextChoice]:
     """The ``ccneg`` task's items from either layout, told apart by extension, else by the file's first byte.
 
     - ``.pt``: CC-Neg's ``ccneg_preprocessed.pt`` (:func:`load_ccneg_pt`; ``last`` items);
@@ -252,8 +262,9 @@ def load_ccneg(path: str | os.PathLike, image_dir: str | os.PathLike, last: int 
     return load_ccneg_pt(path, image_dir, last, seed)
 
 
-def load_ccneg_pt(pt_path: str | os.PathLike, image_dir: str | os.PathLike, last: int | None = 40_000,
-                  seed: int = 0) -> list[ImageTextChoice]:
+def load_ccneg_pt(
+    pt_path: str | os.PathLike, image_dir: str | os.PathLike, last: int | None = 40_000, seed: int = 0
+) -> list[ImageTextChoice]:
     """CC-Neg's ``ccneg_preprocessed.pt``: the true caption vs the negated prompt per image.
 
     The file is a pickle: it is read with ``torch.load(weights_only=True)``,
@@ -271,9 +282,15 @@ def load_ccneg_pt(pt_path: str | os.PathLike, image_dir: str | os.PathLike, last
     try:
         data = torch.load(pt_path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise CorpusFormatError(f"{pt_path}: refused or unreadable as plain data with torch.load(weights_only=True): {err}") from err
-    if not isinstance(data, dict) or not isinstance(data.get("image_paths"), list) or not isinstance(data.get("annotations"), list):
-        raise CorpusFormatError(f"{pt_path}: expected a dict with 'image_paths' and 'annotations' lists")
+        raise FormatError(
+            f"{pt_path}: refused or unreadable as plain data with torch.load(weights_only=True): {err}"
+        ) from err
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("image_paths"), list)
+        or not isinstance(data.get("annotations"), list)
+    ):
+        raise FormatError(f"{pt_path}: expected a dict with 'image_paths' and 'annotations' lists")
     pairs = list(zip(data["image_paths"], data["annotations"]))
     start = max(0, len(pairs) - last) if last else 0
     skips, items = _SkipCounter(pt_path), []
@@ -294,8 +311,8 @@ def load_ccneg_pt(pt_path: str | os.PathLike, image_dir: str | os.PathLike, last
 
 
 def _determiner(rest: str, negated: str | None, plural_before: bool) -> str:
-    """"a"/"an" for a singular noun phrase starting ``rest``, "some" for a plural one."""
-    from ..corpus.scene import article, pluralize
+    """ "a"/"an" for a singular noun phrase starting ``rest``, "some" for a plural one."""
+    from ..corpus.vocabulary import article, pluralize
 
     if plural_before or (negated and rest.lower().startswith(pluralize(negated.lower()))):
         return "some"
@@ -304,12 +321,12 @@ def _determiner(rest: str, negated: str | None, plural_before: bool) -> str:
 
 # "The negation removed", in order; each rule fires on the cue wherever it is (a rewritten caption has one).
 _AFFIRM_RULES: tuple[tuple[str, object], ...] = (
-    (r"\b(is|are)n't any\b", r"\1 some"),                      # there aren't any Xs -> there are some Xs
-    (r"\b(is|are|does|do|was|were|has|have)n't\b", r"\1"),    # isn't -> is, doesn't contain -> does contain
-    (r"\bbut not\b", "and"),                                    # A, but not a X, B -> A, and a X, B
-    (r"^not (.+?)(,?) but(?: rather)?\b", r"\1\2 and"),          # not a X but A -> a X and A
-    (r"\bnot\s+", ""),                                          # is not present / that is not red / , not red,
-    (r"\b(?:without|lacking) any\b", "with any"),               # (the "any" becomes a / some below)
+    (r"\b(is|are)n't any\b", r"\1 some"),  # there aren't any Xs -> there are some Xs
+    (r"\b(is|are|does|do|was|were|has|have)n't\b", r"\1"),  # isn't -> is, doesn't contain -> does contain
+    (r"\bbut not\b", "and"),  # A, but not a X, B -> A, and a X, B
+    (r"^not (.+?)(,?) but(?: rather)?\b", r"\1\2 and"),  # not a X but A -> a X and A
+    (r"\bnot\s+", ""),  # is not present / that is not red / , not red,
+    (r"\b(?:without|lacking) any\b", "with any"),  # (the "any" becomes a / some below)
     (r"\b(?:without|lacking)\b", "with"),
     (r"\bfree of\b", "full of"),
     (r"\b(?:missing|absent) from\b", "present in"),
@@ -338,12 +355,23 @@ def affirmative_counterpart(negated_caption: str, caption: str = "", negated: st
     """
     text = negated_caption
     for pattern, repl in _AFFIRM_RULES:
-        text = re.sub(pattern, lambda m: _keep_case(m.group(0), m.expand(repl)), text, flags=re.IGNORECASE)
+        text = re.sub(pattern, lambda m, repl=repl: _keep_case(m.group(0), m.expand(repl)), text, flags=re.IGNORECASE)
     # "no X" (and "any X" left by "without any X", when the caption has no "any") -> "a X" / "some Xs"
     dets = r"no|any" if not re.search(r"\bany\b", caption, re.IGNORECASE) else r"no"
-    text = re.sub(rf"\b({dets})\s+(?=(\S.*))", lambda m: _keep_case(m.group(1), _determiner(
-        m.group(2), negated, bool(re.search(r"\b(are|were)\s*$", text[:m.start()], re.IGNORECASE)))) + " ",
-        text, flags=re.IGNORECASE)
+    text = re.sub(
+        rf"\b({dets})\s+(?=(\S.*))",
+        lambda m: (
+            _keep_case(
+                m.group(1),
+                _determiner(
+                    m.group(2), negated, bool(re.search(r"\b(are|were)\s*$", text[: m.start()], re.IGNORECASE))
+                ),
+            )
+            + " "
+        ),
+        text,
+        flags=re.IGNORECASE,
+    )
     for pattern, repl in _NPI:
         if not re.search(pattern, caption, re.IGNORECASE):
             text = re.sub(pattern, repl, text, flags=re.IGNORECASE)
@@ -353,8 +381,9 @@ def affirmative_counterpart(negated_caption: str, caption: str = "", negated: st
     return text
 
 
-def load_ccneg_negated_captions(json_path: str | os.PathLike, image_root: str | os.PathLike,
-                                seed: int = 0) -> list[ImageTextChoice]:
+def load_ccneg_negated_captions(
+    json_path: str | os.PathLike, image_root: str | os.PathLike, seed: int = 0
+) -> list[ImageTextChoice]:
     """A ``negated_captions_<split>.json`` (COCO captions + ``updated_caption``) as CC-Neg-style items.
 
     Each annotation's image is scored against two texts that differ only in
@@ -371,14 +400,22 @@ def load_ccneg_negated_captions(json_path: str | os.PathLike, image_root: str | 
     position of the negated caption, and ``form`` when every record has one.
     """
     data = read_json(json_path)
-    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) or not isinstance(data.get("images"), list):
-        raise CorpusFormatError(f"{json_path}: expected COCO captions JSON with 'annotations' and 'images'")
-    if data["annotations"] and not any(isinstance(a, dict) and "updated_caption" in a for a in data["annotations"][:100]):
-        raise CorpusFormatError(f"{json_path}: its annotations have no 'updated_caption': not a negated-captions file")
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("annotations"), list)
+        or not isinstance(data.get("images"), list)
+    ):
+        raise FormatError(f"{json_path}: expected COCO captions JSON with 'annotations' and 'images'")
+    if data["annotations"] and not any(
+        isinstance(a, dict) and "updated_caption" in a for a in data["annotations"][:100]
+    ):
+        raise FormatError(f"{json_path}: its annotations have no 'updated_caption': not a negated-captions file")
     files = {img.get("id"): img.get("file_name") for img in data["images"] if isinstance(img, dict)}
     skips, items, resolved = _SkipCounter(json_path), [], {}
     for index, ann in enumerate(data["annotations"]):
-        caption, negated_caption = (ann.get(k) if isinstance(ann, dict) else None for k in ("caption", "updated_caption"))
+        caption, negated_caption = (
+            ann.get(k) if isinstance(ann, dict) else None for k in ("caption", "updated_caption")
+        )
         if not isinstance(caption, str) or not isinstance(negated_caption, str):
             skips.skip("malformed annotation")
             continue
@@ -412,8 +449,9 @@ def load_ccneg_negated_captions(json_path: str | os.PathLike, image_root: str | 
 # --------------------------------------------------------------------------- retrieval and zero-shot
 
 
-def load_coco_retrieval(captions_json: str | os.PathLike, image_dir: str | os.PathLike,
-                        max_images: int | None = None) -> RetrievalSet:
+def load_coco_retrieval(
+    captions_json: str | os.PathLike, image_dir: str | os.PathLike, max_images: int | None = None
+) -> RetrievalSet:
     """COCO captions (``captions_*.json``) as a retrieval set, the first ``max_images`` images by id."""
     from ..corpus import load_coco_captions
 
@@ -428,7 +466,7 @@ def load_coco_retrieval(captions_json: str | os.PathLike, image_dir: str | os.Pa
             texts.append(r.caption)
             owner.append(row[r.image_id])
     if not images:
-        raise CorpusFormatError(f"{captions_json}: no caption has its image under {image_dir}")
+        raise FormatError(f"{captions_json}: no caption has its image under {image_dir}")
     return RetrievalSet(images, texts, owner)
 
 
@@ -448,5 +486,5 @@ def load_image_folder(root: str | os.PathLike) -> tuple[list[ImageRef], list[int
                 images.append(ImageRef(path))
                 labels.append(label)
     if len(classes) < 2 or not images:
-        raise CorpusFormatError(f"{root}: expected an ImageFolder layout (one sub-folder of images per class, at least 2)")
+        raise FormatError(f"{root}: expected an ImageFolder layout (one sub-folder of images per class, at least 2)")
     return images, labels, [c.replace("_", " ") for c in classes]

@@ -1,4 +1,5 @@
 """RefCOCOg as the ``refer`` API reads it, through a restricted unpickler (plain data only)."""
+
 from __future__ import annotations
 
 import io
@@ -7,7 +8,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..corpus import CorpusFormatError, read_json
+from ..io import FormatError, read_json
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -58,15 +59,23 @@ def load_refcocog(root: str | os.PathLike, split_by: str = "umd") -> RefCOCOg:
     refs_path, inst_path = folder / f"refs({split_by}).p", folder / "instances.json"
     for path in (refs_path, inst_path):
         if not path.is_file():
-            raise FileNotFoundError(f"RefCOCOg file missing: {path} (expected the layout <root>/refcocog/refs({split_by}).p)")
+            raise FileNotFoundError(
+                f"RefCOCOg file missing: {path} (expected the layout <root>/refcocog/refs({split_by}).p)"
+            )
     try:
         refs = safe_pickle_load(refs_path)
     except (pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise CorpusFormatError(f"{refs_path} is not a RefCOCOg refs pickle: {err}") from err
+        raise FormatError(f"{refs_path} is not a RefCOCOg refs pickle: {err}") from err
     if not isinstance(refs, list) or not all(isinstance(r, dict) and "ann_id" in r and "sentences" in r for r in refs):
-        raise CorpusFormatError(f"{refs_path}: expected a list of ref dicts with 'ann_id' and 'sentences'")
+        raise FormatError(f"{refs_path}: expected a list of ref dicts with 'ann_id' and 'sentences'")
     inst = read_json(inst_path)
-    if not isinstance(inst, dict) or not all(isinstance(inst.get(k), list) for k in ("images", "annotations", "categories")):
-        raise CorpusFormatError(f"{inst_path} is not COCO instances JSON")
-    return RefCOCOg(refs, {i["id"]: i for i in inst["images"]}, {a["id"]: a for a in inst["annotations"]},
-                    {c["id"]: c for c in inst["categories"]})
+    if not isinstance(inst, dict) or not all(
+        isinstance(inst.get(k), list) for k in ("images", "annotations", "categories")
+    ):
+        raise FormatError(f"{inst_path} is not COCO instances JSON")
+    return RefCOCOg(
+        refs,
+        {i["id"]: i for i in inst["images"]},
+        {a["id"]: a for a in inst["annotations"]},
+        {c["id"]: c for c in inst["categories"]},
+    )

@@ -2,9 +2,9 @@
 
 Later stages (LLM/MLLM negation pipelines) build on the records read here.
 """
+
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -12,16 +12,51 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..io import FormatError, read_json
+
 logger = logging.getLogger(__name__)
+
+#: the old name of :class:`hf_negationclip.io.FormatError`, kept for existing imports
+CorpusFormatError = FormatError
 
 #: whole-word, lower-cased cues of negation (the paper's and NegBench's lists, merged)
 NEGATION_CUES: tuple[str, ...] = (
-    "no", "not", "without", "none", "nobody", "nothing", "nowhere", "neither", "nor", "never", "isn't", "aren't",
-    "wasn't", "weren't", "doesn't", "don't", "didn't", "hasn't", "haven't", "can't", "cannot", "won't", "absent",
-    "absence", "lacking", "lacks", "missing", "except", "excluding", "free of", "n't",
+    "no",
+    "not",
+    "without",
+    "none",
+    "nobody",
+    "nothing",
+    "nowhere",
+    "neither",
+    "nor",
+    "never",
+    "isn't",
+    "aren't",
+    "wasn't",
+    "weren't",
+    "doesn't",
+    "don't",
+    "didn't",
+    "hasn't",
+    "haven't",
+    "can't",
+    "cannot",
+    "won't",
+    "absent",
+    "absence",
+    "lacking",
+    "lacks",
+    "missing",
+    "except",
+    "excluding",
+    "free of",
+    "n't",
 )
-_CUE_RE = re.compile(r"(?<![\w'])(" + "|".join(re.escape(c) for c in sorted(NEGATION_CUES, key=len, reverse=True))
-                     + r")(?![\w'])|n't\b", re.IGNORECASE)
+_CUE_RE = re.compile(
+    r"(?<![\w'])(" + "|".join(re.escape(c) for c in sorted(NEGATION_CUES, key=len, reverse=True)) + r")(?![\w'])|n't\b",
+    re.IGNORECASE,
+)
 
 
 def negation_cues(text: str) -> list[str]:
@@ -46,16 +81,12 @@ def negation_position(text: str) -> str | None:
     match = _CUE_RE.search(text)
     if match is None:
         return None
-    words_before = len(re.findall(r"\S+", text[:match.start()]))
+    words_before = len(re.findall(r"\S+", text[: match.start()]))
     if match.start() > 0 and not text[match.start() - 1].isspace():
         words_before -= 1  # "isn't": the cue is inside the word already counted
     n = len(re.findall(r"\S+", text))
     r = words_before / max(n - 1, 1)
     return POSITIONS[0] if r < 1 / 3 else POSITIONS[1] if r < 2 / 3 else POSITIONS[2]
-
-
-class CorpusFormatError(ValueError):
-    """A caption file that is not COCO captions JSON."""
 
 
 @dataclass(frozen=True)
@@ -68,18 +99,9 @@ class CaptionRecord:
     annotation_id: int | None = None
 
 
-def read_json(path: str | os.PathLike) -> object:
-    """Parse a JSON file, turning a missing or malformed file into a clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise CorpusFormatError(f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from err
-
-
-def load_coco_captions(path: str | os.PathLike, image_dir: str | os.PathLike, caption_field: str = "caption") -> list[CaptionRecord]:
+def load_coco_captions(
+    path: str | os.PathLike, image_dir: str | os.PathLike, caption_field: str = "caption"
+) -> list[CaptionRecord]:
     """Read a COCO captions file (``captions_*.json``) into records, images resolved under ``image_dir``.
 
     ``caption_field="updated_caption"`` reads the paper's negated file. An
@@ -89,13 +111,24 @@ def load_coco_captions(path: str | os.PathLike, image_dir: str | os.PathLike, ca
     return captions_from_coco(read_json(path), path, image_dir, caption_field)
 
 
-def captions_from_coco(data: object, path: str | os.PathLike, image_dir: str | os.PathLike,
-                       caption_field: str = "caption") -> list[CaptionRecord]:
+def captions_from_coco(
+    data: object, path: str | os.PathLike, image_dir: str | os.PathLike, caption_field: str = "caption"
+) -> list[CaptionRecord]:
     """:func:`load_coco_captions` on already parsed JSON (``path`` only names it in messages)."""
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("annotations"), list):
-        raise CorpusFormatError(f"{path} is not COCO captions JSON: expected an object with 'images' and 'annotations' lists")
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("images"), list)
+        or not isinstance(data.get("annotations"), list)
+    ):
+        raise CorpusFormatError(
+            f"{path} is not COCO captions JSON: expected an object with 'images' and 'annotations' lists"
+        )
     image_dir = Path(image_dir)
-    files = {img["id"]: img["file_name"] for img in data["images"] if isinstance(img, dict) and "id" in img and "file_name" in img}
+    files = {
+        img["id"]: img["file_name"]
+        for img in data["images"]
+        if isinstance(img, dict) and "id" in img and "file_name" in img
+    }
     records, skipped = [], Counter()
     for ann in data["annotations"]:
         caption = ann.get(caption_field) if isinstance(ann, dict) else None
@@ -105,7 +138,9 @@ def captions_from_coco(data: object, path: str | os.PathLike, image_dir: str | o
         if ann.get("image_id") not in files:
             skipped["unknown image_id"] += 1
             continue
-        records.append(CaptionRecord(ann["image_id"], image_dir / files[ann["image_id"]], caption.strip(), ann.get("id")))
+        records.append(
+            CaptionRecord(ann["image_id"], image_dir / files[ann["image_id"]], caption.strip(), ann.get("id"))
+        )
     if skipped:
         logger.warning("%s: skipped %d annotations (%s)", path, sum(skipped.values()), dict(skipped))
     if not records:

@@ -3,7 +3,7 @@
 On the scene world they are *rendered*: the negated object takes the place
 (and spot) of an object the caption does not mention, or the negated attribute
 is given to the caption's object; same object count, same layout, same
-background (``synthetic.render_scene`` with the image's ``scene_seed``). When
+background (``scene_world.render_scene`` with the image's ``scene_seed``). When
 the caption mentions every object (nothing to replace) and states no count, an
 *added pair* is rendered instead: the positive is the image plus a new object Z
 at a free spot, the distractor the image plus the negated object X at the same
@@ -15,16 +15,17 @@ the negated category and every category the caption mentions; with
 category whose CLIP image embedding is nearest to the caption's image
 (:mod:`.embeddings`).
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
-from .. import synthetic
+from .. import world as scene_world
 from .backends.base import Job
 
 
@@ -53,7 +54,11 @@ def edited_scene(job: Job, image_size: int) -> tuple[list[dict] | None, str]:
         unmentioned = [[i] for i in order if not any(m.matches(objects[i]) for m in job.mentions)]
         same = [[i] for i in order if objects[i]["category"] == target.category and [i] not in unmentioned]
         edits = unmentioned + same
-        change = lambda o: {**o, "category": target.category, "attributes": {**o["attributes"], **dict(target.attributes)}}  # noqa: E731
+        change = lambda o: {
+            **o,
+            "category": target.category,
+            "attributes": {**o["attributes"], **dict(target.attributes)},
+        }  # noqa: E731
     if not edits or not edits[0]:
         return None, "nothing to edit"
     why = "edit would contradict the caption"
@@ -69,19 +74,31 @@ def edited_scene(job: Job, image_size: int) -> tuple[list[dict] | None, str]:
 
 def to_world_objects(objects: Sequence[Mapping]) -> list[dict]:
     """Scene-world drawing dicts (shape, color, size, x, y) from annotated objects."""
-    return [{"shape": o["category"], "color": o["attributes"].get("color"), "size": o["attributes"].get("size"),
-             "x": o["center"][0], "y": o["center"][1]} for o in objects]
+    return [
+        {
+            "shape": o["category"],
+            "color": o["attributes"].get("color"),
+            "size": o["attributes"].get("size"),
+            "x": o["center"][0],
+            "y": o["center"][1],
+        }
+        for o in objects
+    ]
 
 
 def render_distractor(job: Job, image: Mapping, out_path: Path) -> tuple[list[dict] | None, str]:
     """Render the job's distractor to ``out_path`` (atomically). Returns (its objects, or None and why not)."""
-    size = int(image.get("width", synthetic.DEFAULT_IMAGE_SIZE))
+    size = int(image.get("width", scene_world.DEFAULT_IMAGE_SIZE))
     edited, why = edited_scene(job, size)
     if edited is None:
         return None, why
     try:
-        picture = synthetic.render_scene(to_world_objects(edited), size, int(image["scene_seed"]),
-                                         image.get("background", synthetic.DEFAULT_BACKGROUND))
+        picture = scene_world.render_scene(
+            to_world_objects(edited),
+            size,
+            int(image["scene_seed"]),
+            image.get("background", scene_world.DEFAULT_BACKGROUND),
+        )
     except (ValueError, KeyError, TypeError) as err:
         return None, f"cannot render: {err}"
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,17 +120,21 @@ def added_pair(job: Job, image_size: int) -> tuple[list[dict] | None, list[dict]
         return None, None, "caption states a count"
     rng = np.random.default_rng([job.seed, 5])
     attrs = dict(target.attributes)
-    color = attrs.get("color") or synthetic.COLORS[int(rng.integers(len(synthetic.COLORS)))]
-    size = attrs.get("size") or synthetic.SIZES[int(rng.integers(len(synthetic.SIZES)))]
+    color = attrs.get("color") or scene_world.COLORS[int(rng.integers(len(scene_world.COLORS)))]
+    size = attrs.get("size") or scene_world.SIZES[int(rng.integers(len(scene_world.SIZES)))]
     present = {(o["category"], o["attributes"].get("color")) for o in objects}
-    others = [(s, c) for s in synthetic.SHAPES for c in synthetic.COLORS
-              if s != target.category and c != color and (s, c) not in present]
+    others = [
+        (s, c)
+        for s in scene_world.SHAPES
+        for c in scene_world.COLORS
+        if s != target.category and c != color and (s, c) not in present
+    ]
     if not others:
         return None, None, "no new object to add"
     shape_z, color_z = others[int(rng.integers(len(others)))]
-    world = to_world_objects(objects)
+    scene_objects = to_world_objects(objects)
     for _ in range(8):
-        spot = synthetic.free_spot(rng, world, size, image_size)
+        spot = scene_world.free_spot(rng, scene_objects, size, image_size)
         if spot is None:
             return None, None, "no free spot"
         x = {"category": target.category, "attributes": {"color": color, "size": size}, "center": list(spot)}
@@ -123,15 +144,21 @@ def added_pair(job: Job, image_size: int) -> tuple[list[dict] | None, list[dict]
     return None, None, "added object would overlap another object"
 
 
-def render_added_pair(job: Job, image: Mapping, positive_path: Path, distractor_path: Path) -> tuple[list[dict] | None, str]:
+def render_added_pair(
+    job: Job, image: Mapping, positive_path: Path, distractor_path: Path
+) -> tuple[list[dict] | None, str]:
     """Render an :func:`added_pair` (positive and distractor images). Returns (distractor objects, or None and why)."""
-    size = int(image.get("width", synthetic.DEFAULT_IMAGE_SIZE))
+    size = int(image.get("width", scene_world.DEFAULT_IMAGE_SIZE))
     positive, distractor, why = added_pair(job, size)
     if positive is None:
         return None, why
     for objects, path in ((positive, positive_path), (distractor, distractor_path)):
-        picture = synthetic.render_scene(to_world_objects(objects), size, int(image["scene_seed"]),
-                                         image.get("background", synthetic.DEFAULT_BACKGROUND))
+        picture = scene_world.render_scene(
+            to_world_objects(objects),
+            size,
+            int(image["scene_seed"]),
+            image.get("background", scene_world.DEFAULT_BACKGROUND),
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         picture.save(tmp, format="JPEG", quality=92)
@@ -142,11 +169,15 @@ def render_added_pair(job: Job, image: Mapping, positive_path: Path, distractor_
 
 def _fits_pixels(objects: Sequence[Mapping], i: int, image_size: int) -> bool:
     me = objects[i]
-    r = synthetic.SIZE_RADIUS.get(me["attributes"].get("size"), 0.0) * image_size
+    r = scene_world.SIZE_RADIUS.get(me["attributes"].get("size"), 0.0) * image_size
     if not (r <= me["center"][0] <= image_size - r and r <= me["center"][1] <= image_size - r):
         return False
-    return all(math.dist(me["center"], o["center"]) > r + synthetic.SIZE_RADIUS.get(o["attributes"].get("size"), 0.0)
-               * image_size + 1 for j, o in enumerate(objects) if j != i)
+    return all(
+        math.dist(me["center"], o["center"])
+        > r + scene_world.SIZE_RADIUS.get(o["attributes"].get("size"), 0.0) * image_size + 1
+        for j, o in enumerate(objects)
+        if j != i
+    )
 
 
 class RetrievalIndex:
@@ -164,8 +195,11 @@ class RetrievalIndex:
         ranked = self.src.images_with(needed, exclude=job.image_id)
         if ranked:
             rng = np.random.default_rng([job.seed, 4])
-            return [ranked[int(i)] for i in rng.choice(len(ranked), size=min(k, len(ranked)), replace=False)], "", \
-                "annotations"
+            return (
+                [ranked[int(i)] for i in rng.choice(len(ranked), size=min(k, len(ranked)), replace=False)],
+                "",
+                "annotations",
+            )
         if self.neighbours is not None:
             holders = self.src.images_with([job.target.category], exclude=job.image_id)
             if holders:

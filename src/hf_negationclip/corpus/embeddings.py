@@ -6,13 +6,14 @@ per image id of ``<split>.ids.npy``, ascending) and memory-mapped when read,
 so neither computing nor reading them holds the whole matrix in memory. A
 resumed run reuses them when the model and the image ids are the same.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,11 +24,24 @@ logger = logging.getLogger(__name__)
 class ImageEmbeddings:
     """Nearest images by CLIP image embedding among given candidates; embeddings computed on first use."""
 
-    def __init__(self, model_name_or_path: str, src, cache_dir: str | os.PathLike, batch_size: int = 32,
-                 show_progress: bool = True):
-        self.model_name, self.src, self.batch_size, self.show_progress = str(model_name_or_path), src, batch_size, show_progress
+    def __init__(
+        self,
+        model_name_or_path: str,
+        src,
+        cache_dir: str | os.PathLike,
+        batch_size: int = 32,
+        show_progress: bool = True,
+    ):
+        self.model_name, self.src, self.batch_size, self.show_progress = (
+            str(model_name_or_path),
+            src,
+            batch_size,
+            show_progress,
+        )
         cache_dir = Path(cache_dir)
-        self.path, self.ids_path, self.meta_path = (cache_dir / f"{src.name}{ext}" for ext in (".npy", ".ids.npy", ".json"))
+        self.path, self.ids_path, self.meta_path = (
+            cache_dir / f"{src.name}{ext}" for ext in (".npy", ".ids.npy", ".json")
+        )
         self._ids = self._emb = None
 
     def nearest(self, image_id: int, candidates: Sequence[int], k: int = 1) -> list[int]:
@@ -49,8 +63,11 @@ class ImageEmbeddings:
     def _cached(self, ids: np.ndarray) -> bool:
         try:
             meta = json.loads(self.meta_path.read_text())
-            return meta["model"] == self.model_name and np.array_equal(np.load(self.ids_path), ids) and \
-                np.load(self.path, mmap_mode="r").shape[0] == len(ids)
+            return (
+                meta["model"] == self.model_name
+                and np.array_equal(np.load(self.ids_path), ids)
+                and np.load(self.path, mmap_mode="r").shape[0] == len(ids)
+            )
         except (OSError, ValueError, KeyError):
             return False
 
@@ -67,7 +84,7 @@ class ImageEmbeddings:
         out = None
         bar = tqdm(total=len(ids), desc=f"clip embeddings {self.src.name}", unit="img", disable=not self.show_progress)
         for start in range(0, len(ids), self.batch_size):
-            batch = [int(i) for i in ids[start:start + self.batch_size]]
+            batch = [int(i) for i in ids[start : start + self.batch_size]]
             images, ok = [], []
             for image_id in batch:
                 path = self.src.image_dir / self.src.image(image_id)["file_name"]
@@ -81,11 +98,13 @@ class ImageEmbeddings:
                     ok.append(False)
             with torch.no_grad():
                 pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(device)
-                feats = torch.nn.functional.normalize(feature_tensor(model.get_image_features(pixel_values=pixels)).float(), dim=-1)
+                feats = torch.nn.functional.normalize(
+                    feature_tensor(model.get_image_features(pixel_values=pixels)).float(), dim=-1
+                )
             feats[~torch.tensor(ok, device=feats.device)] = 0.0
             if out is None:
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(ids), feats.shape[1]))
-            out[start:start + len(batch)] = feats.cpu().numpy()
+            out[start : start + len(batch)] = feats.cpu().numpy()
             bar.update(len(batch))
         bar.close()
         if out is None:

@@ -6,25 +6,28 @@ ours are interchangeable) plus our fields: ``negated``, ``cue``, ``form``,
 ``position``, ``pipeline``, ``proposer``, ``verifier`` and ``distractors``
 (image paths relative to the JSON file's folder).
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
-from .captions import read_json
+from ..io import read_json
 from .jsonstream import iter_array_items
 from .store import KeySet, iter_split_records
 
 logger = logging.getLogger(__name__)
 
 CONFIGS = {"pipeline1": ("absent-object",), "pipeline2": ("vqa-no",), "combined": ("absent-object", "vqa-no")}
-LICENSE_NOTE = ("The scene world is CC0 1.0. Negated captions built from COCO follow the COCO annotations' license "
-                "(CC BY 4.0); the images keep their Flickr terms.")
+LICENSE_NOTE = (
+    "The scene world is CC0 1.0. Negated captions built from COCO follow the COCO annotations' license "
+    "(CC BY 4.0); the images keep their Flickr terms."
+)
 CITATION = """@inproceedings{park2025negationclip,
   title     = {Know "No" Better: A Data-Driven Approach for Enhancing Negation Awareness in CLIP},
   author    = {Park, Junsung and Kim, Jungbeom and Kim, Jihwan and Ko, Juhyeon and Kim, Jin-Hwa and Byun, Hyeran},
@@ -34,16 +37,31 @@ CITATION = """@inproceedings{park2025negationclip,
 
 
 def _annotation(rec: dict, ann_id: int) -> dict:
-    return {"id": ann_id, "image_id": rec["image_id"], "caption_id": rec["caption_id"], "caption": rec["caption"],
-            "updated_caption": rec["negated_caption"], "negated": rec["negated"], "cue": rec["cue"], "form": rec["form"],
-            "position": rec["position"], "pipeline": rec["pipeline"], "proposer": rec["proposer"],
-            "verifier": rec["verifier"], "distractors": rec["distractors"],
-            **({"image": rec["positive"]} if rec.get("positive") else {}),
-            **({"distractor_source": rec["distractor_source"]} if rec.get("distractor_source") else {})}
+    return {
+        "id": ann_id,
+        "image_id": rec["image_id"],
+        "caption_id": rec["caption_id"],
+        "caption": rec["caption"],
+        "updated_caption": rec["negated_caption"],
+        "negated": rec["negated"],
+        "cue": rec["cue"],
+        "form": rec["form"],
+        "position": rec["position"],
+        "pipeline": rec["pipeline"],
+        "proposer": rec["proposer"],
+        "verifier": rec["verifier"],
+        "distractors": rec["distractors"],
+        **({"image": rec["positive"]} if rec.get("positive") else {}),
+        **({"distractor_source": rec["distractor_source"]} if rec.get("distractor_source") else {}),
+    }
 
 
-def export_split(out_dir: str | os.PathLike, split: str, image_dir: str | os.PathLike | None = None,
-                 source_captions: str | os.PathLike | None = None) -> dict:
+def export_split(
+    out_dir: str | os.PathLike,
+    split: str,
+    image_dir: str | os.PathLike | None = None,
+    source_captions: str | os.PathLike | None = None,
+) -> dict:
     """Write ``<out_dir>/negated_captions_<split>.json`` from the split's shards; returns its counts.
 
     Annotations are streamed to the file in shard order (the order the run
@@ -54,8 +72,11 @@ def export_split(out_dir: str | os.PathLike, split: str, image_dir: str | os.Pat
     out_dir = Path(out_dir)
     path = out_dir / f"negated_captions_{split}.json"
     tmp = path.with_name(path.name + ".tmp")
-    info = {"description": f"hf-negationclip negated captions ({split})", "version": "1.0",
-            "image_dir": str(image_dir) if image_dir else None}
+    info = {
+        "description": f"hf-negationclip negated captions ({split})",
+        "version": "1.0",
+        "image_dir": str(image_dir) if image_dir else None,
+    }
     image_ids = KeySet(arity=1)
     n = with_pairs = n_images = 0
     try:
@@ -92,11 +113,19 @@ def _image_records(out_dir: Path, split: str, ids: KeySet, source_captions) -> I
 
 def write_stats(out_dir: Path, stats, summary: dict) -> None:
     """``corpus_stats.json`` (every count) and ``corpus_stats.png`` (form and position histograms)."""
-    report = {**summary, "accepted": stats.accepted, "rejected": stats.rejected,
-              "forms": stats.grouped("form"), "positions": stats.grouped("position"), "kinds": stats.grouped("kind")}
+    report = {
+        **summary,
+        "accepted": stats.accepted,
+        "rejected": stats.rejected,
+        "forms": stats.grouped("form"),
+        "positions": stats.grouped("position"),
+        "kinds": stats.grouped("kind"),
+    }
     (out_dir / "corpus_stats.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     if report["forms"]:
-        histogram_png(out_dir / "corpus_stats.png", {"negation form": report["forms"], "cue position": report["positions"]})
+        histogram_png(
+            out_dir / "corpus_stats.png", {"negation form": report["forms"], "cue position": report["positions"]}
+        )
 
 
 def histogram_png(path: Path, panels: dict[str, dict[str, int]]) -> None:
@@ -127,9 +156,11 @@ def load_interchange(path: str | os.PathLike) -> list[dict]:
 
 def form_position_histogram(annotations) -> dict[str, dict[str, int]]:
     """Counts of ``form`` and ``position`` over interchange annotations."""
-    return {"forms": dict(Counter(a.get("form") for a in annotations).most_common()),
-            "positions": dict(Counter(a.get("position") for a in annotations).most_common()),
-            "cues": dict(Counter(a.get("cue") for a in annotations).most_common())}
+    return {
+        "forms": dict(Counter(a.get("form") for a in annotations).most_common()),
+        "positions": dict(Counter(a.get("position") for a in annotations).most_common()),
+        "cues": dict(Counter(a.get("cue") for a in annotations).most_common()),
+    }
 
 
 # --------------------------------------------------------------------------- parquet folder + dataset card
@@ -141,7 +172,9 @@ class ExportCorpusConfig:
 
     corpus_dir: str = field(default="runs/corpus", metadata={"help": "output folder of `hf-negationclip corpus`"})
     output_dir: str = field(default="runs/corpus_dataset", metadata={"help": "where the dataset folder goes"})
-    image_dir: str | None = field(default=None, metadata={"help": "source images (default: recorded in the corpus JSON)"})
+    image_dir: str | None = field(
+        default=None, metadata={"help": "source images (default: recorded in the corpus JSON)"}
+    )
     license: str = field(default="cc0-1.0", metadata={"help": "license id for the card (COCO-derived data: cc-by-4.0)"})
     rows_per_file: int = field(default=2000, metadata={"help": "rows per parquet file (bounds memory)"})
 
@@ -151,20 +184,35 @@ def corpus_features():
     from datasets import Features, Image, List, Value
 
     text = Value("string")
-    return Features({"image": Image(), "image_id": Value("int64"), "caption_id": Value("int64"), "caption": text,
-                     "negated_caption": text, "negated": text, "cue": text, "form": text, "position": text,
-                     "pipeline": text, "proposer": text, "verifier": text, "distractors": List(Image())})
+    return Features(
+        {
+            "image": Image(),
+            "image_id": Value("int64"),
+            "caption_id": Value("int64"),
+            "caption": text,
+            "negated_caption": text,
+            "negated": text,
+            "cue": text,
+            "form": text,
+            "position": text,
+            "pipeline": text,
+            "proposer": text,
+            "verifier": text,
+            "distractors": List(Image()),
+        }
+    )
 
 
 def corpus_splits(corpus_dir: str | os.PathLike) -> list[str]:
-    names = sorted(p.name[len("negated_captions_"):-5] for p in Path(corpus_dir).glob("negated_captions_*.json"))
+    names = sorted(p.name[len("negated_captions_") : -5] for p in Path(corpus_dir).glob("negated_captions_*.json"))
     if not names:
         raise FileNotFoundError(f"no negated_captions_<split>.json in {corpus_dir}: run `hf-negationclip corpus` first")
     return names
 
 
-def iter_corpus_rows(corpus_dir: str | os.PathLike, split: str, pipelines: Sequence[str],
-                     image_dir: str | os.PathLike | None = None) -> Iterator[dict]:
+def iter_corpus_rows(
+    corpus_dir: str | os.PathLike, split: str, pipelines: Sequence[str], image_dir: str | os.PathLike | None = None
+) -> Iterator[dict]:
     """Rows of one split for the given pipelines, images as absolute file paths (``Image()`` reads them)."""
     corpus_dir = Path(corpus_dir)
     data = read_json(corpus_dir / f"negated_captions_{split}.json")
@@ -176,12 +224,21 @@ def iter_corpus_rows(corpus_dir: str | os.PathLike, split: str, pipelines: Seque
         if ann["pipeline"] not in pipelines:
             continue
         image = (corpus_dir / ann["image"]).resolve() if ann.get("image") else image_dir / files[ann["image_id"]]
-        yield {"image": str(image), "image_id": ann["image_id"],
-               "caption_id": ann.get("caption_id", ann["id"]), "caption": ann["caption"],
-               "negated_caption": ann["updated_caption"], "negated": ann["negated"], "cue": ann["cue"],
-               "form": ann["form"], "position": ann["position"], "pipeline": ann["pipeline"],
-               "proposer": ann["proposer"], "verifier": ann["verifier"],
-               "distractors": [str((corpus_dir / p).resolve()) for p in ann.get("distractors", [])]}
+        yield {
+            "image": str(image),
+            "image_id": ann["image_id"],
+            "caption_id": ann.get("caption_id", ann["id"]),
+            "caption": ann["caption"],
+            "negated_caption": ann["updated_caption"],
+            "negated": ann["negated"],
+            "cue": ann["cue"],
+            "form": ann["form"],
+            "position": ann["position"],
+            "pipeline": ann["pipeline"],
+            "proposer": ann["proposer"],
+            "verifier": ann["verifier"],
+            "distractors": [str((corpus_dir / p).resolve()) for p in ann.get("distractors", [])],
+        }
 
 
 def _write_parquet(rows: list[dict], path: Path) -> None:
@@ -194,8 +251,13 @@ def _write_parquet(rows: list[dict], path: Path) -> None:
     ds.with_format(None).to_parquet(str(path))
 
 
-def export_parquet(corpus_dir: str | os.PathLike, output_dir: str | os.PathLike, image_dir: str | None = None,
-                   license: str = "cc0-1.0", rows_per_file: int = 2000) -> dict:
+def export_parquet(
+    corpus_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    image_dir: str | None = None,
+    license: str = "cc0-1.0",
+    rows_per_file: int = 2000,
+) -> dict:
     """Write ``data/pipeline{1,2}/<split>-NNNNN-of-NNNNN.parquet`` + README.md; returns the card's statistics."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -210,7 +272,7 @@ def export_parquet(corpus_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 old.unlink()
             n_files = max(1, -(-len(rows) // rows_per_file))
             for k in range(n_files):
-                chunk = rows[k * rows_per_file:(k + 1) * rows_per_file]
+                chunk = rows[k * rows_per_file : (k + 1) * rows_per_file]
                 if chunk or k == 0:
                     _write_parquet(chunk, folder / f"{split}-{k:05d}-of-{n_files:05d}.parquet")
             data_files[config][split] = [f"data/{config}/{split}-*.parquet"]
@@ -219,11 +281,20 @@ def export_parquet(corpus_dir: str | os.PathLike, output_dir: str | os.PathLike,
                 stats["forms"][r["form"]] += 1
                 stats["positions"][r["position"]] += 1
                 stats["cues"][r["cue"]] += 1
-    configs = [{"config_name": "combined", "default": True,
-                "data_files": [{"split": s, "path": data_files["pipeline1"][s] + data_files["pipeline2"][s]}
-                               for s in data_files["pipeline1"]]}]
-    configs += [{"config_name": c, "data_files": [{"split": s, "path": p} for s, p in data_files[c].items()]}
-                for c in ("pipeline1", "pipeline2")]
+    configs = [
+        {
+            "config_name": "combined",
+            "default": True,
+            "data_files": [
+                {"split": s, "path": data_files["pipeline1"][s] + data_files["pipeline2"][s]}
+                for s in data_files["pipeline1"]
+            ],
+        }
+    ]
+    configs += [
+        {"config_name": c, "data_files": [{"split": s, "path": p} for s, p in data_files[c].items()]}
+        for c in ("pipeline1", "pipeline2")
+    ]
     write_card(out, configs, stats, license)
     return {"output_dir": str(out), "splits": stats["splits"]}
 
@@ -231,22 +302,39 @@ def export_parquet(corpus_dir: str | os.PathLike, output_dir: str | os.PathLike,
 def write_card(out: Path, configs: list[dict], stats: dict, license: str) -> None:
     import yaml
 
-    from ..cards import render_template
+    from ..apps.cards import render_template
 
-    header = yaml.safe_dump({"license": license, "language": ["en"], "pretty_name": "Negated captions (hf-negationclip)",
-                             "task_categories": ["zero-shot-image-classification", "image-to-text"],
-                             "tags": ["negation", "clip", "synthetic", "minimal-pairs"], "configs": configs},
-                            sort_keys=False)
+    header = yaml.safe_dump(
+        {
+            "license": license,
+            "language": ["en"],
+            "pretty_name": "Negated captions (hf-negationclip)",
+            "task_categories": ["zero-shot-image-classification", "image-to-text"],
+            "tags": ["negation", "clip", "synthetic", "minimal-pairs"],
+            "configs": configs,
+        },
+        sort_keys=False,
+    )
     total = {s: sum(v.values()) for s, v in stats["splits"].items()}
-    text = render_template("negation_captions_card.md.j2", yaml_header=header.strip(), splits=stats["splits"], totals=total,
-                           forms=dict(stats["forms"].most_common()), positions=dict(stats["positions"].most_common()),
-                           cues=dict(stats["cues"].most_common()), license=license, license_note=LICENSE_NOTE,
-                           citation=CITATION)
+    text = render_template(
+        "negation_captions_card.md.j2",
+        yaml_header=header.strip(),
+        splits=stats["splits"],
+        totals=total,
+        forms=dict(stats["forms"].most_common()),
+        positions=dict(stats["positions"].most_common()),
+        cues=dict(stats["cues"].most_common()),
+        license=license,
+        license_note=LICENSE_NOTE,
+        citation=CITATION,
+    )
     (out / "README.md").write_text(text, encoding="utf-8")
 
 
 def run_export_corpus(cfg: ExportCorpusConfig) -> dict:
     result = export_parquet(cfg.corpus_dir, cfg.output_dir, cfg.image_dir, cfg.license, cfg.rows_per_file)
-    print(f"wrote {result['output_dir']} ({result['splits']}); load it with "
-          f"datasets.load_dataset({result['output_dir']!r}, 'combined')")
+    print(
+        f"wrote {result['output_dir']} ({result['splits']}); load it with "
+        f"datasets.load_dataset({result['output_dir']!r}, 'combined')"
+    )
     return result

@@ -1,25 +1,26 @@
 """Streaming reads of large JSON files (COCO instances, VQAv2): one array item at a time, memory flat in file size.
 
 Built on ``ijson`` (its C backend when installed). A malformed file raises
-:class:`~hf_negationclip.corpus.CorpusFormatError` naming the file, as
+:class:`~hf_negationclip.corpus.FormatError` naming the file, as
 ``read_json`` does for files read whole.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import ijson
 
-from .captions import CorpusFormatError
+from ..io import FormatError
 
 
 def iter_array_items(path: str | os.PathLike, arrays: Sequence[str], what: str) -> Iterator[tuple[str, object]]:
     """``(array name, item)`` for every item of the top-level arrays ``arrays``: one array after the other, each
     in file order (one parsing pass per array, in C).
 
-    Raises ``CorpusFormatError`` when the file is not JSON, not an object, or
+    Raises ``FormatError`` when the file is not JSON, not an object, or
     lacks one of ``arrays`` (``what`` names the expected format).
     """
     path = Path(path)
@@ -39,7 +40,7 @@ def iter_array_items(path: str | os.PathLike, arrays: Sequence[str], what: str) 
             _check_arrays(path, arrays, empty, what)
     except ijson.JSONError as err:
         first_line = (str(err).strip().splitlines() or ["parse error"])[0]  # yajl adds a multi-line pointer
-        raise CorpusFormatError(f"{path} is not valid JSON ({first_line.strip()})") from err
+        raise FormatError(f"{path} is not valid JSON ({first_line.strip()})") from err
 
 
 def _check_arrays(path: Path, arrays: Sequence[str], empty: Sequence[str], what: str) -> None:
@@ -48,8 +49,8 @@ def _check_arrays(path: Path, arrays: Sequence[str], empty: Sequence[str], what:
         events = ijson.parse(fh)
         first = next(events, None)
         if first is None or first[1] != "start_map":
-            raise CorpusFormatError(f"{path} is not {what}: expected an object with {' and '.join(map(repr, arrays))} lists")
+            raise FormatError(f"{path} is not {what}: expected an object with {' and '.join(map(repr, arrays))} lists")
         seen = {prefix for prefix, event, _ in events if event == "start_array" and prefix in empty}
     missing = [name for name in empty if name not in seen]
     if missing:
-        raise CorpusFormatError(f"{path} is not {what}: no {' or '.join(map(repr, missing))} list")
+        raise FormatError(f"{path} is not {what}: no {' or '.join(map(repr, missing))} list")

@@ -8,6 +8,7 @@ not red ..."). Every output passes :func:`validation.validate`; rejects are
 counted by reason. Every random choice is seeded by the job's key, so a run that
 is killed and restarted writes exactly what an uninterrupted run writes.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,9 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -27,10 +28,10 @@ from .backends.base import PIPELINES, Job
 from .captions import has_negation, negation_cues, negation_position
 from .distractors import RetrievalIndex, render_added_pair, render_distractor
 from .embeddings import ImageEmbeddings
-from .scene import Target, Vocabulary
 from .sources import SplitSource, discover_splits, load_split
-from .store import ShardWriter, iter_split_records, shard_path
+from .store import ShardWriter, shard_path
 from .validation import validate
+from .vocabulary import Target, Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -40,20 +41,28 @@ class CorpusConfig:
     """Build the negated-caption corpus (both pipelines, validation, minimal-pair distractors) and export it."""
 
     world_dir: str = field(default="runs/world", metadata={"help": "scene world folder (ignored with --coco_root)"})
-    coco_root: str | None = field(default=None, metadata={"help": "COCO-layout root: annotations/, vqa/, <split>/ images"})
+    coco_root: str | None = field(
+        default=None, metadata={"help": "COCO-layout root: annotations/, vqa/, <split>/ images"}
+    )
     output_dir: str = field(default="runs/corpus", metadata={"help": "output folder (shards/, distractors/, exports)"})
     splits: str = field(default="", metadata={"help": "comma-separated splits; empty = every split found"})
     pipelines: str = field(default="absent-object,vqa-no", metadata={"help": "absent-object, vqa-no, or both"})
     proposer: str = field(default="plausible", metadata={"help": "pipeline 1 proposer: plausible | random"})
     backend: str = field(default="rules", metadata={"help": "text backend: rules | transformers | openai"})
-    verifiers: str = field(default="annotations", metadata={"help": "'+'-chained verifiers: annotations, clip, mllm, none"})
+    verifiers: str = field(
+        default="annotations", metadata={"help": "'+'-chained verifiers: annotations, clip, mllm, none"}
+    )
     lm_model: str | None = field(default=None, metadata={"help": "transformers backend: local causal LM folder or id"})
-    mllm_model: str | None = field(default=None, metadata={"help": "mllm verifier: image-text-to-text model folder or id"})
+    mllm_model: str | None = field(
+        default=None, metadata={"help": "mllm verifier: image-text-to-text model folder or id"}
+    )
     clip_model: str | None = field(default=None, metadata={"help": "clip verifier: CLIP checkpoint folder or id"})
     clip_threshold: float = field(default=0.5, metadata={"help": "clip verifier: reject above this probability"})
     api_base: str | None = field(default=None, metadata={"help": "openai backend: base URL (env OPENAI_BASE_URL)"})
     api_model: str | None = field(default=None, metadata={"help": "openai backend: model name (env OPENAI_MODEL)"})
-    api_key: str | None = field(default=None, metadata={"help": "openai backend: key (env OPENAI_API_KEY); never logged"})
+    api_key: str | None = field(
+        default=None, metadata={"help": "openai backend: key (env OPENAI_API_KEY); never logged"}
+    )
     max_in_flight: int = field(default=8, metadata={"help": "openai backend: concurrent requests"})
     request_timeout: float = field(default=60.0, metadata={"help": "openai backend: seconds per request"})
     max_retries: int = field(default=4, metadata={"help": "openai backend: retries on 429/5xx/timeouts"})
@@ -64,14 +73,23 @@ class CorpusConfig:
     captions_per_image: int = field(default=0, metadata={"help": "use the first N captions of each image (0 = all)"})
     max_images: int = field(default=0, metadata={"help": "use the first N images of each split (0 = all)"})
     distractors: bool = field(default=True, metadata={"help": "render/retrieve minimal-pair distractor images"})
-    added_pairs: bool = field(default=False, metadata={"help": "scene world: when a caption mentions every object, "
-                                                        "render an added pair (image + Z as positive, image + X as "
-                                                        "distractor); more pairs, but 2-4x longer fine-tuning"})
+    added_pairs: bool = field(
+        default=False,
+        metadata={
+            "help": "scene world: when a caption mentions every object, "
+            "render an added pair (image + Z as positive, image + X as "
+            "distractor); more pairs, but 2-4x longer fine-tuning"
+        },
+    )
     max_distractors: int = field(default=1, metadata={"help": "retrieved distractors per caption (COCO photos)"})
-    distractor_clip_model: str | None = field(default=None, metadata={
-        "help": "COCO photos: when no image holds the negated category and every mentioned one, retrieve the "
-                "images holding the negated category whose image embedding by this CLIP checkpoint is nearest "
-                "(embeddings cached in <output_dir>/clip_embeddings); records then carry distractor_source"})
+    distractor_clip_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "COCO photos: when no image holds the negated category and every mentioned one, retrieve the "
+            "images holding the negated category whose image embedding by this CLIP checkpoint is nearest "
+            "(embeddings cached in <output_dir>/clip_embeddings); records then carry distractor_source"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of every proposal and wording choice"})
     export: bool = field(default=True, metadata={"help": "write negated_captions_<split>.json after the run"})
     show_progress: bool = field(default=True, metadata={"help": "show progress bars"})
@@ -131,12 +149,14 @@ class CorpusStats:
         return sum(v for k, v in self.counts.items() if k.endswith("/rejected"))
 
     def grouped(self, prefix: str) -> dict[str, int]:
-        return {k[len(prefix) + 1:]: v for k, v in sorted(self.counts.items()) if k.startswith(prefix + "/")}
+        return {k[len(prefix) + 1 :]: v for k, v in sorted(self.counts.items()) if k.startswith(prefix + "/")}
 
 
 # --------------------------------------------------------------------------- pipeline 2: questions answered "no"
 
-_PRESENCE = re.compile(r"^(?:is|are) there (?:a |an |any |some )?(.+?)(?: (?:in|on) (?:the|this) (?:picture|image|photo|scene))?\?*$", re.I)
+_PRESENCE = re.compile(
+    r"^(?:is|are) there (?:a |an |any |some )?(.+?)(?: (?:in|on) (?:the|this) (?:picture|image|photo|scene))?\?*$", re.I
+)
 _PROPERTY = re.compile(r"^(?:is|are|does|do) (?:the|this|that) (.+?)\?*$", re.I)
 
 
@@ -154,7 +174,9 @@ def question_target(question: str, caption_mentions, vocab: Vocabulary | None) -
         found = vocab.mentions(phrase) if vocab else []
         if found:
             target = Target("object", found[-1].category, found[-1].attributes)
-            if any(c.category == target.category and set(c.attributes) >= set(target.attributes) for c in caption_mentions):
+            if any(
+                c.category == target.category and set(c.attributes) >= set(target.attributes) for c in caption_mentions
+            ):
                 return None  # the caption affirms it: a "no" would contradict the caption
             return target
         return Target("object", phrase) if phrase and vocab is None else None
@@ -165,11 +187,13 @@ def question_target(question: str, caption_mentions, vocab: Vocabulary | None) -
     found = vocab.mentions(rest)
     if not found or found[0].start != 0:
         return None
-    subject, predicate = found[0], rest[found[0].end:].strip().lower()
+    subject, predicate = found[0], rest[found[0].end :].strip().lower()
     if not predicate or subject.category not in {c.category for c in caption_mentions}:
         return None
     key = vocab.value_to_key.get(predicate)
-    if key is not None and any(c.category == subject.category and dict(c.attributes).get(key) for c in caption_mentions):
+    if key is not None and any(
+        c.category == subject.category and dict(c.attributes).get(key) for c in caption_mentions
+    ):
         return None  # "a blue square" + "is the square red? no": nothing new to say
     return Target("attribute", subject.category, (), key, predicate)
 
@@ -190,8 +214,16 @@ def iter_jobs(src: SplitSource, cfg: CorpusConfig, done) -> Iterator[Job | None]
         for pipeline in cfg.pipeline_list:
             if (rec.image_id, caption_id, pipeline) in done:
                 continue
-            job = Job(rec.image_id, caption_id, rec.caption, rec.image_path, pipeline,
-                      _job_seed(cfg.seed, rec.image_id, caption_id, pipeline), objects, mentions)
+            job = Job(
+                rec.image_id,
+                caption_id,
+                rec.caption,
+                rec.image_path,
+                pipeline,
+                _job_seed(cfg.seed, rec.image_id, caption_id, pipeline),
+                objects,
+                mentions,
+            )
             if has_negation(rec.caption):
                 job.reject("source caption already negated")
             elif pipeline == "vqa-no" and not _attach_question(job, src):
@@ -201,8 +233,11 @@ def iter_jobs(src: SplitSource, cfg: CorpusConfig, done) -> Iterator[Job | None]
 
 
 def _attach_question(job: Job, src: SplitSource) -> bool:
-    options = [(q, t) for q in src.no_questions(job.image_id)
-               if (t := question_target(q, job.mentions, src.vocabulary)) is not None]
+    options = [
+        (q, t)
+        for q in src.no_questions(job.image_id)
+        if (t := question_target(q, job.mentions, src.vocabulary)) is not None
+    ]
     if not options:
         return False
     job.question, job.target = options[int(np.random.default_rng([job.seed, 5]).integers(len(options)))]
@@ -230,8 +265,13 @@ class SplitRunner:
         self.cfg, self.src, self.text, self.verifier, self.out_dir = cfg, src, text_backend, verifier, out_dir
         self.index = None
         if cfg.distractors and src.has_objects and not src.has_scenes:
-            neighbours = ImageEmbeddings(cfg.distractor_clip_model, src, out_dir / "clip_embeddings", cfg.batch_size,
-                                         cfg.show_progress) if cfg.distractor_clip_model else None
+            neighbours = (
+                ImageEmbeddings(
+                    cfg.distractor_clip_model, src, out_dir / "clip_embeddings", cfg.batch_size, cfg.show_progress
+                )
+                if cfg.distractor_clip_model
+                else None
+            )
             self.index = RetrievalIndex(src, neighbours)
 
     def run_batch(self, jobs: list[Job]) -> list[dict]:
@@ -256,15 +296,30 @@ class SplitRunner:
         return [self._record(job) for job in jobs]
 
     def _record(self, job: Job) -> dict:
-        rec = {"image_id": job.image_id, "caption_id": job.caption_id, "caption": job.caption, "pipeline": job.pipeline,
-               "split": self.src.name, "backend": self.text.name, "verifier": self.verifier.name,
-               "proposer": self.cfg.proposer if job.pipeline == "absent-object" else "vqa", "question": job.question,
-               "target": job.target.to_json() if job.target else None, "negated_caption": job.negated_caption}
+        rec = {
+            "image_id": job.image_id,
+            "caption_id": job.caption_id,
+            "caption": job.caption,
+            "pipeline": job.pipeline,
+            "split": self.src.name,
+            "backend": self.text.name,
+            "verifier": self.verifier.name,
+            "proposer": self.cfg.proposer if job.pipeline == "absent-object" else "vqa",
+            "question": job.question,
+            "target": job.target.to_json() if job.target else None,
+            "negated_caption": job.negated_caption,
+        }
         if job.reason is not None:
             return {**rec, "status": "rejected", "reason": job.reason}
         cues = negation_cues(job.negated_caption)
-        rec.update(status="accepted", reason=None, negated=job.target.phrase, cue=cues[0], form=job.form,
-                   position=negation_position(job.negated_caption))
+        rec.update(
+            status="accepted",
+            reason=None,
+            negated=job.target.phrase,
+            cue=cues[0],
+            form=job.form,
+            position=negation_position(job.negated_caption),
+        )
         rec["distractors"], rec["distractor_note"], source = self._distractors(job)
         if self.cfg.distractor_clip_model:
             rec["distractor_source"] = source  # "annotations" | "clip-neighbour" | None
@@ -275,7 +330,11 @@ class SplitRunner:
         return rec
 
     def _positive_rel(self, job: Job) -> Path:
-        return Path("positives") / self.src.name / f"{job.image_id}_{job.caption_id}_{PIPELINES.index(job.pipeline) + 1}.jpg"
+        return (
+            Path("positives")
+            / self.src.name
+            / f"{job.image_id}_{job.caption_id}_{PIPELINES.index(job.pipeline) + 1}.jpg"
+        )
 
     def _distractors(self, job: Job) -> tuple[list[str], str | None, str | None]:
         """(distractor paths relative to the output folder, why there are none, how they were found)."""
@@ -284,7 +343,11 @@ class SplitRunner:
         if not self.src.has_objects or job.objects is None:
             return [], "no instance annotations", None
         if self.src.has_scenes:
-            rel = Path("distractors") / self.src.name / f"{job.image_id}_{job.caption_id}_{PIPELINES.index(job.pipeline) + 1}.jpg"
+            rel = (
+                Path("distractors")
+                / self.src.name
+                / f"{job.image_id}_{job.caption_id}_{PIPELINES.index(job.pipeline) + 1}.jpg"
+            )
             image = self.src.image(job.image_id)
             edited, why = render_distractor(job, image, self.out_dir / rel)
             if edited is None and why == "nothing to edit" and self.cfg.added_pairs:
@@ -299,8 +362,9 @@ class SplitRunner:
 # --------------------------------------------------------------------------- the run
 
 
-def run_split(cfg: CorpusConfig, split: str, text_backend=None, stats: CorpusStats | None = None,
-              cache: dict | None = None) -> CorpusStats:
+def run_split(
+    cfg: CorpusConfig, split: str, text_backend=None, stats: CorpusStats | None = None, cache: dict | None = None
+) -> CorpusStats:
     """Decide every job of one split (this shard), appending records to its shard file."""
     out_dir = Path(cfg.output_dir)
     src = load_split(cfg.root, split, with_vqa="vqa-no" in cfg.pipeline_list, index_dir=out_dir / "index")
@@ -315,8 +379,13 @@ def run_split(cfg: CorpusConfig, split: str, text_backend=None, stats: CorpusSta
     if cfg.max_images:
         n_images = min(n_images, cfg.max_images)
     with ShardWriter(path, on_existing=stats.add) as writer:
-        bar = tqdm(desc=f"corpus {split}", unit="job", disable=not cfg.show_progress,
-                   total=n_images * (cfg.captions_per_image or 5) * len(cfg.pipeline_list), initial=len(writer.done))
+        bar = tqdm(
+            desc=f"corpus {split}",
+            unit="job",
+            disable=not cfg.show_progress,
+            total=n_images * (cfg.captions_per_image or 5) * len(cfg.pipeline_list),
+            initial=len(writer.done),
+        )
         not_applicable = 0
         for batch in _batches(iter_jobs(src, cfg, writer.done), cfg.batch_size):
             jobs = [j for j in batch if j is not None]
@@ -378,11 +447,16 @@ def _per_process(cfg: CorpusConfig):
     state = launch_state()
     if state.num_processes == 1:
         if world > 1:
-            raise ValueError(f"launched as {world} processes but accelerate sees one (no GPU?): on CPUs use "
-                               "`accelerate launch --cpu` or set ACCELERATE_USE_CPU=true, or each would write every record")
+            raise ValueError(
+                f"launched as {world} processes but accelerate sees one (no GPU?): on CPUs use "
+                "`accelerate launch --cpu` or set ACCELERATE_USE_CPU=true, or each would write every record"
+            )
         return cfg, None
-    return replace(cfg, num_shards=cfg.num_shards * state.num_processes,
-                   shard_index=cfg.shard_index * state.num_processes + state.process_index), state
+    return replace(
+        cfg,
+        num_shards=cfg.num_shards * state.num_processes,
+        shard_index=cfg.shard_index * state.num_processes + state.process_index,
+    ), state
 
 
 def _image_dir(cfg: CorpusConfig, split: str) -> str:

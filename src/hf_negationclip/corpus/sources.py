@@ -11,6 +11,7 @@ run looks captions, objects and questions up per image there, so its memory
 does not grow with the number of images. The index is kept next to the run's
 outputs and rebuilt when an input file changes (size or modification time).
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,12 +24,13 @@ import sqlite3
 import tempfile
 import weakref
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
-from .captions import CaptionRecord, CorpusFormatError
+from ..io import FormatError
+from .captions import CaptionRecord
 from .jsonstream import iter_array_items
-from .scene import Vocabulary
+from .vocabulary import Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +55,9 @@ CREATE TABLE no_answers (question_id, image_id INTEGER NOT NULL);
 
 def discover_splits(root: str | os.PathLike) -> list[str]:
     """Split names that have a ``captions_<split>.json`` under ``<root>/annotations``."""
-    names = sorted(p.name[len("captions_"):-len(".json")] for p in (Path(root) / "annotations").glob("captions_*.json"))
+    names = sorted(
+        p.name[len("captions_") : -len(".json")] for p in (Path(root) / "annotations").glob("captions_*.json")
+    )
     if not names:
         raise FileNotFoundError(f"no annotations/captions_<split>.json under {root}")
     order = {"train": 0, "val": 1, "test": 2}
@@ -65,15 +69,19 @@ def image_dir_for(root: str | os.PathLike, split: str) -> Path:
     for candidate in (root / "images" / split, root / split):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"no image folder for split {split!r}: looked for {root / 'images' / split} and {root / split}")
+    raise FileNotFoundError(
+        f"no image folder for split {split!r}: looked for {root / 'images' / split} and {root / split}"
+    )
 
 
 def split_files(root: Path, split: str) -> dict[str, Path]:
     """The input files of one split (the optional ones may not exist)."""
-    return {"captions": root / "annotations" / f"captions_{split}.json",
-            "instances": root / "annotations" / f"instances_{split}.json",
-            "questions": root / "vqa" / f"v2_OpenEnded_mscoco_{split}_questions.json",
-            "answers": root / "vqa" / f"v2_mscoco_{split}_annotations.json"}
+    return {
+        "captions": root / "annotations" / f"captions_{split}.json",
+        "instances": root / "annotations" / f"instances_{split}.json",
+        "questions": root / "vqa" / f"v2_OpenEnded_mscoco_{split}_questions.json",
+        "answers": root / "vqa" / f"v2_mscoco_{split}_annotations.json",
+    }
 
 
 class SplitSource:
@@ -90,16 +98,22 @@ class SplitSource:
         meta = dict(self._db.execute("SELECT key, value FROM meta"))
         self.has_objects = bool(json.loads(meta["has_instances"]))
         self.has_scenes = bool(json.loads(meta["has_scenes"]))
-        self.vocabulary = Vocabulary(json.loads(meta["categories"]), json.loads(meta["attribute_values"])) \
-            if self.has_objects else None
-        self.category_sizes = dict(self._db.execute("SELECT category, COUNT(*) FROM image_categories GROUP BY category"))
+        self.vocabulary = (
+            Vocabulary(json.loads(meta["categories"]), json.loads(meta["attribute_values"]))
+            if self.has_objects
+            else None
+        )
+        self.category_sizes = dict(
+            self._db.execute("SELECT category, COUNT(*) FROM image_categories GROUP BY category")
+        )
         self.objects = functools.lru_cache(maxsize=1024)(self._objects)
 
     def close(self) -> None:
         self._db.close()
 
-    def captions(self, shard_index: int = 0, num_shards: int = 1, max_images: int = 0,
-                 captions_per_image: int = 0) -> Iterator[tuple[int, CaptionRecord]]:
+    def captions(
+        self, shard_index: int = 0, num_shards: int = 1, max_images: int = 0, captions_per_image: int = 0
+    ) -> Iterator[tuple[int, CaptionRecord]]:
         """``(n, record)`` in caption-file order (``n`` counts every usable caption of the split) for the images
         of one shard: its first ``max_images`` images (by first caption), their first ``captions_per_image``."""
         rows = self._db.execute(
@@ -110,13 +124,16 @@ class SplitSource:
                SELECT c.n, c.image_id, c.annotation_id, c.caption, i.caption_file
                FROM ranked JOIN captions c USING (n) JOIN images i ON i.id = c.image_id
                WHERE ranked.r <= :per ORDER BY c.n""",
-            {"k": num_shards, "i": shard_index, "lim": max_images or -1, "per": captions_per_image or 2 ** 62})
+            {"k": num_shards, "i": shard_index, "lim": max_images or -1, "per": captions_per_image or 2**62},
+        )
         for n, image_id, annotation_id, caption, file_name in rows:
             yield n, CaptionRecord(image_id, self.image_dir / file_name, caption, annotation_id)
 
     def n_images(self, shard_index: int = 0, num_shards: int = 1) -> int:
-        return self._db.execute("SELECT COUNT(DISTINCT image_id) FROM captions WHERE ((image_id % :k) + :k) % :k = :i",
-                                {"k": num_shards, "i": shard_index}).fetchone()[0]
+        return self._db.execute(
+            "SELECT COUNT(DISTINCT image_id) FROM captions WHERE ((image_id % :k) + :k) % :k = :i",
+            {"k": num_shards, "i": shard_index},
+        ).fetchone()[0]
 
     def image(self, image_id: int) -> dict:
         """The image's record (``id, file_name, height, width`` and the world's ``scene_seed, background``)."""
@@ -135,21 +152,30 @@ class SplitSource:
             return None
         if self._db.execute("SELECT in_instances FROM images WHERE id = ?", (image_id,)).fetchone() != (1,):
             return None
-        return [{"category": cat, **json.loads(data)} for cat, data in
-                self._db.execute("SELECT category, data FROM objects WHERE image_id = ? ORDER BY rowid", (image_id,))]
+        return [
+            {"category": cat, **json.loads(data)}
+            for cat, data in self._db.execute(
+                "SELECT category, data FROM objects WHERE image_id = ? ORDER BY rowid", (image_id,)
+            )
+        ]
 
     def no_questions(self, image_id: int) -> list[str]:
         """VQAv2 questions about the image whose majority answer is "no", in the answers file's order."""
-        return [q for (q,) in self._db.execute(
-            "SELECT q.text FROM no_answers a JOIN questions q USING (question_id) WHERE a.image_id = ? ORDER BY a.rowid",
-            (image_id,))]
+        return [
+            q
+            for (q,) in self._db.execute(
+                "SELECT q.text FROM no_answers a JOIN questions q USING (question_id) WHERE a.image_id = ? ORDER BY a.rowid",
+                (image_id,),
+            )
+        ]
 
     def cooccurrence(self) -> dict[str, dict[str, int]]:
         """How often two categories share an image: the rules backend's notion of "plausible"."""
         table: dict[str, dict[str, int]] = {}
         for a, b, count in self._db.execute(
-                """SELECT x.category, y.category, COUNT(*) FROM image_categories x JOIN image_categories y
-                   ON x.image_id = y.image_id AND x.category != y.category GROUP BY x.category, y.category"""):
+            """SELECT x.category, y.category, COUNT(*) FROM image_categories x JOIN image_categories y
+                   ON x.image_id = y.image_id AND x.category != y.category GROUP BY x.category, y.category"""
+        ):
             table.setdefault(a, {})[b] = count
         return table
 
@@ -159,12 +185,15 @@ class SplitSource:
         if not cats or any(c not in self.category_sizes for c in cats):
             return []
         sql = "SELECT image_id FROM image_categories a WHERE category = ? AND image_id IS NOT ?" + "".join(
-            " AND EXISTS (SELECT 1 FROM image_categories WHERE category = ? AND image_id = a.image_id)" for _ in cats[1:])
+            " AND EXISTS (SELECT 1 FROM image_categories WHERE category = ? AND image_id = a.image_id)"
+            for _ in cats[1:]
+        )
         return [i for (i,) in self._db.execute(sql + " ORDER BY image_id", (cats[0], exclude, *cats[1:]))]
 
 
-def load_split(root: str | os.PathLike, split: str, with_vqa: bool = True,
-               index_dir: str | os.PathLike | None = None) -> SplitSource:
+def load_split(
+    root: str | os.PathLike, split: str, with_vqa: bool = True, index_dir: str | os.PathLike | None = None
+) -> SplitSource:
     """Read one split of a scene world or COCO root into its index (kept in ``index_dir``, or a temporary folder)."""
     root = Path(root)
     image_dir = image_dir_for(root, split)
@@ -216,8 +245,13 @@ def build_index(files: dict[str, Path], path: Path, with_vqa: bool, fingerprint:
     db = sqlite3.connect(tmp)
     try:
         db.executescript("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;" + _SCHEMA)
-        meta = {"fingerprint": fingerprint, "has_instances": "false", "has_scenes": "false",
-                "categories": "[]", "attribute_values": "{}"}
+        meta = {
+            "fingerprint": fingerprint,
+            "has_instances": "false",
+            "has_scenes": "false",
+            "categories": "[]",
+            "attribute_values": "{}",
+        }
         _index_captions(db, files["captions"])
         if files["instances"].is_file():
             meta.update(_index_instances(db, files["instances"]), has_instances="true")
@@ -229,8 +263,10 @@ def build_index(files: dict[str, Path], path: Path, with_vqa: bool, fingerprint:
             CREATE INDEX no_answers_image ON no_answers (image_id);
             DROP TABLE raw_captions; DROP TABLE raw_objects;""")
         if meta["has_instances"] == "true":
-            scenes = db.execute("SELECT NOT EXISTS (SELECT 1 FROM images WHERE scene = 0) AND "
-                                "NOT EXISTS (SELECT 1 FROM objects WHERE has_center = 0)").fetchone()[0]
+            scenes = db.execute(
+                "SELECT NOT EXISTS (SELECT 1 FROM images WHERE scene = 0) AND "
+                "NOT EXISTS (SELECT 1 FROM objects WHERE has_center = 0)"
+            ).fetchone()[0]
             meta["has_scenes"] = json.dumps(bool(scenes))
         db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
         db.commit()
@@ -241,7 +277,7 @@ def build_index(files: dict[str, Path], path: Path, with_vqa: bool, fingerprint:
 
 def _image_row(img: dict, caption_file: str | None, path: Path) -> tuple:
     if not isinstance(img.get("id"), int):
-        raise CorpusFormatError(f"{path}: image without an integer 'id': {str(img)[:120]}")
+        raise FormatError(f"{path}: image without an integer 'id': {str(img)[:120]}")
     data = {k: img[k] for k in _IMAGE_KEYS if k in img}
     return img["id"], json.dumps(data), caption_file, "scene_seed" in data
 
@@ -255,8 +291,10 @@ def _index_captions(db: sqlite3.Connection, path: Path) -> None:
             if kind == "images":
                 if isinstance(item, dict) and "id" in item:
                     caption_file = item["file_name"] if "file_name" in item else None
-                    yield "INSERT OR REPLACE INTO images (id, data, caption_file, scene) VALUES (?, ?, ?, ?)", \
-                        _image_row(item, caption_file, path)
+                    yield (
+                        "INSERT OR REPLACE INTO images (id, data, caption_file, scene) VALUES (?, ?, ?, ?)",
+                        _image_row(item, caption_file, path),
+                    )
                 continue
             caption = item.get("caption") if isinstance(item, dict) else None
             if not isinstance(caption, str) or not caption.strip():
@@ -276,7 +314,7 @@ def _index_captions(db: sqlite3.Connection, path: Path) -> None:
     if skipped:
         logger.warning("%s: skipped %d annotations (%s)", path, sum(skipped.values()), dict(skipped))
     if not kept:
-        raise CorpusFormatError(f"{path} holds no usable 'caption' annotations")
+        raise FormatError(f"{path} holds no usable 'caption' annotations")
 
 
 def _index_instances(db: sqlite3.Connection, path: Path) -> dict[str, str]:
@@ -296,17 +334,21 @@ def _index_instances(db: sqlite3.Connection, path: Path) -> dict[str, str]:
                     if isinstance(value, str):
                         values.setdefault(key, set()).add(value)
                 obj = {"attributes": attributes, "center": item.get("center"), "bbox": item.get("bbox")}
-                db.execute("INSERT INTO raw_objects VALUES (?, ?, ?, ?)",
-                           (item.get("image_id"), item.get("category_id"), json.dumps(obj), bool(obj["center"])))
+                db.execute(
+                    "INSERT INTO raw_objects VALUES (?, ?, ?, ?)",
+                    (item.get("image_id"), item.get("category_id"), json.dumps(obj), bool(obj["center"])),
+                )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise CorpusFormatError(f"{path}: malformed {kind} entry {str(item)[:120]} ({err!r})") from err
+            raise FormatError(f"{path}: malformed {kind} entry {str(item)[:120]} ({err!r})") from err
     db.executescript("""
         INSERT INTO objects SELECT o.image_id, c.name, o.data, o.has_center FROM raw_objects o
             JOIN categories c ON c.id = o.category_id JOIN images i ON i.id = o.image_id AND i.in_instances = 1
             ORDER BY o.rowid;
         INSERT OR IGNORE INTO image_categories SELECT category, image_id FROM objects;""")
-    return {"categories": json.dumps(categories),
-            "attribute_values": json.dumps({k: sorted(v) for k, v in sorted(values.items())})}
+    return {
+        "categories": json.dumps(categories),
+        "attribute_values": json.dumps({k: sorted(v) for k, v in sorted(values.items())}),
+    }
 
 
 def _merge_image(db: sqlite3.Connection, img: dict, path: Path) -> None:
@@ -315,9 +357,11 @@ def _merge_image(db: sqlite3.Connection, img: dict, path: Path) -> None:
     row = db.execute("SELECT data FROM images WHERE id = ?", (image_id,)).fetchone()
     merged = json.loads(row[0]) if row else {}
     merged.update({k: v for k, v in json.loads(data).items() if k not in merged})
-    db.execute("""INSERT INTO images (id, data, scene, in_instances) VALUES (?, ?, ?, 1) ON CONFLICT (id)
+    db.execute(
+        """INSERT INTO images (id, data, scene, in_instances) VALUES (?, ?, ?, 1) ON CONFLICT (id)
                   DO UPDATE SET data = excluded.data, scene = excluded.scene, in_instances = 1""",
-               (image_id, json.dumps(merged), "scene_seed" in merged))
+        (image_id, json.dumps(merged), "scene_seed" in merged),
+    )
 
 
 def _index_questions(db: sqlite3.Connection, q_path: Path, a_path: Path) -> None:
@@ -331,7 +375,7 @@ def _index_questions(db: sqlite3.Connection, q_path: Path, a_path: Path) -> None
             if top == "no" and votes.get("no", 0) >= votes.get("yes", 0):
                 db.execute("INSERT INTO no_answers VALUES (?, ?)", (ann["question_id"], ann["image_id"]))
     except (KeyError, TypeError, AttributeError) as err:
-        raise CorpusFormatError(f"{q_path} / {a_path} are not VQAv2 question/annotation files: missing {err}") from err
+        raise FormatError(f"{q_path} / {a_path} are not VQAv2 question/annotation files: missing {err}") from err
 
 
 def _answer(a):

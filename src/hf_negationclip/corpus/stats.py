@@ -1,16 +1,18 @@
 """How often captions negate, by cue: the paper's corpus analysis (about 0.7% of LAION-400M captions)."""
+
 from __future__ import annotations
 
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-from .captions import CorpusFormatError, negation_cues, negation_position, read_json
+from ..io import FormatError, read_json
+from .captions import negation_cues, negation_position
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +21,10 @@ logger = logging.getLogger(__name__)
 class NegationStatsConfig:
     """Count negation cues in a caption collection: COCO captions JSON, a parquet folder/file, or a Hub dataset id."""
 
-    source: str = field(default="runs/world/annotations/captions_train.json",
-                        metadata={"help": "COCO captions JSON, parquet file or folder, or a Hub dataset id"})
+    source: str = field(
+        default="runs/world/annotations/captions_train.json",
+        metadata={"help": "COCO captions JSON, parquet file or folder, or a Hub dataset id"},
+    )
     field_name: str = field(default="caption", metadata={"help": "caption field / column (e.g. updated_caption)"})
     split: str = field(default="train", metadata={"help": "split of a Hub dataset"})
     output_dir: str = field(default="runs/negation_stats", metadata={"help": "where stats.json and the bar chart go"})
@@ -33,7 +37,7 @@ def iter_captions(source: str, field_name: str = "caption", split: str = "train"
     if path.suffix == ".json" or (path.is_file() and path.suffix != ".parquet"):
         data = read_json(path)
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-            raise CorpusFormatError(f"{path} is not COCO captions JSON (no 'annotations' list)")
+            raise FormatError(f"{path} is not COCO captions JSON (no 'annotations' list)")
         for ann in data["annotations"]:
             if isinstance(ann, dict) and isinstance(ann.get(field_name), str):
                 yield ann[field_name]
@@ -74,8 +78,13 @@ def negation_stats(captions: Iterable[str], max_captions: int = 0, show_progress
             positions[negation_position(caption)] += 1
         if max_captions and total >= max_captions:
             break
-    return {"captions": total, "with_negation": negated, "fraction": negated / total if total else 0.0,
-            "by_cue": dict(cues.most_common()), "by_position": dict(positions.most_common())}
+    return {
+        "captions": total,
+        "with_negation": negated,
+        "fraction": negated / total if total else 0.0,
+        "by_cue": dict(cues.most_common()),
+        "by_position": dict(positions.most_common()),
+    }
 
 
 def run_negation_stats(cfg: NegationStatsConfig) -> dict:
@@ -87,7 +96,11 @@ def run_negation_stats(cfg: NegationStatsConfig) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "negation_stats.json").write_text(json.dumps({"source": cfg.source, **stats}, indent=2))
-    histogram_png(out / "negation_stats.png", {f"captions with each cue (of {stats['captions']})": stats["by_cue"] or {"none": 0}})
-    print(f"{stats['with_negation']} of {stats['captions']} captions ({stats['fraction']:.2%}) contain a negation cue; "
-          f"by cue: {stats['by_cue']}. Wrote {out / 'negation_stats.json'} and {out / 'negation_stats.png'}")
+    histogram_png(
+        out / "negation_stats.png", {f"captions with each cue (of {stats['captions']})": stats["by_cue"] or {"none": 0}}
+    )
+    print(
+        f"{stats['with_negation']} of {stats['captions']} captions ({stats['fraction']:.2%}) contain a negation cue; "
+        f"by cue: {stats['by_cue']}. Wrote {out / 'negation_stats.json'} and {out / 'negation_stats.png'}"
+    )
     return stats

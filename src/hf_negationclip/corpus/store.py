@@ -7,14 +7,15 @@ run neither redoes them nor miscounts them. The keys already written are kept in
 a private temporary sqlite file, not in memory, so memory does not grow with the
 corpus.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 Key = tuple[int, int, str]
 
@@ -115,7 +116,7 @@ class ShardWriter:
         self._fh.close()
         self.done.close()
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,19 +1,39 @@
 """Checks every generated caption passes, whatever backend wrote it. A failure names its reason."""
+
 from __future__ import annotations
 
 import re
 
-from .captions import has_negation
-from .scene import Vocabulary
 from .backends.base import Job
+from .captions import has_negation
+from .vocabulary import Vocabulary
 
 #: function words that a rewrite may drop or change; every other word of the original must survive
-STOPWORDS = frozenset("""a an the of on in at to with and or is are was were be been this that these those there
+STOPWORDS = frozenset(
+    """a an the of on in at to with and or is are was were be been this that these those there
 here it its his her their some any one has have having by for from as into onto near next up down
-out over under very""".split())
+out over under very""".split()
+)
 #: phrases that only appear when a model echoes its instructions instead of answering
-PROMPT_LEAKS = ("caption", "rewrite", "rewritten", "negated", "negation", "original", "sentence", "assistant", "user:",
-                "answer:", "###", "here is the", "here's", "instruction", "output:", "<|", "[inst]")
+PROMPT_LEAKS = (
+    "caption",
+    "rewrite",
+    "rewritten",
+    "negated",
+    "negation",
+    "original",
+    "sentence",
+    "assistant",
+    "user:",
+    "answer:",
+    "###",
+    "here is the",
+    "here's",
+    "instruction",
+    "output:",
+    "<|",
+    "[inst]",
+)
 MAX_WORDS = 60
 
 

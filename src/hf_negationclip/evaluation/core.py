@@ -3,20 +3,20 @@
 Conventions: cosine similarity of L2-normalised embeddings; a tie counts as
 wrong; every accuracy is reported next to its chance level.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .. import synthetic
+from .. import world as scene_world
 from ..benchmarks import ChoiceItem, build_negation_probe, build_shape_probe, load_world_split, single_object_images
 from ..corpus import load_coco_captions
 from ..modeling import feature_tensor
@@ -25,16 +25,26 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def embed_images(model, processor, images: Sequence[Image.Image | str | os.PathLike], batch_size: int = 64,
-                 show_progress: bool = False) -> torch.Tensor:
+def embed_images(
+    model,
+    processor,
+    images: Sequence[Image.Image | str | os.PathLike],
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> torch.Tensor:
     """L2-normalised image embeddings (N x D); paths are opened lazily, batch by batch."""
     model.eval()
     device = next(model.parameters()).device
     chunks = []
     for start in tqdm(range(0, len(images), batch_size), desc="images", disable=not show_progress, leave=False):
-        batch = [im if isinstance(im, Image.Image) else Image.open(im).convert("RGB") for im in images[start:start + batch_size]]
+        batch = [
+            im if isinstance(im, Image.Image) else Image.open(im).convert("RGB")
+            for im in images[start : start + batch_size]
+        ]
         pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
-        chunks.append(torch.nn.functional.normalize(feature_tensor(model.get_image_features(pixel_values=pixels)).float(), dim=-1))
+        chunks.append(
+            torch.nn.functional.normalize(feature_tensor(model.get_image_features(pixel_values=pixels)).float(), dim=-1)
+        )
     return torch.cat(chunks).cpu()
 
 
@@ -45,7 +55,9 @@ def embed_texts(model, processor, texts: Sequence[str], batch_size: int = 256) -
     device = next(model.parameters()).device
     chunks = []
     for start in range(0, len(texts), batch_size):
-        tok = processor.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True, return_tensors="pt").to(device)
+        tok = processor.tokenizer(
+            list(texts[start : start + batch_size]), padding=True, truncation=True, return_tensors="pt"
+        ).to(device)
         chunks.append(torch.nn.functional.normalize(feature_tensor(model.get_text_features(**tok)).float(), dim=-1))
     return torch.cat(chunks).cpu()
 
@@ -103,8 +115,14 @@ class WorldEvaluator:
     captions, and the controlled negation probe with its affirmative twin.
     """
 
-    def __init__(self, world_dir: str | os.PathLike, split: str = "val", probe_items: int = 200, seed: int = 0,
-                 max_retrieval_images: int = 500):
+    def __init__(
+        self,
+        world_dir: str | os.PathLike,
+        split: str = "val",
+        probe_items: int = 200,
+        seed: int = 0,
+        max_retrieval_images: int = 500,
+    ):
         self.world_dir, self.split = Path(world_dir), split
         self.images = load_world_split(world_dir, split)
         self.singles = single_object_images(self.images)
@@ -114,7 +132,9 @@ class WorldEvaluator:
         self.negated = [it for it in probe if it.kind == "negated"]
         self.affirmative = [it for it in probe if it.kind == "affirmative"]
         self.shape_probe = build_shape_probe(self.images, probe_items, seed)
-        captions = load_coco_captions(self.world_dir / "annotations" / f"captions_{split}.json", self.world_dir / "images" / split)
+        captions = load_coco_captions(
+            self.world_dir / "annotations" / f"captions_{split}.json", self.world_dir / "images" / split
+        )
         keep = sorted({c.image_id for c in captions})[:max_retrieval_images]
         row = {image_id: i for i, image_id in enumerate(keep)}
         self.retrieval_paths = [None] * len(keep)
@@ -128,7 +148,7 @@ class WorldEvaluator:
     def __call__(self, model, processor) -> dict:
         singles = embed_images(model, processor, [im.path for im in self.singles])
         metrics = {}
-        for name, classes in (("shape", synthetic.SHAPES), ("color", synthetic.COLORS)):
+        for name, classes in (("shape", scene_world.SHAPES), ("color", scene_world.COLORS)):
             class_emb = embed_texts(model, processor, [f"a photo of a {c}." for c in classes])
             labels = [classes.index(im.objects[0][name]) for im in self.singles]
             metrics[f"zero_shot_{name}_accuracy"] = zero_shot_accuracy(singles, labels, class_emb).to_dict()

@@ -9,28 +9,35 @@ only index into the cached embeddings. Accuracies go through the
 ``negation_accuracy`` evaluate metric (chance, bootstrap 95% interval,
 breakdowns). Ties count as wrong; candidate order is shuffled by the readers.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..benchmarks import (load_ccneg, load_coco_retrieval, load_image_folder, load_negbench_mcq,
-                          load_negrefcocog_official, load_valse_existence)
+from ..benchmarks import (
+    load_ccneg,
+    load_coco_retrieval,
+    load_image_folder,
+    load_negbench_mcq,
+    load_negrefcocog_official,
+    load_valse_existence,
+)
 from ..benchmarks.negrefcocog import render_candidate
-from ..benchmarks.readers import ImageRef, ImageTextChoice, RetrievalSet, TextImageChoice, load_negbench_retrieval
+from ..benchmarks.readers import ImageRef, RetrievalSet, load_negbench_retrieval
 from ..modeling import feature_tensor
 from .core import strict_argmax
 
@@ -84,8 +91,10 @@ def load_checkpoint(name: str):
     try:
         return build_model(name), load_processor(name)
     except OSError as err:
-        raise OSError(f"cannot load model {name!r} from the Hub: it is not in the local cache and the Hub cannot be "
-                      f"reached (offline?); pass a checkpoint folder instead") from err
+        raise OSError(
+            f"cannot load model {name!r} from the Hub: it is not in the local cache and the Hub cannot be "
+            f"reached (offline?); pass a checkpoint folder instead"
+        ) from err
 
 
 # --------------------------------------------------------------------------- tasks
@@ -142,7 +151,9 @@ def load_task(name: str, spec: dict, seed: int = 0, crop_margin: float = 0.0, cr
     if kind == "retrieval":
         if "csv" in spec:
             return Task(name, kind, retrieval=load_negbench_retrieval(spec["csv"], spec["image_root"]))
-        return Task(name, kind, retrieval=load_coco_retrieval(spec["captions"], spec["image_dir"], spec.get("max_images")))
+        return Task(
+            name, kind, retrieval=load_coco_retrieval(spec["captions"], spec["image_dir"], spec.get("max_images"))
+        )
     if kind == "zeroshot":
         folder = Path(spec["folder"])
         if (folder / "state.json").is_file() or (folder / "dataset_dict.json").is_file():
@@ -180,7 +191,12 @@ class EmbeddingCache:
     """Encodes each distinct image / crop / text once per model, in batches, and hands back row indices."""
 
     def __init__(self, model, processor, batch_size: int = 256, show_progress: bool = False):
-        self.model, self.processor, self.batch_size, self.show_progress = model.eval(), processor, batch_size, show_progress
+        self.model, self.processor, self.batch_size, self.show_progress = (
+            model.eval(),
+            processor,
+            batch_size,
+            show_progress,
+        )
         self.device = next(model.parameters()).device
         self.image_rows: dict[ImageRef, int] = {}
         self.text_rows: dict[str, int] = {}
@@ -228,8 +244,9 @@ class EmbeddingCache:
     def _texts(self, texts: list[str]) -> torch.Tensor:
         chunks = []
         for start in range(0, len(texts), 4 * self.batch_size):
-            tok = self.processor.tokenizer(texts[start:start + 4 * self.batch_size], padding=True, truncation=True,
-                                           return_tensors="pt").to(self.device)
+            tok = self.processor.tokenizer(
+                texts[start : start + 4 * self.batch_size], padding=True, truncation=True, return_tensors="pt"
+            ).to(self.device)
             chunks.append(self._normalise(self.model.get_text_features(**tok)))
         return torch.cat(chunks) if chunks else torch.empty(0, self.model.config.projection_dim)
 
@@ -253,20 +270,36 @@ def _padded_choice_scores(queries: torch.Tensor, candidates: list[torch.Tensor])
     cand = torch.zeros(len(candidates), k, queries.shape[-1])
     mask = torch.ones(len(candidates), k, dtype=torch.bool)
     for i, c in enumerate(candidates):
-        cand[i, :len(c)] = c
-        mask[i, :len(c)] = False
+        cand[i, : len(c)] = c
+        mask[i, : len(c)] = False
     return torch.einsum("nkd,nd->nk", cand, queries).masked_fill(mask, float("-inf"))
 
 
-def _summary(predictions, references, groups: dict | None = None, num_choices=None, chance=None, bootstrap: int = 1000,
-             seed: int = 0) -> dict:
+def _summary(
+    predictions,
+    references,
+    groups: dict | None = None,
+    num_choices=None,
+    chance=None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict:
     """One results.json metric entry, computed by the negation_accuracy metric."""
-    out = _metric().compute(predictions=[int(p) for p in predictions], references=[int(r) for r in references],
-                            num_choices=num_choices, chance=chance, groups=groups, bootstrap=bootstrap, seed=seed)
+    out = _metric().compute(
+        predictions=[int(p) for p in predictions],
+        references=[int(r) for r in references],
+        num_choices=num_choices,
+        chance=chance,
+        groups=groups,
+        bootstrap=bootstrap,
+        seed=seed,
+    )
     entry = {"value": out["accuracy"], "chance": out["chance"], "n": out["n"], "ci95": out["ci95"]}
     if out["breakdown"]:
-        entry["breakdown"] = {g: {v: {"value": m["accuracy"], "n": m["n"]} for v, m in vals.items()}
-                              for g, vals in out["breakdown"].items()}
+        entry["breakdown"] = {
+            g: {v: {"value": m["accuracy"], "n": m["n"]} for v, m in vals.items()}
+            for g, vals in out["breakdown"].items()
+        }
     return entry
 
 
@@ -291,15 +324,25 @@ def _choice_metrics(task: Task, cache: EmbeddingCache, bootstrap: int, seed: int
     if any(affirm):
         keep = [i for i, a in enumerate(affirm) if not a]
         aff = [i for i, a in enumerate(affirm) if a]
-        metrics["affirmative_accuracy"] = _summary([pred[i] for i in aff], [ref[i] for i in aff],
-                                                   num_choices=[k[i] for i in aff], bootstrap=bootstrap, seed=seed)
+        metrics["affirmative_accuracy"] = _summary(
+            [pred[i] for i in aff],
+            [ref[i] for i in aff],
+            num_choices=[k[i] for i in aff],
+            bootstrap=bootstrap,
+            seed=seed,
+        )
         pred, ref, k = [pred[i] for i in keep], [ref[i] for i in keep], [k[i] for i in keep]
         groups = {g: [v[i] for i in keep] for g, v in groups.items()}
     metrics["accuracy"] = _summary(pred, ref, groups, num_choices=k, bootstrap=bootstrap, seed=seed)
     for template in sorted(set(groups.get("template", []))):
         idx = [i for i, t in enumerate(groups["template"]) if t == template]
-        metrics[f"{template}_accuracy"] = _summary([pred[i] for i in idx], [ref[i] for i in idx],
-                                                   num_choices=[k[i] for i in idx], bootstrap=bootstrap, seed=seed)
+        metrics[f"{template}_accuracy"] = _summary(
+            [pred[i] for i in idx],
+            [ref[i] for i in idx],
+            num_choices=[k[i] for i in idx],
+            bootstrap=bootstrap,
+            seed=seed,
+        )
     return metrics
 
 
@@ -322,8 +365,9 @@ def _retrieval_metrics(task: Task, cache: EmbeddingCache, bootstrap: int, seed: 
     for k in RECALL_KS:
         for direction, ranks, pool in (("text_to_image", t2i, len(r.images)), ("image_to_text", i2t, len(r.images))):
             hits = (ranks < k).long().tolist()
-            metrics[f"{direction}_r@{k}"] = _summary(hits, [1] * len(hits), chance=min(1.0, k / pool),
-                                                     bootstrap=bootstrap, seed=seed)
+            metrics[f"{direction}_r@{k}"] = _summary(
+                hits, [1] * len(hits), chance=min(1.0, k / pool), bootstrap=bootstrap, seed=seed
+            )
     return metrics
 
 
@@ -343,8 +387,14 @@ def score_task(task: Task, cache: EmbeddingCache, bootstrap: int = 1000, seed: i
     return _choice_metrics(task, cache, bootstrap, seed)
 
 
-def evaluate_models(models: dict[str, object], tasks: Sequence[Task], batch_size: int = 256, bootstrap: int = 1000,
-                    seed: int = 0, show_progress: bool = False) -> dict:
+def evaluate_models(
+    models: dict[str, object],
+    tasks: Sequence[Task],
+    batch_size: int = 256,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> dict:
     """results.json's ``models`` part: each model's metrics on every task (``"<task>/<metric>"`` keys).
 
     ``models`` maps a label to a (model, processor) pair or a checkpoint name.
@@ -396,8 +446,11 @@ def write_plot(results: dict, path: str | os.PathLike, metric_suffixes: Sequence
     import matplotlib.pyplot as plt
 
     labels = list(results["models"])
-    names = [m for m in dict.fromkeys(n for lab in labels for n in results["models"][lab]["metrics"])
-             if m.split("/")[-1].endswith(tuple(metric_suffixes))]
+    names = [
+        m
+        for m in dict.fromkeys(n for lab in labels for n in results["models"][lab]["metrics"])
+        if m.split("/")[-1].endswith(tuple(metric_suffixes))
+    ]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) * max(1, len(labels)) ** 0.5), 4.5))
     width = 0.8 / max(1, len(labels))
     x = np.arange(len(names))
@@ -405,7 +458,9 @@ def write_plot(results: dict, path: str | os.PathLike, metric_suffixes: Sequence
         vals = [results["models"][lab]["metrics"].get(n, {}).get("value", np.nan) for n in names]
         ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, label=lab)
     for i, n in enumerate(names):
-        chance = next(results["models"][lab]["metrics"][n]["chance"] for lab in labels if n in results["models"][lab]["metrics"])
+        chance = next(
+            results["models"][lab]["metrics"][n]["chance"] for lab in labels if n in results["models"][lab]["metrics"]
+        )
         ax.hlines(chance, i - 0.45, i + 0.45, colors="black", linestyles="--", label="chance" if i == 0 else None)
     ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
@@ -450,8 +505,12 @@ def run_harness(cfg: HarnessConfig) -> dict:
     for label, name in cfg.models.items():
         if isinstance(name, str):
             models[label]["path"] = name
-    results = {"tasks": [t.name for t in tasks], "models": models, "created": datetime.now(timezone.utc).isoformat(),
-               "seed": cfg.seed}
+    results = {
+        "tasks": [t.name for t in tasks],
+        "models": models,
+        "created": datetime.now(timezone.utc).isoformat(),
+        "seed": cfg.seed,
+    }
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))

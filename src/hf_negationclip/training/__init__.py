@@ -5,6 +5,7 @@
 run it. Evaluation comes in as a callable, so this package never imports the
 evaluation code.
 """
+
 from .data import Caption, ImageTextData, TrainRecord, load_image_text_dataset, load_negated_corpus, split_by_image
 from .finetune import RECIPES, TRAIN_PARTS, FinetuneConfig, configure_trainable, finetune, read_config_file
 from .loop import plot_history, train_contrastive, validation_loss
@@ -12,8 +13,27 @@ from .losses import LossWeights, compute_loss, contrastive_loss, exclusion_loss,
 from .pretrain import PretrainConfig, pretrain
 
 __all__ = [
-    "Caption", "FinetuneConfig", "ImageTextData", "LossWeights", "PretrainConfig", "RECIPES", "TRAIN_PARTS", "TrainRecord",
-    "compute_loss", "configure_trainable", "contrastive_loss", "exclusion_loss", "finetune", "hard_negative_loss",
-    "load_image_text_dataset", "load_negated_corpus", "mcq_loss", "plot_history", "pretrain", "read_config_file",
-    "split_by_image", "train_contrastive", "validation_loss",
+    "Caption",
+    "FinetuneConfig",
+    "ImageTextData",
+    "LossWeights",
+    "PretrainConfig",
+    "RECIPES",
+    "TRAIN_PARTS",
+    "TrainRecord",
+    "compute_loss",
+    "configure_trainable",
+    "contrastive_loss",
+    "exclusion_loss",
+    "finetune",
+    "hard_negative_loss",
+    "load_image_text_dataset",
+    "load_negated_corpus",
+    "mcq_loss",
+    "plot_history",
+    "pretrain",
+    "read_config_file",
+    "split_by_image",
+    "train_contrastive",
+    "validation_loss",
 ]

@@ -8,20 +8,22 @@ options (MCQ term) and distractor images that contain the negated thing
 process a caption lands in, its distractors are encoded there too, so the
 pairs are co-located by construction.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..corpus import CorpusFormatError, load_coco_captions, read_json
+from ..corpus import load_coco_captions
+from ..io import FormatError, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +50,11 @@ class DatasetImage:
         return hash((id(self.table), self.row, self.column))
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, DatasetImage) and (id(self.table), self.row, self.column) == (id(other.table), other.row, other.column)
+        return isinstance(other, DatasetImage) and (id(self.table), self.row, self.column) == (
+            id(other.table),
+            other.row,
+            other.column,
+        )
 
     def open(self) -> Image.Image:
         return self.table[self.row][self.column]
@@ -98,18 +104,27 @@ class ImageTextData:
     again, and the cache holds a few hundred bytes per image, not its pixels.
     """
 
-    def __init__(self, records: Sequence, processor, cache_images: bool = True, show_progress: bool = True,
-                 affirmative_ratio: float = 0.0, encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 feature_store: dict | None = None):
+    def __init__(
+        self,
+        records: Sequence,
+        processor,
+        cache_images: bool = True,
+        show_progress: bool = True,
+        affirmative_ratio: float = 0.0,
+        encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        feature_store: dict | None = None,
+    ):
         captions: dict[object, list[Caption]] = defaultdict(list)
         for r in records:  # CaptionRecord (image_path, caption str) or TrainRecord
             captions[image_key(r)].append(r.caption if isinstance(r.caption, Caption) else Caption(r.caption))
         self.paths = sorted(captions, key=_sort_key)
         self.captions = [captions[p] for p in self.paths]
         self.processor, self.affirmative_ratio = processor, affirmative_ratio
-        self.extras = {"hard": any(c.original for cs in self.captions for c in cs),
-                       "distractors": any(c.distractors for cs in self.captions for c in cs),
-                       "mcq": any(c.mcq_wrong for cs in self.captions for c in cs)}
+        self.extras = {
+            "hard": any(c.original for cs in self.captions for c in cs),
+            "distractors": any(c.distractors for cs in self.captions for c in cs),
+            "mcq": any(c.mcq_wrong for cs in self.captions for c in cs),
+        }
         self.cache = self.distractor_cache = self.anchors = None
         self._token_counts: dict[str, int] | None = None  # text -> token count, for group_by_length
         self._order_key = self._order = None  # the last grouped order (a function of epoch, seed, group size)
@@ -134,9 +149,12 @@ class ImageTextData:
             anchors = "originals"
         if anchors not in (False, "originals", "picks"):
             raise ValueError(f"retain_on must be 'originals' or 'picks', not {anchors!r}")
-        self.extras = {"hard": self.extras["hard"] and hard, "mcq": self.extras["mcq"] and mcq,
-                       "distractors": self.extras["distractors"] and distractors,
-                       "anchors": anchors if self.anchors is not None else False}
+        self.extras = {
+            "hard": self.extras["hard"] and hard,
+            "mcq": self.extras["mcq"] and mcq,
+            "distractors": self.extras["distractors"] and distractors,
+            "anchors": anchors if self.anchors is not None else False,
+        }
 
     def set_anchors(self, encode_texts: Callable[[list[str]], torch.Tensor], batch_size: int = 256) -> None:
         """Fix the starting model's embedding of every affirmative text (a caption's original, else the caption).
@@ -147,23 +165,30 @@ class ImageTextData:
         """
         texts = sorted({c.original or c.text for cs in self.captions for c in cs})
         self.anchor_row = {t: i for i, t in enumerate(texts)}
-        self.anchors = torch.cat([encode_texts(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)])
+        self.anchors = torch.cat([encode_texts(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
 
     def _process(self, sources: Sequence) -> torch.Tensor:
         return self.processor(images=[open_image(s) for s in sources], return_tensors="pt")["pixel_values"]
 
     def _process_all(self, sources: Sequence, desc: str, show_progress: bool) -> torch.Tensor:
         if self.encoder is None:
-            return torch.cat([self._process(sources[i:i + 256])
-                              for i in tqdm(range(0, len(sources), 256), desc=desc, disable=not show_progress)])
+            return torch.cat(
+                [
+                    self._process(sources[i : i + 256])
+                    for i in tqdm(range(0, len(sources), 256), desc=desc, disable=not show_progress)
+                ]
+            )
         # encoded features; with a feature_store (file path -> features of THIS encoder) only new files are encoded
         keyed = self.feature_store is not None and all(isinstance(s, (str, Path)) for s in sources)
         store = self.feature_store if keyed else {}
         key = (lambda s: str(s)) if keyed else id
         todo = list({key(s): s for s in sources if key(s) not in store}.values())
-        for i in tqdm(range(0, len(todo), 256), desc=desc.replace("preprocessing", "encoding"),
-                      disable=not show_progress or not todo):
-            chunk = todo[i:i + 256]
+        for i in tqdm(
+            range(0, len(todo), 256),
+            desc=desc.replace("preprocessing", "encoding"),
+            disable=not show_progress or not todo,
+        ):
+            chunk = todo[i : i + 256]
             store.update(zip(map(key, chunk), self.encoder(self._process(chunk))))
         return torch.stack([store[key(s)] for s in sources]) if len(sources) else torch.zeros(0)
 
@@ -183,8 +208,9 @@ class ImageTextData:
         if self._order_key != key:
             lengths = self.text_lengths(epoch, seed)
             mega = 50 * group_size
-            perm = torch.cat([part[torch.argsort(lengths[part], descending=True, stable=True)]
-                              for part in perm.split(mega)])
+            perm = torch.cat(
+                [part[torch.argsort(lengths[part], descending=True, stable=True)] for part in perm.split(mega)]
+            )
             full = len(perm) // group_size * group_size
             batches = perm[:full].view(-1, group_size)[torch.randperm(full // group_size, generator=gen)]
             self._order_key, self._order = key, torch.cat([batches.flatten(), perm[full:]])
@@ -197,8 +223,9 @@ class ImageTextData:
             ids = self.processor.tokenizer(texts, truncation=True)["input_ids"]
             self._token_counts = {t: len(i) for t, i in zip(texts, ids)}
         counts = self._token_counts
-        return torch.tensor([counts[e.original if swapped else e.text]
-                             for e, swapped in self.entries(range(len(self)), epoch, seed)])
+        return torch.tensor(
+            [counts[e.original if swapped else e.text] for e, swapped in self.entries(range(len(self)), epoch, seed)]
+        )
 
     def _caption_picks(self, epoch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Which caption of each image an epoch uses, and whether it swaps to the affirmative original."""
@@ -233,7 +260,9 @@ class ImageTextData:
         entries = self.entries(indices, epoch, seed)
         texts = [e.original if swapped else e.text for e, swapped in entries]
         negated = [not swapped and (e.original is not None or bool(e.distractors)) for e, swapped in entries]
-        pixels = self.cache[list(indices)] if self.cache is not None else self._process([self.paths[i] for i in indices])
+        pixels = (
+            self.cache[list(indices)] if self.cache is not None else self._process([self.paths[i] for i in indices])
+        )
         kind = "image_embeds" if self.encoder is not None else "pixel_values"
         out = {kind: pixels}
         all_texts = list(texts)
@@ -241,7 +270,9 @@ class ImageTextData:
         if self.extras["hard"] or self.extras.get("anchors") == "originals":  # rows n..2n: the affirmative originals
             all_texts += originals
             if self.extras["hard"]:
-                out["hard_mask"] = torch.tensor([neg and e.original is not None for (e, _), neg in zip(entries, negated)])
+                out["hard_mask"] = torch.tensor(
+                    [neg and e.original is not None for (e, _), neg in zip(entries, negated)]
+                )
         if self.extras.get("anchors"):
             out["anchor_embeds"] = self.anchors[[self.anchor_row[t] for t in originals]]
             if self.extras["anchors"] == "picks":  # rows 0..n that ARE affirmative texts (swapped or plain)
@@ -295,7 +326,7 @@ def load_negated_corpus(path: str | os.PathLike, image_dir: str | os.PathLike) -
         distractors = []
         for rel in ann.get("distractors") or []:
             if not isinstance(rel, str):
-                raise CorpusFormatError(f"{path}: annotation {rec.annotation_id} has a non-string distractor {rel!r}")
+                raise FormatError(f"{path}: annotation {rec.annotation_id} has a non-string distractor {rel!r}")
             if (path.parent / rel).is_file():
                 distractors.append(path.parent / rel)
             else:
@@ -304,15 +335,17 @@ def load_negated_corpus(path: str | os.PathLike, image_dir: str | os.PathLike) -
         image = rec.image_path
         if isinstance(ann.get("image"), str):  # an added pair's rendered positive (relative to the JSON's folder)
             image = path.parent / ann["image"]
-        records.append(TrainRecord(image, Caption(rec.caption, original and original.strip(), tuple(distractors),
-                                                           _mcq_wrong(ann))))
+        records.append(
+            TrainRecord(image, Caption(rec.caption, original and original.strip(), tuple(distractors), _mcq_wrong(ann)))
+        )
     if missing:
         logger.warning("%s: %d distractor images are missing and were skipped", path, missing)
     return records
 
 
-def load_image_text_dataset(source: str | os.PathLike, image_column: str = "image", text_column: str = "text",
-                            split: str = "train") -> list[TrainRecord]:
+def load_image_text_dataset(
+    source: str | os.PathLike, image_column: str = "image", text_column: str = "text", split: str = "train"
+) -> list[TrainRecord]:
     """Records from a ``datasets`` dataset: a ``save_to_disk`` folder, a parquet folder/file, or a loadable name.
 
     ``text_column`` may hold a string or a list of strings per row.

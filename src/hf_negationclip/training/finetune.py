@@ -9,6 +9,7 @@ Recipes fill every option the user leaves unset:
   the retain term on 35% affirmative picks, a small InfoNCE weight, batches
   grouped by text length.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,9 +17,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -34,16 +35,42 @@ logger = logging.getLogger(__name__)
 TRAIN_PARTS: tuple[str, ...] = ("text", "vision", "both", "lora-text", "lora-vision", "lora-both")
 
 RECIPES: dict[str, dict] = {
-    "paper": dict(learning_rate=1e-6, batch_size=512, epochs=15, train="text", val_fraction=0.2, best_metric="val_loss",
-                  warmup_ratio=0.0, contrastive_weight=1.0, hard_negative_weight=0.0, mcq_weight=0.0,
-                  exclusion_weight=0.0, exclusion_scale=0.0, retain_weight=0.0, affirmative_ratio=0.0,
-                  group_by_length=False),
+    "paper": dict(
+        learning_rate=1e-6,
+        batch_size=512,
+        epochs=15,
+        train="text",
+        val_fraction=0.2,
+        best_metric="val_loss",
+        warmup_ratio=0.0,
+        contrastive_weight=1.0,
+        hard_negative_weight=0.0,
+        mcq_weight=0.0,
+        exclusion_weight=0.0,
+        exclusion_scale=0.0,
+        retain_weight=0.0,
+        affirmative_ratio=0.0,
+        group_by_length=False,
+    ),
     # ours, sized for a CPU: the demo's "ours" row (minimal pairs: add --minimal_pairs_only true). The exclusion
     # and retain terms carry it; a small InfoNCE weight (README: experiments) learns negation faster
-    "tiny": dict(learning_rate=1e-3, batch_size=64, epochs=4, train="text", val_fraction=0.2, best_metric="val_loss",
-                 warmup_ratio=0.05, contrastive_weight=0.1, hard_negative_weight=0.0, mcq_weight=0.0,
-                 exclusion_weight=2.0, exclusion_scale=0.0, retain_weight=4.0, affirmative_ratio=0.35,
-                 group_by_length=True),
+    "tiny": dict(
+        learning_rate=1e-3,
+        batch_size=64,
+        epochs=4,
+        train="text",
+        val_fraction=0.2,
+        best_metric="val_loss",
+        warmup_ratio=0.05,
+        contrastive_weight=0.1,
+        hard_negative_weight=0.0,
+        mcq_weight=0.0,
+        exclusion_weight=2.0,
+        exclusion_scale=0.0,
+        retain_weight=4.0,
+        affirmative_ratio=0.35,
+        group_by_length=True,
+    ),
 }
 
 
@@ -51,47 +78,95 @@ RECIPES: dict[str, dict] = {
 class FinetuneConfig(PretrainConfig):
     """Arguments of ``hf-negationclip finetune`` (saved as ``training_config.json``). Unset options come from ``recipe``."""
 
-    preset: str = field(default="runs/pretrain", metadata={"help": "model to fine-tune: checkpoint folder, Hub id or preset name"})
-    output_dir: str = field(default="runs/finetune", metadata={"help": "where the checkpoint, adapter, logs and metrics go"})
+    preset: str = field(
+        default="runs/pretrain", metadata={"help": "model to fine-tune: checkpoint folder, Hub id or preset name"}
+    )
+    output_dir: str = field(
+        default="runs/finetune", metadata={"help": "where the checkpoint, adapter, logs and metrics go"}
+    )
     recipe: str = field(default="tiny", metadata={"help": "defaults for unset options: paper | tiny"})
-    corpus_dir: str | None = field(default=None, metadata={"help": "folder of negated_captions_<split>.json (the corpus output)"})
-    corpus_file: str | None = field(default=None, metadata={"help": "the negated-caption file itself (overrides corpus_dir)"})
-    dataset: str | None = field(default=None, metadata={"help": "instead of a corpus: a datasets folder (save_to_disk or parquet) or name"})
+    corpus_dir: str | None = field(
+        default=None, metadata={"help": "folder of negated_captions_<split>.json (the corpus output)"}
+    )
+    corpus_file: str | None = field(
+        default=None, metadata={"help": "the negated-caption file itself (overrides corpus_dir)"}
+    )
+    dataset: str | None = field(
+        default=None, metadata={"help": "instead of a corpus: a datasets folder (save_to_disk or parquet) or name"}
+    )
     image_column: str = field(default="image", metadata={"help": "image column of --dataset"})
-    text_column: str = field(default="text", metadata={"help": "text column of --dataset (a string or a list of strings)"})
+    text_column: str = field(
+        default="text", metadata={"help": "text column of --dataset (a string or a list of strings)"}
+    )
     train: str | None = field(default=None, metadata={"help": f"what trains: {' | '.join(TRAIN_PARTS)}"})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
-    lora_target_modules: str | None = field(default=None, metadata={"help": "peft target_modules regex (default: attention projections of the chosen towers)"})
-    val_fraction: float | None = field(default=None, metadata={"help": "fraction of the images held out for validation"})
-    minimal_pairs_only: bool = field(default=False, metadata={"help": "train only on negated captions that have "
-                                                              "minimal-pair distractor images (the exclusion term's data)"})
-    affirmative_ratio: float | None = field(default=None, metadata={"help": "fraction of picks that use the original "
-                                                                    "affirmative caption instead"})
-    contrastive_weight: float | None = field(default=None, metadata={"help": "weight of the InfoNCE term (global batch)"})
-    hard_negative_weight: float | None = field(default=None, metadata={"help": "weight of the hard-negative term (original caption as extra negative)"})
+    lora_target_modules: str | None = field(
+        default=None,
+        metadata={"help": "peft target_modules regex (default: attention projections of the chosen towers)"},
+    )
+    val_fraction: float | None = field(
+        default=None, metadata={"help": "fraction of the images held out for validation"}
+    )
+    minimal_pairs_only: bool = field(
+        default=False,
+        metadata={
+            "help": "train only on negated captions that have "
+            "minimal-pair distractor images (the exclusion term's data)"
+        },
+    )
+    affirmative_ratio: float | None = field(
+        default=None, metadata={"help": "fraction of picks that use the original affirmative caption instead"}
+    )
+    contrastive_weight: float | None = field(
+        default=None, metadata={"help": "weight of the InfoNCE term (global batch)"}
+    )
+    hard_negative_weight: float | None = field(
+        default=None, metadata={"help": "weight of the hard-negative term (original caption as extra negative)"}
+    )
     mcq_weight: float | None = field(default=None, metadata={"help": "weight of the NegBench-style MCQ term"})
-    exclusion_weight: float | None = field(default=None, metadata={"help": "weight of the exclusion term (caption vs its distractor images)"})
-    exclusion_scale: float | None = field(default=None, metadata={"help": "logit scale of the exclusion term (0 = the model's own)"})
-    retain_weight: float | None = field(default=None, metadata={"help": "weight of the retain term (affirmative "
-                                                              "captions keep the starting model's embeddings)"})
-    retain_on: str = field(default="originals", metadata={"help": "texts the retain term holds: originals (every "
-                                                          "caption's affirmative original, an extra text row each) | "
-                                                          "picks (the batch's affirmative picks: --affirmative_ratio, "
-                                                          "no extra rows)"})
-    cache_image_features: bool = field(default=True, metadata={"help": "when the vision tower is frozen (train text or "
-                                                                "lora-text), encode every image once and train on the "
-                                                                "cached embeddings (much faster, far less memory)"})
-    export_text_encoder: bool = field(default=True, metadata={"help": "also write text_encoder/ (CLIPTextModel + tokenizer)"})
+    exclusion_weight: float | None = field(
+        default=None, metadata={"help": "weight of the exclusion term (caption vs its distractor images)"}
+    )
+    exclusion_scale: float | None = field(
+        default=None, metadata={"help": "logit scale of the exclusion term (0 = the model's own)"}
+    )
+    retain_weight: float | None = field(
+        default=None,
+        metadata={"help": "weight of the retain term (affirmative captions keep the starting model's embeddings)"},
+    )
+    retain_on: str = field(
+        default="originals",
+        metadata={
+            "help": "texts the retain term holds: originals (every "
+            "caption's affirmative original, an extra text row each) | "
+            "picks (the batch's affirmative picks: --affirmative_ratio, "
+            "no extra rows)"
+        },
+    )
+    cache_image_features: bool = field(
+        default=True,
+        metadata={
+            "help": "when the vision tower is frozen (train text or "
+            "lora-text), encode every image once and train on the "
+            "cached embeddings (much faster, far less memory)"
+        },
+    )
+    export_text_encoder: bool = field(
+        default=True, metadata={"help": "also write text_encoder/ (CLIPTextModel + tokenizer)"}
+    )
     # recipe-controlled options inherited from PretrainConfig: None = take the recipe's value
     epochs: int | None = field(default=None, metadata={"help": "passes over the images"})
     batch_size: int | None = field(default=None, metadata={"help": "global batch size (images per forward pass)"})
     learning_rate: float | None = field(default=None, metadata={"help": "peak AdamW learning rate"})
     warmup_ratio: float | None = field(default=None, metadata={"help": "fraction of steps of linear warm-up"})
-    best_metric: str | None = field(default=None, metadata={"help": "keep the best weights by this (val_loss or an evaluator metric; '' = last)"})
-    group_by_length: bool | None = field(default=None, metadata={"help": "batch texts of similar token counts "
-                                                                 "together: less padding, faster steps"})
+    best_metric: str | None = field(
+        default=None, metadata={"help": "keep the best weights by this (val_loss or an evaluator metric; '' = last)"}
+    )
+    group_by_length: bool | None = field(
+        default=None, metadata={"help": "batch texts of similar token counts together: less padding, faster steps"}
+    )
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -111,9 +186,14 @@ class FinetuneConfig(PretrainConfig):
         self.loss_weights()  # validates the weights
 
     def loss_weights(self) -> LossWeights:
-        return LossWeights(contrastive=self.contrastive_weight, hard_negative=self.hard_negative_weight,
-                           mcq=self.mcq_weight, exclusion=self.exclusion_weight,
-                           exclusion_scale=self.exclusion_scale, retain=self.retain_weight)
+        return LossWeights(
+            contrastive=self.contrastive_weight,
+            hard_negative=self.hard_negative_weight,
+            mcq=self.mcq_weight,
+            exclusion=self.exclusion_weight,
+            exclusion_scale=self.exclusion_scale,
+            retain=self.retain_weight,
+        )
 
     @property
     def corpus_path(self) -> Path:
@@ -124,7 +204,7 @@ class FinetuneConfig(PretrainConfig):
         return negated_captions_path(self.corpus_dir, self.split)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, **overrides) -> "FinetuneConfig":
+    def from_file(cls, path: str | os.PathLike, **overrides) -> FinetuneConfig:
         """A config from a YAML or JSON file, with keyword overrides; unknown keys are an error."""
         values = {**read_config_file(path), **overrides}
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
@@ -163,8 +243,13 @@ def configure_trainable(model: NegationCLIPModel, cfg: FinetuneConfig):
     elif cfg.train == "both":
         model.freeze(text=False, vision=False)
     else:
-        return model.add_lora(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                              target_modules=cfg.lora_target_modules, towers=cfg.train.split("-", 1)[1])
+        return model.add_lora(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target_modules,
+            towers=cfg.train.split("-", 1)[1],
+        )
     return model
 
 
@@ -185,6 +270,7 @@ def _frozen_image_encoder(model: NegationCLIPModel) -> Callable[[torch.Tensor], 
         features = model.image_embeddings(pixels.to(device, model.dtype)).float().cpu()
         model.train(was_training)
         return features
+
     return encode
 
 
@@ -206,6 +292,7 @@ def _text_encoder(model: NegationCLIPModel, tokenizer) -> Callable[[list[str]], 
     def encode(texts: list[str]) -> torch.Tensor:
         tok = tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(device)
         return feature_tensor(model.get_text_features(**tok)).float().cpu()
+
     return encode
 
 
@@ -266,17 +353,26 @@ def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None, image_featu
         encoder = _frozen_image_encoder(model)
         if image_features is not None:
             store = image_features.setdefault(_vision_fingerprint(model, processor), {})
-    data = ImageTextData(train_records, processor, cfg.cache_images, cfg.show_progress, cfg.affirmative_ratio, encoder,
-                         store)
-    val_data = (ImageTextData(val_records, processor, cfg.cache_images, False, encoder=encoder, feature_store=store)
-                if len(val_records) else None)
+    data = ImageTextData(
+        train_records, processor, cfg.cache_images, cfg.show_progress, cfg.affirmative_ratio, encoder, store
+    )
+    val_data = (
+        ImageTextData(val_records, processor, cfg.cache_images, False, encoder=encoder, feature_store=store)
+        if len(val_records)
+        else None
+    )
     if cfg.retain_weight:
         encode = _text_encoder(model, processor.tokenizer)
         for dataset in (data, val_data):
             if dataset is not None:
                 dataset.set_anchors(encode)
-    logger.info("fine-tuning %s (%s) on %d images, validating on %d", cfg.preset, cfg.train, len(data),
-                len(val_data) if val_data else 0)
+    logger.info(
+        "fine-tuning %s (%s) on %d images, validating on %d",
+        cfg.preset,
+        cfg.train,
+        len(data),
+        len(val_data) if val_data else 0,
+    )
     base_ref = _base_reference(cfg, model, out) if cfg.train.startswith("lora") else None
     torch.manual_seed(cfg.seed)  # LoRA's initial A matrices: the same in a run and its resumed twin
     trainable = configure_trainable(model, cfg)
@@ -287,7 +383,13 @@ def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None, image_featu
     history = train_contrastive(trainable, data, cfg, cfg.loss_weights(), val_data, during)
     train_seconds = time.time() - t0
     if not launch_state().is_main_process:  # every process holds the same weights; one writes them
-        return {"output_dir": str(out), "history": history, "metrics": None, "train_seconds": train_seconds, "model": model}
+        return {
+            "output_dir": str(out),
+            "history": history,
+            "metrics": None,
+            "train_seconds": train_seconds,
+            "model": model,
+        }
     if base_ref is not None:
         trainable.peft_config["default"].base_model_name_or_path = base_ref
         trainable.save_pretrained(out / "adapter")
@@ -303,4 +405,10 @@ def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None, image_featu
         metrics = {**evaluator(model, processor), "train_seconds": round(train_seconds, 1), "train_images": len(data)}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_card(out)
-    return {"output_dir": str(out), "history": history, "metrics": metrics, "train_seconds": train_seconds, "model": model}
+    return {
+        "output_dir": str(out),
+        "history": history,
+        "metrics": metrics,
+        "train_seconds": train_seconds,
+        "model": model,
+    }

@@ -6,6 +6,7 @@ saves a resumable state every ``save_steps``, evaluates every ``eval_steps``
 (validation loss, plus an evaluator callable when given) and keeps the best
 trainable weights. Loss terms live in :mod:`.losses`, data in :mod:`.data`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,8 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -86,7 +87,7 @@ def validation_loss(model, data, batch_size: int, seed: int, weights: LossWeight
     order, total, count = data.order(0, seed), 0.0, 0
     device = next(model.parameters()).device
     for start in range(0, len(order) - 1, batch_size):
-        idx = order[start:start + batch_size].tolist()
+        idx = order[start : start + batch_size].tolist()
         if len(idx) < 2:
             break
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in data.batch(idx, 0, seed).items()}
@@ -108,8 +109,13 @@ def _evaluate(model, val_data, evaluator, cfg, weights) -> dict:
     if val_data is not None and len(val_data) >= 2:
         row["val_loss"] = round(validation_loss(model, val_data, cfg.batch_size, cfg.seed, weights), 5)
     if evaluator is not None:
-        row.update({k: round(_metric_value({k: v}, k), 5) for k, v in evaluator(model).items()
-                    if isinstance(v, (int, float)) or (isinstance(v, dict) and "value" in v)})
+        row.update(
+            {
+                k: round(_metric_value({k: v}, k), 5)
+                for k, v in evaluator(model).items()
+                if isinstance(v, (int, float)) or (isinstance(v, dict) and "value" in v)
+            }
+        )
     return row
 
 
@@ -120,8 +126,9 @@ def _trackers() -> list[str] | None:
 # --------------------------------------------------------------------------- the loop
 
 
-def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_data=None,
-                      evaluator: ModelEvaluator | None = None) -> list[dict]:
+def train_contrastive(
+    model, data, cfg, weights: LossWeights | None = None, val_data=None, evaluator: ModelEvaluator | None = None
+) -> list[dict]:
     """Train ``model`` on ``data`` with the weighted losses; returns the logged rows (train and eval).
 
     ``cfg`` carries the loop options (see ``PretrainConfig``). ``batch_size``
@@ -142,14 +149,22 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
         AcceleratorState._reset_state()
     # step_scheduler_with_optimizer=False: the schedule counts global optimizer steps; accelerate's default
     # steps it once per process per step (it assumes per-process epochs), which ends a 2-process cosine early
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, log_with=_trackers(), project_dir=str(out),
-                              step_scheduler_with_optimizer=False)
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        log_with=_trackers(),
+        project_dir=str(out),
+        step_scheduler_with_optimizer=False,
+    )
     set_seed(cfg.seed)
     weights = weights or LossWeights()
     for dataset in (data, val_data):
         if dataset is not None:
-            dataset.keep_extras(weights.hard_negative > 0, weights.mcq > 0, weights.exclusion > 0,
-                                weights.retain > 0 and getattr(cfg, "retain_on", "originals"))
+            dataset.keep_extras(
+                weights.hard_negative > 0,
+                weights.mcq > 0,
+                weights.exclusion > 0,
+                weights.retain > 0 and getattr(cfg, "retain_on", "originals"),
+            )
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % world or cfg.batch_size // world < 2:
         raise ValueError(f"batch_size {cfg.batch_size} must split into >= 2 images on each of {world} processes")
@@ -188,9 +203,13 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
         shutil.rmtree(best_dir, ignore_errors=True)
     best_metric = cfg.best_metric if (val_data is not None or evaluator is not None) else ""
     lower_is_better = best_metric.endswith("loss")
-    best_score = json.loads((best_dir / "best.json").read_text())["score"] if (best_dir / "best.json").is_file() else None
+    best_score = (
+        json.loads((best_dir / "best.json").read_text())["score"] if (best_dir / "best.json").is_file() else None
+    )
     if accelerator.trackers:
-        accelerator.init_trackers("train", config={k: v for k, v in vars(cfg).items() if isinstance(v, (int, float, str, bool))})
+        accelerator.init_trackers(
+            "train", config={k: v for k, v in vars(cfg).items() if isinstance(v, (int, float, str, bool))}
+        )
 
     def log(row: dict) -> None:
         history.append(row)
@@ -205,15 +224,20 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
             log({"step": 0, **_evaluate(accelerator.unwrap_model(model), val_data, evaluator, cfg, weights)})
         accelerator.wait_for_everyone()
     model.train()
-    bar = tqdm(total=total, initial=start, desc="training", unit="step",
-               disable=not (cfg.show_progress and accelerator.is_main_process))
+    bar = tqdm(
+        total=total,
+        initial=start,
+        desc="training",
+        unit="step",
+        disable=not (cfg.show_progress and accelerator.is_main_process),
+    )
     t0 = time.time()
     for step in range(start, total):
         sums: dict[str, float] = {}
         for a in range(accum):
             epoch, k = divmod(step * accum + a, micro_per_epoch)
-            global_batch = data.order(epoch, cfg.seed, group)[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-            batch = data.batch(global_batch[rank * per_process:(rank + 1) * per_process].tolist(), epoch, cfg.seed)
+            global_batch = data.order(epoch, cfg.seed, group)[k * cfg.batch_size : (k + 1) * cfg.batch_size]
+            batch = data.batch(global_batch[rank * per_process : (rank + 1) * per_process].tolist(), epoch, cfg.seed)
             batch = {name: t.to(accelerator.device) if isinstance(t, torch.Tensor) else t for name, t in batch.items()}
             # DDP syncs gradients on the last micro-batch of the step only
             sync = accelerator.no_sync(model) if a < accum - 1 else contextlib.nullcontext()
@@ -230,9 +254,13 @@ def train_contrastive(model, data, cfg, weights: LossWeights | None = None, val_
         bar.update(1)
         done = step + 1
         if done % max(cfg.log_steps, 1) == 0 or done == total:
-            row = {"step": done, "epoch": round(done * accum / micro_per_epoch, 3),
-                   **{name: round(value, 4) for name, value in sums.items()},
-                   "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - t0, 1)}
+            row = {
+                "step": done,
+                "epoch": round(done * accum / micro_per_epoch, 3),
+                **{name: round(value, 4) for name, value in sums.items()},
+                "lr": scheduler.get_last_lr()[0],
+                "seconds": round(time.time() - t0, 1),
+            }
             log(row)
             bar.set_postfix(loss=row["loss"])
         if evaluating and (done == total or (cfg.eval_steps and done % cfg.eval_steps == 0)):
@@ -269,8 +297,12 @@ def plot_history(history: Sequence[dict], path: Path, title: str = "training") -
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     ax.plot([h["step"] for h in train], [h["loss"] for h in train], label="train loss")
     if any("val_loss" in h for h in evals):
-        ax.plot([h["step"] for h in evals if "val_loss" in h], [h["val_loss"] for h in evals if "val_loss" in h],
-                "o-", label="validation loss")
+        ax.plot(
+            [h["step"] for h in evals if "val_loss" in h],
+            [h["val_loss"] for h in evals if "val_loss" in h],
+            "o-",
+            label="validation loss",
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     if metrics:

@@ -16,6 +16,7 @@
   With ``retain_on="picks"`` only the batch's own affirmative rows (the
   ``affirmative_ratio`` swaps) are held, which costs no extra text rows.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -56,7 +57,9 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) 
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
 
-def _masked_choice_loss(pos: torch.Tensor, others: torch.Tensor, valid: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def _masked_choice_loss(
+    pos: torch.Tensor, others: torch.Tensor, valid: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     """Cross-entropy of picking ``pos`` (shape [n]) over it and ``others`` ([n, k], ``valid`` masks padding)."""
     rows = valid.any(dim=1)
     if not rows.any():
@@ -65,8 +68,14 @@ def _masked_choice_loss(pos: torch.Tensor, others: torch.Tensor, valid: torch.Te
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
-def hard_negative_loss(img: torch.Tensor, txt_global: torch.Tensor, offset: int, hard: torch.Tensor,
-                       mask: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def hard_negative_loss(
+    img: torch.Tensor,
+    txt_global: torch.Tensor,
+    offset: int,
+    hard: torch.Tensor,
+    mask: torch.Tensor,
+    scale: torch.Tensor,
+) -> torch.Tensor:
     """Image -> text over every caption of the global batch plus the image's own hard-negative caption."""
     if not mask.any():
         return img.sum() * 0.0
@@ -75,14 +84,16 @@ def hard_negative_loss(img: torch.Tensor, txt_global: torch.Tensor, offset: int,
     return F.cross_entropy(logits, labels)
 
 
-def mcq_loss(img: torch.Tensor, txt: torch.Tensor, options: torch.Tensor, valid: torch.Tensor,
-             scale: torch.Tensor) -> torch.Tensor:
+def mcq_loss(
+    img: torch.Tensor, txt: torch.Tensor, options: torch.Tensor, valid: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     """The image picks its caption (row of ``txt``) over its wrong options ([n, k, d])."""
     return _masked_choice_loss((img * txt).sum(-1), torch.einsum("nd,nkd->nk", img, options), valid, scale)
 
 
-def exclusion_loss(img: torch.Tensor, txt: torch.Tensor, distractors: torch.Tensor, owner: torch.Tensor,
-                   scale: torch.Tensor) -> torch.Tensor:
+def exclusion_loss(
+    img: torch.Tensor, txt: torch.Tensor, distractors: torch.Tensor, owner: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     """Each negated caption picks its image over its distractors (``owner[j]`` = caption row of distractor j)."""
     n = len(txt)
     counts = torch.bincount(owner, minlength=n) if len(owner) else torch.zeros(n, dtype=torch.long, device=txt.device)
@@ -145,14 +156,14 @@ def compute_loss(model, batch: dict, weights: LossWeights, accelerator=None) -> 
         mask = batch["retain_mask"].to(txt.device)
         parts["retain"] = retain_loss(txt[mask], batch["anchor_embeds"].to(txt.device)[mask])
     if originals_used:
-        originals = txt_all[cursor:cursor + n]
+        originals = txt_all[cursor : cursor + n]
         if hard:
             parts["hard_negative"] = hard_negative_loss(img, txt_g, offset, originals, batch["hard_mask"], scale)
         if retain and not on_picks:
             parts["retain"] = retain_loss(originals, batch["anchor_embeds"])
         cursor += n
     if weights.mcq and k:
-        parts["mcq"] = mcq_loss(img, txt, txt_all[cursor:cursor + n * k].view(n, k, -1), batch["mcq_valid"], scale)
+        parts["mcq"] = mcq_loss(img, txt, txt_all[cursor : cursor + n * k].view(n, k, -1), batch["mcq_valid"], scale)
     if weights.exclusion and "distractor_owner" in batch:
         ex_scale = scale if not weights.exclusion_scale else torch.tensor(weights.exclusion_scale, device=img.device)
         parts["exclusion"] = exclusion_loss(img, txt, img_all[n_img:], batch["distractor_owner"], ex_scale)

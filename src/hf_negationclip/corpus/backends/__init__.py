@@ -1,5 +1,6 @@
 """Backends of the corpus pipelines: text generation (``rules``, ``transformers``, ``openai``) and verification
 (``annotations``, ``clip``, ``mllm`` through the transformers or openai backend), chosen by flag and chainable."""
+
 from __future__ import annotations
 
 from .base import PIPELINES, ChainVerifier, Job, TextBackend, Verifier
@@ -19,8 +20,9 @@ def make_text_backend(cfg) -> TextBackend:
 
         if not cfg.lm_model:
             raise ValueError("--backend transformers needs --lm_model (a local causal LM folder or Hub id)")
-        return TransformersTextBackend(cfg.lm_model, batch_size=cfg.batch_size, seed=cfg.seed,
-                                       max_new_tokens=cfg.max_new_tokens)
+        return TransformersTextBackend(
+            cfg.lm_model, batch_size=cfg.batch_size, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens
+        )
     if cfg.backend == "openai":
         from .openai_api import OpenAIClient, OpenAITextBackend
 
@@ -36,7 +38,9 @@ def make_verifier(cfg, src, cache: dict | None = None) -> ChainVerifier:
     for name in names:
         if name == "annotations":
             if not src.has_objects:
-                raise ValueError(f"the annotations verifier needs instances_{src.name}.json; use --verifiers clip or mllm")
+                raise ValueError(
+                    f"the annotations verifier needs instances_{src.name}.json; use --verifiers clip or mllm"
+                )
             chain.append(AnnotationVerifier())
         elif name == "clip":
             if not cfg.clip_model:
@@ -64,5 +68,19 @@ def _make_mllm(cfg) -> Verifier:
     return TransformersVerifier(cfg.mllm_model, batch_size=cfg.batch_size)
 
 
-__all__ = ["ATTRIBUTE_FORMS", "AnnotationVerifier", "ChainVerifier", "ClipVerifier", "Job", "OBJECT_FORMS", "PIPELINES",
-           "RulesBackend", "TEXT_BACKENDS", "TextBackend", "VERIFIERS", "Verifier", "make_text_backend", "make_verifier"]
+__all__ = [
+    "ATTRIBUTE_FORMS",
+    "AnnotationVerifier",
+    "ChainVerifier",
+    "ClipVerifier",
+    "Job",
+    "OBJECT_FORMS",
+    "PIPELINES",
+    "RulesBackend",
+    "TEXT_BACKENDS",
+    "TextBackend",
+    "VERIFIERS",
+    "Verifier",
+    "make_text_backend",
+    "make_verifier",
+]

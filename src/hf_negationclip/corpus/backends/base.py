@@ -6,13 +6,15 @@ really absent from the image. Both take a batch of :class:`Job` objects and
 fill in fields, so an LLM backend can batch its calls; a job that fails a
 stage gets ``reason`` set and goes no further.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
-from ..scene import Mention, Target, Vocabulary
+from ..vocabulary import Mention, Target, Vocabulary
 
 PIPELINES: tuple[str, ...] = ("absent-object", "vqa-no")
 

@@ -7,6 +7,7 @@ connections and malformed JSON are retried with exponential backoff (a
 rejected with the error's type as reason; the run goes on. The API key is sent
 as a bearer header only: never logged, never written.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,14 +34,27 @@ class MalformedResponse(EndpointError):
 class OpenAIClient:
     """A small, thread-safe chat-completions client with bounded concurrency and retries."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, max_in_flight: int = 8,
-                 timeout: float = 60.0, max_retries: int = 4, backoff: float = 0.5, max_backoff: float = 30.0,
-                 temperature: float = 0.6, top_p: float = 0.9, max_tokens: int = 64):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        max_in_flight: int = 8,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        temperature: float = 0.6,
+        top_p: float = 0.9,
+        max_tokens: int = 64,
+    ):
         import httpx
 
         if not base_url or not model:
-            raise ValueError("the openai backend needs a base URL and a model (--api_base/--api_model or "
-                             "OPENAI_BASE_URL/OPENAI_MODEL)")
+            raise ValueError(
+                "the openai backend needs a base URL and a model (--api_base/--api_model or "
+                "OPENAI_BASE_URL/OPENAI_MODEL)"
+            )
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
         self.model, self.max_in_flight, self.max_retries = model, max_in_flight, max_retries
@@ -48,9 +62,15 @@ class OpenAIClient:
         self.sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
 
     @classmethod
-    def from_config(cls, cfg) -> "OpenAIClient":
-        return cls(cfg.api_base or os.environ.get("OPENAI_BASE_URL", ""), cfg.api_model or os.environ.get("OPENAI_MODEL", ""),
-                   cfg.api_key or os.environ.get("OPENAI_API_KEY"), cfg.max_in_flight, cfg.request_timeout, cfg.max_retries)
+    def from_config(cls, cfg) -> OpenAIClient:
+        return cls(
+            cfg.api_base or os.environ.get("OPENAI_BASE_URL", ""),
+            cfg.api_model or os.environ.get("OPENAI_MODEL", ""),
+            cfg.api_key or os.environ.get("OPENAI_API_KEY"),
+            cfg.max_in_flight,
+            cfg.request_timeout,
+            cfg.max_retries,
+        )
 
     def chat(self, messages: list[dict]) -> str:
         """One completion's text, retried on transient failures; raises EndpointError when it gives up."""
@@ -58,9 +78,11 @@ class OpenAIClient:
 
         last = "no attempt"
         for attempt in range(self.max_retries + 1):
-            wait = min(self.max_backoff, self.backoff * 2 ** attempt) * (0.5 + random.random() / 2)
+            wait = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
             try:
-                resp = self._http.post("/chat/completions", json={"model": self.model, "messages": messages, **self.sampling})
+                resp = self._http.post(
+                    "/chat/completions", json={"model": self.model, "messages": messages, **self.sampling}
+                )
             except (httpx.TimeoutException, httpx.TransportError) as err:
                 last = type(err).__name__
             else:
@@ -79,15 +101,19 @@ class OpenAIClient:
             if attempt < self.max_retries:
                 logger.debug("endpoint: %s, retry %d in %.2fs", last, attempt + 1, wait)
                 time.sleep(wait)
-        raise (MalformedResponse if last == "malformed response" else EndpointError)(f"gave up after {self.max_retries + 1} tries: {last}")
+        raise (MalformedResponse if last == "malformed response" else EndpointError)(
+            f"gave up after {self.max_retries + 1} tries: {last}"
+        )
 
     def chat_many(self, conversations: list[list[dict]]) -> list:
         """Completions for many conversations, at most ``max_in_flight`` at a time; failures come back as exceptions."""
+
         def one(messages):
             try:
                 return self.chat(messages)
             except EndpointError as err:
                 return err
+
         with ThreadPoolExecutor(max_workers=self.max_in_flight) as pool:
             return list(pool.map(one, conversations))
 
@@ -102,7 +128,9 @@ class OpenAITextBackend(GenerativeTextBackend):
         self.client = client
 
     def generate(self, prompts: list[str]) -> list:
-        return self.client.chat_many([[{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}] for p in prompts])
+        return self.client.chat_many(
+            [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}] for p in prompts]
+        )
 
 
 class OpenAIVerifier(GenerativeVerifier):
@@ -121,8 +149,17 @@ class OpenAIVerifier(GenerativeVerifier):
             except OSError as err:
                 failed[i] = err
                 url = ""
-            conversations.append([{"role": "user", "content": [{"type": "text", "text": question},
-                                                               {"type": "image_url", "image_url": {"url": url}}]}])
+            conversations.append(
+                [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": question},
+                            {"type": "image_url", "image_url": {"url": url}},
+                        ],
+                    }
+                ]
+            )
         todo = [i for i in range(len(jobs)) if i not in failed]
         answers = dict(zip(todo, self.client.chat_many([conversations[i] for i in todo])))
         return [failed.get(i, answers.get(i)) for i in range(len(jobs))]

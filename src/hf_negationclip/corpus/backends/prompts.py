@@ -1,11 +1,12 @@
 """Prompts and answer parsing shared by the model backends (transformers and OpenAI-compatible HTTP)."""
+
 from __future__ import annotations
 
 import re
 
 import numpy as np
 
-from ..scene import Target, Vocabulary, article
+from ..vocabulary import Target, Vocabulary, article
 from .base import Job
 
 SYSTEM = "You edit image captions. Reply with the requested text only, no explanation."
@@ -13,8 +14,10 @@ SYSTEM = "You edit image captions. Reply with the requested text only, no explan
 
 def propose_prompt(job: Job) -> str:
     # the paper's step (a): one object that fits the scene but is not in the caption
-    return (f'Caption: "{job.caption}"\nName one object that is NOT mentioned in this caption but could plausibly '
-            "appear in the same scene. Reply with the object's name only (one to three words).")
+    return (
+        f'Caption: "{job.caption}"\nName one object that is NOT mentioned in this caption but could plausibly '
+        "appear in the same scene. Reply with the object's name only (one to three words)."
+    )
 
 
 def rewrite_prompt(job: Job) -> str:
@@ -25,8 +28,10 @@ def rewrite_prompt(job: Job) -> str:
         fact = f"the {t.category} is not {t.value}"
     else:
         fact = f"there is no {t.phrase} in the image"
-    return (f'Caption: "{job.caption}"\nRewrite the caption so that it also states that {fact}. Keep every word of '
-            "the caption, add a negation (no, not, without, ...) and reply with the new caption only.")
+    return (
+        f'Caption: "{job.caption}"\nRewrite the caption so that it also states that {fact}. Keep every word of '
+        "the caption, add a negation (no, not, without, ...) and reply with the new caption only."
+    )
 
 
 def verify_question(target: Target) -> str:

@@ -7,13 +7,14 @@ determiner and number ("a", "any", "a single", plurals), and the picture noun.
 The original caption is always kept verbatim, so every content word survives.
 Every choice comes from the job's own seeded generator: same job, same text.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ..scene import Target, Vocabulary, article, pluralize
+from ..vocabulary import Target, Vocabulary, article, pluralize
 from .base import Job
 
 PICTURE = ("picture", "image", "photo", "scene")
@@ -22,22 +23,47 @@ PICTURE = ("picture", "image", "photo", "scene")
 # "any red triangles" / "a single red triangle", {xs}: plural, {pic}: picture noun, {c}: the caption.
 # Each construction has prefix (front) and suffix (end) variants; "mid" ones go after the first noun phrase.
 OBJECT_FORMS: dict[str, dict[str, tuple[str, ...]]] = {
-    "no": {"front": ("no {x} here: {c}", "no {x}, just {c}", "no {xs} in sight; {c}"),
-           "end": ("{c}, and no {x} anywhere", "{c}; no {x} is visible", "{c}, no {xs} at all")},
+    "no": {
+        "front": ("no {x} here: {c}", "no {x}, just {c}", "no {xs} in sight; {c}"),
+        "end": ("{c}, and no {x} anywhere", "{c}; no {x} is visible", "{c}, no {xs} at all"),
+    },
     "with-no": {"mid": ("{h} with no {x}{t}",), "end": ("{c} with no {x}", "{c}, with no {xs} around")},
-    "without": {"front": ("without {ax}, {c}",), "mid": ("{h} without {ax}{t}",), "end": ("{c} without {ax}", "{c}, without any {xs}")},
-    "there-is-no": {"front": ("there is no {x} in this {pic}: {c}", "there are no {xs} in the {pic}; {c}"),
-                    "end": ("{c}; there is no {x}", "{c}, and there are no {xs} in the {pic}")},
+    "without": {
+        "front": ("without {ax}, {c}",),
+        "mid": ("{h} without {ax}{t}",),
+        "end": ("{c} without {ax}", "{c}, without any {xs}"),
+    },
+    "there-is-no": {
+        "front": ("there is no {x} in this {pic}: {c}", "there are no {xs} in the {pic}; {c}"),
+        "end": ("{c}; there is no {x}", "{c}, and there are no {xs} in the {pic}"),
+    },
     "not-but": {"front": ("not {ax} but {c}", "not {ax}, but rather {c}"), "mid": ("{h}, but not {ax},{t}",)},
     "free-of": {"front": ("a {pic} free of {xs}: {c}",), "end": ("{c}, free of {xs}", "{c}, entirely free of {xs}")},
     "lacking": {"front": ("lacking {ax}, {c}",), "end": ("{c}, lacking {ax}", "{c} lacking any {xs}")},
-    "absent": {"front": ("{AX} is absent from this {pic}: {c}",), "end": ("{c}; {a1} is absent", "{c}, with {xs} absent")},
-    "not-present": {"front": ("{AX} is not present here; {c}",), "end": ("{c}, but {a1} is not present", "{c}; {a1} is not in the {pic}")},
-    "isnt": {"front": ("there isn't {ax} here, only {c}",), "end": ("{c}, and there isn't {ax}", "{c}; there aren't any {xs}")},
-    "does-not-contain": {"front": ("this {pic} does not contain {ax}: {c}",),
-                         "end": ("{c}; the {pic} doesn't contain {ax}", "{c}, which does not include {ax}")},
-    "missing": {"front": ("{AX} is missing from this {pic} of {c}",), "end": ("{c}, with {a1} missing", "{c}; {a1} is missing")},
-    "none": {"front": ("none of the things here is {a1}: {c}",), "end": ("{c}; none of them is {a1}", "{c}, and none of the things is {a1}")},
+    "absent": {
+        "front": ("{AX} is absent from this {pic}: {c}",),
+        "end": ("{c}; {a1} is absent", "{c}, with {xs} absent"),
+    },
+    "not-present": {
+        "front": ("{AX} is not present here; {c}",),
+        "end": ("{c}, but {a1} is not present", "{c}; {a1} is not in the {pic}"),
+    },
+    "isnt": {
+        "front": ("there isn't {ax} here, only {c}",),
+        "end": ("{c}, and there isn't {ax}", "{c}; there aren't any {xs}"),
+    },
+    "does-not-contain": {
+        "front": ("this {pic} does not contain {ax}: {c}",),
+        "end": ("{c}; the {pic} doesn't contain {ax}", "{c}, which does not include {ax}"),
+    },
+    "missing": {
+        "front": ("{AX} is missing from this {pic} of {c}",),
+        "end": ("{c}, with {a1} missing", "{c}; {a1} is missing"),
+    },
+    "none": {
+        "front": ("none of the things here is {a1}: {c}",),
+        "end": ("{c}; none of them is {a1}", "{c}, and none of the things is {a1}"),
+    },
     "nothing": {"front": ("nothing here is {a1}; {c}",), "end": ("{c}, and nothing in the {pic} is {a1}",)},
 }
 
@@ -47,10 +73,14 @@ ATTRIBUTE_FORMS: dict[str, dict[str, tuple[str, ...]]] = {
     "that-is-not": {"ins": (" that is not {v}", " that's not {v}")},
     "which-isnt": {"ins": (" which isn't {v}", ", which is not {v},")},
     "not-comma": {"ins": (", not {v},", ", though not {v},")},
-    "is-not-clause": {"front": ("the {cat} is not {v}: {c}", "the {cat} isn't {v}; {c}"),
-                      "end": ("{c}; the {cat} is not {v}", "{c}, and the {cat} isn't {v}")},
-    "no-attribute": {"end": ("{c}, with no {v} {cat} in it", "{c}; there is no {v} {cat}"),
-                     "front": ("no {v} {cat} here: {c}",)},
+    "is-not-clause": {
+        "front": ("the {cat} is not {v}: {c}", "the {cat} isn't {v}; {c}"),
+        "end": ("{c}; the {cat} is not {v}", "{c}, and the {cat} isn't {v}"),
+    },
+    "no-attribute": {
+        "end": ("{c}, with no {v} {cat} in it", "{c}; there is no {v} {cat}"),
+        "front": ("no {v} {cat} here: {c}",),
+    },
 }
 
 
@@ -78,8 +108,14 @@ def object_slots(target: Target, rng: np.random.Generator) -> dict[str, str]:
     ax = f"{article(x)} {x}" if det == "a" else f"{det} {x}"
     # "any" only where negative polarity licenses it ("without any star"), never as a subject ("any star is absent")
     a1 = f"{article(x)} {x}" if det == "any" else ax
-    slots = {"x": _pick(rng, (x, x, plural)), "xs": plural, "ax": ax, "a1": a1, "AX": _capital(a1),
-             "pic": _pick(rng, PICTURE)}
+    slots = {
+        "x": _pick(rng, (x, x, plural)),
+        "xs": plural,
+        "ax": ax,
+        "a1": a1,
+        "AX": _capital(a1),
+        "pic": _pick(rng, PICTURE),
+    }
     return slots
 
 
@@ -95,7 +131,7 @@ def rewrite_object(job: Job, rng: np.random.Generator) -> tuple[str, str]:
     template = _pick(rng, variants[place])
     slots = object_slots(job.target, rng)
     if place == "mid":
-        head, tail = c[:first.end], c[first.end:]
+        head, tail = c[: first.end], c[first.end :]
         text = template.format(h=head, t=tail if tail.startswith((",", ";")) else tail, **slots)
     else:
         text = template.format(c=_lower_first(c) if place == "front" else c, **slots)
@@ -115,7 +151,7 @@ def rewrite_attribute(job: Job, rng: np.random.Generator) -> tuple[str, str] | N
     v, cat = job.target.value, job.target.category
     if place == "ins":
         m = spots[0]
-        text = c[:m.end] + template.format(v=v) + c[m.end:]
+        text = c[: m.end] + template.format(v=v) + c[m.end :]
     else:
         text = template.format(c=_lower_first(c) if place == "front" else c, v=v, cat=cat)
     return _tidy(text), form
@@ -161,8 +197,11 @@ class RulesBackend:
             category = fresh[int(rng.choice(len(fresh), p=weights / weights.sum()))]
         else:
             category = _pick(rng, fresh)
-        attrs = tuple((k, _pick(rng, vals)) for k, vals in sorted(vocab.attribute_values.items())
-                      if k != "size" and rng.random() < 0.5)
+        attrs = tuple(
+            (k, _pick(rng, vals))
+            for k, vals in sorted(vocab.attribute_values.items())
+            if k != "size" and rng.random() < 0.5
+        )
         return Target("object", category, attrs)
 
     def rewrite(self, jobs: Sequence[Job]) -> None:

@@ -6,6 +6,7 @@ paper's rule (an answer containing "yes" drops the item). Under ``accelerate
 launch`` each process takes its own slice of the shard (see ``run_corpus``).
 Nothing is loaded with ``trust_remote_code``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,15 @@ def _chat_text(tokenizer_or_processor, content, system: str | None = None) -> st
 class TransformersTextBackend(GenerativeTextBackend):
     name = "transformers"
 
-    def __init__(self, model_name_or_path: str, batch_size: int = 16, seed: int = 0, max_new_tokens: int = 48,
-                 temperature: float = 0.6, top_p: float = 0.9):
+    def __init__(
+        self,
+        model_name_or_path: str,
+        batch_size: int = 16,
+        seed: int = 0,
+        max_new_tokens: int = 48,
+        temperature: float = 0.6,
+        top_p: float = 0.9,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -46,8 +54,13 @@ class TransformersTextBackend(GenerativeTextBackend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_name_or_path).to(_device()).eval()
         self.batch_size, self.seed = batch_size, seed
-        self.gen = {"do_sample": True, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
-                    "pad_token_id": self.tokenizer.pad_token_id}
+        self.gen = {
+            "do_sample": True,
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
         self._torch = torch
 
     def generate(self, prompts: list[str]) -> list:
@@ -55,10 +68,12 @@ class TransformersTextBackend(GenerativeTextBackend):
         out: list = []
         self._torch.manual_seed(self.seed)
         for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True).to(self.model.device)
+            batch = self.tokenizer(texts[start : start + self.batch_size], return_tensors="pt", padding=True).to(
+                self.model.device
+            )
             with self._torch.no_grad():
                 ids = self.model.generate(**batch, **self.gen)
-            out += self.tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            out += self.tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         return out
 
 
@@ -88,7 +103,7 @@ class TransformersVerifier(GenerativeVerifier):
 
         out: list = []
         for start in range(0, len(jobs), self.batch_size):
-            chunk, qs = jobs[start:start + self.batch_size], questions[start:start + self.batch_size]
+            chunk, qs = jobs[start : start + self.batch_size], questions[start : start + self.batch_size]
             images, ok = [], []
             for job in chunk:
                 try:
@@ -104,8 +119,9 @@ class TransformersVerifier(GenerativeVerifier):
         return out
 
     def _generate(self, images, questions) -> list[str]:
-        inputs = self.processor(images=images, text=[self._prompt(q) for q in questions], return_tensors="pt",
-                                padding=True).to(self.model.device)
+        inputs = self.processor(
+            images=images, text=[self._prompt(q) for q in questions], return_tensors="pt", padding=True
+        ).to(self.model.device)
         with self._torch.no_grad():
             ids = self.model.generate(**inputs, do_sample=False, max_new_tokens=self.max_new_tokens)
-        return self.processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return self.processor.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)

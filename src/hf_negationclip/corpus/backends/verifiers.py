@@ -1,10 +1,11 @@
 """Visual verifiers that need no generative model: instance annotations and CLIP zero-shot scores."""
+
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
-from ..scene import Target, article, is_absent
+from ..vocabulary import Target, article, is_absent
 from .base import Job
 
 logger = logging.getLogger(__name__)
@@ -16,7 +17,9 @@ class AnnotationVerifier:
     name = "annotations"
 
     def verify(self, jobs: Sequence[Job]) -> list[bool | None]:
-        return [None if job.objects is None or job.target is None else is_absent(job.target, job.objects) for job in jobs]
+        return [
+            None if job.objects is None or job.target is None else is_absent(job.target, job.objects) for job in jobs
+        ]
 
 
 def _prompt(target: Target) -> str:
@@ -35,7 +38,9 @@ class ClipVerifier:
 
     name = "clip"
 
-    def __init__(self, model_name_or_path: str, categories: Sequence[str], threshold: float = 0.5, batch_size: int = 32):
+    def __init__(
+        self, model_name_or_path: str, categories: Sequence[str], threshold: float = 0.5, batch_size: int = 32
+    ):
         from ...modeling import build_model, load_processor
 
         if not 0 < threshold <= 1:
@@ -60,7 +65,9 @@ class ClipVerifier:
                 logger.warning("clip verifier: cannot read %s (%s)", job.image_path, err)
                 out.append(None)
                 continue
-            texts = [_prompt(job.target)] + [f"a photo of {article(c)} {c}." for c in self.categories if c != job.target.category]
+            texts = [_prompt(job.target)] + [
+                f"a photo of {article(c)} {c}." for c in self.categories if c != job.target.category
+            ]
             with torch.no_grad():
                 prob = float(self.model.score([image], texts, self.processor, self.batch_size)[0, 0])
             out.append(False if prob > self.threshold else None)

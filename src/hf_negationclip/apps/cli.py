@@ -3,19 +3,20 @@
 Each subcommand parses one config dataclass (``HfArgumentParser``) and calls
 one Python function, ``run_<name>(config)``, that can be called directly::
 
-    from hf_negationclip.demo import DemoConfig, run_demo
+    from hf_negationclip.apps.demo import DemoConfig, run_demo
     run_demo(DemoConfig(out="runs/demo", images=2000))
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from . import __version__
+from .. import __version__
 
 logger = logging.getLogger("hf_negationclip")
 
@@ -28,11 +29,20 @@ class WorldConfig:
     images: int = field(default=5000, metadata={"help": "number of images over all splits"})
     seed: int = field(default=0, metadata={"help": "world seed (same seed, same bytes)"})
     image_size: int = field(default=128, metadata={"help": "image side in pixels (>= 96)"})
-    splits: str = field(default="train=0.8,val=0.1,test=0.1", metadata={"help": "split=fraction pairs, comma-separated"})
-    layout: str = field(default="grid", metadata={"help": "grid (objects centred in 3x3 cells, one ViT patch each: "
-                                                            "learnable by the tiny preset) | random (anywhere: harder)"})
-    background: str = field(default="plain", metadata={"help": "plain (flat or softly shaded) | textured "
-                                                                "(shaded, striped, grainy, checkered)"})
+    splits: str = field(
+        default="train=0.8,val=0.1,test=0.1", metadata={"help": "split=fraction pairs, comma-separated"}
+    )
+    layout: str = field(
+        default="grid",
+        metadata={
+            "help": "grid (objects centred in 3x3 cells, one ViT patch each: "
+            "learnable by the tiny preset) | random (anywhere: harder)"
+        },
+    )
+    background: str = field(
+        default="plain",
+        metadata={"help": "plain (flat or softly shaded) | textured (shaded, striped, grainy, checkered)"},
+    )
     show_progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def split_fractions(self) -> dict[str, float]:
@@ -47,37 +57,67 @@ class WorldConfig:
 class EvaluateConfig:
     """Score checkpoints on the negation benchmarks (real files and/or the scene twins of a world)."""
 
-    model: list[str] = field(default_factory=lambda: ["runs/pretrain"],
-                             metadata={"help": "checkpoint folder, Hub id or preset; repeat (--model a --model b) for several"})
+    model: list[str] = field(
+        default_factory=lambda: ["runs/pretrain"],
+        metadata={"help": "checkpoint folder, Hub id or preset; repeat (--model a --model b) for several"},
+    )
     output_dir: str = field(default="runs/eval", metadata={"help": "results.json, results.md and results.png go here"})
-    world_dir: str | None = field(default=None, metadata={"help": "scene world: write its benchmark twins and evaluate on them"})
-    benchmarks_dir: str | None = field(default=None, metadata={"help": "scene twins folder (default <output_dir>/scene_benchmarks)"})
+    world_dir: str | None = field(
+        default=None, metadata={"help": "scene world: write its benchmark twins and evaluate on them"}
+    )
+    benchmarks_dir: str | None = field(
+        default=None, metadata={"help": "scene twins folder (default <output_dir>/scene_benchmarks)"}
+    )
     split: str = field(default="val", metadata={"help": "world split the scene twins are built from"})
     n_items: int = field(default=200, metadata={"help": "items per scene twin"})
-    tasks: str = field(default="all", metadata={"help": "comma-separated task kinds or names to run (all: every task given)"})
+    tasks: str = field(
+        default="all", metadata={"help": "comma-separated task kinds or names to run (all: every task given)"}
+    )
     negrefcocog_json: str | None = field(default=None, metadata={"help": "the official NegRefCOCOg.json"})
     coco_images: str | None = field(default=None, metadata={"help": "COCO train2014 image folder (for NegRefCOCOg)"})
     valse_json: str | None = field(default=None, metadata={"help": "VALSE existence.json"})
     valse_images: str | None = field(default=None, metadata={"help": "Visual7W image folder of VALSE existence"})
     negbench_csv: str | None = field(default=None, metadata={"help": "NegBench MCQ CSV"})
     negbench_root: str | None = field(default=None, metadata={"help": "folder the CSV's image paths resolve against"})
-    ccneg_pt: str | None = field(default=None, metadata={
-        "help": "CC-Neg ccneg_preprocessed.pt, or a negated_captions_<split>.json (ours or the NegationCLIP repo's)"})
-    ccneg_images: str | None = field(default=None, metadata={
-        "help": "CC-Neg: folder holding the images (by file name); negated_captions JSON: the image root its "
-                "file_name entries resolve against"})
+    ccneg_pt: str | None = field(
+        default=None,
+        metadata={
+            "help": "CC-Neg ccneg_preprocessed.pt, or a negated_captions_<split>.json (ours or the NegationCLIP repo's)"
+        },
+    )
+    ccneg_images: str | None = field(
+        default=None,
+        metadata={
+            "help": "CC-Neg: folder holding the images (by file name); negated_captions JSON: the image root its "
+            "file_name entries resolve against"
+        },
+    )
     ccneg_last: int = field(default=40_000, metadata={"help": "CC-Neg evaluation split: the last N items of the file"})
     retrieval_captions: str | None = field(default=None, metadata={"help": "COCO captions JSON for retrieval"})
     retrieval_images: str | None = field(default=None, metadata={"help": "image folder of retrieval_captions"})
     retrieval_max_images: int | None = field(default=5000, metadata={"help": "retrieval over the first N images"})
-    zeroshot_dir: str | None = field(default=None, metadata={"help": "zero-shot: ImageFolder tree (class/image) or a save_to_disk dataset with Image + ClassLabel columns"})
-    crop_margin: float = field(default=0.0, metadata={"help": "NegRefCOCOg crop context, a fraction of the box per side (0: official)"})
-    crop_mode: str | None = field(default=None, metadata={
-        "help": "NegRefCOCOg candidates: crop (the box alone, the paper's scorer), isolate (the image at its own scale, "
-                "outside the box painted over) or blur (outside blurred); default: crop for real files, isolate for "
-                "the scene twins", "choices": ["crop", "isolate", "blur"]})
+    zeroshot_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "zero-shot: ImageFolder tree (class/image) or a save_to_disk dataset with Image + ClassLabel columns"
+        },
+    )
+    crop_margin: float = field(
+        default=0.0, metadata={"help": "NegRefCOCOg crop context, a fraction of the box per side (0: official)"}
+    )
+    crop_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "NegRefCOCOg candidates: crop (the box alone, the paper's scorer), isolate (the image at its own scale, "
+            "outside the box painted over) or blur (outside blurred); default: crop for real files, isolate for "
+            "the scene twins",
+            "choices": ["crop", "isolate", "blur"],
+        },
+    )
     batch_size: int = field(default=256, metadata={"help": "images per encoding batch (texts: 4x)"})
-    bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95 per cent intervals (0: none)"})
+    bootstrap: int = field(
+        default=1000, metadata={"help": "bootstrap resamples for the 95 per cent intervals (0: none)"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of candidate shuffling, scene twins and bootstrap"})
     show_progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
@@ -87,9 +127,16 @@ class EvaluateConfig:
             "negrefcocog": (self.negrefcocog_json, self.coco_images, lambda a, b: {"json": a, "image_dir": b}),
             "valse-existence": (self.valse_json, self.valse_images, lambda a, b: {"json": a, "image_dir": b}),
             "negbench-mcq": (self.negbench_csv, self.negbench_root, lambda a, b: {"csv": a, "image_root": b}),
-            "ccneg": (self.ccneg_pt, self.ccneg_images, lambda a, b: {"pt": a, "image_dir": b, "last": self.ccneg_last}),
-            "retrieval": (self.retrieval_captions, self.retrieval_images,
-                          lambda a, b: {"captions": a, "image_dir": b, "max_images": self.retrieval_max_images}),
+            "ccneg": (
+                self.ccneg_pt,
+                self.ccneg_images,
+                lambda a, b: {"pt": a, "image_dir": b, "last": self.ccneg_last},
+            ),
+            "retrieval": (
+                self.retrieval_captions,
+                self.retrieval_images,
+                lambda a, b: {"captions": a, "image_dir": b, "max_images": self.retrieval_max_images},
+            ),
         }
         specs = {}
         for name, (a, b, make) in pairs.items():
@@ -107,9 +154,13 @@ class NegRefCOCOgConfig:
     """Build NegRefCOCOg and export it as parquet (images embedded) with a dataset card."""
 
     config: str = field(default="scene", metadata={"help": "refcocog | official | scene"})
-    data_dir: str = field(default="runs/world", metadata={"help": "RefCOCOg root, folder of NegRefCOCOg.json, or a scene world"})
+    data_dir: str = field(
+        default="runs/world", metadata={"help": "RefCOCOg root, folder of NegRefCOCOg.json, or a scene world"}
+    )
     image_dir: str | None = field(default=None, metadata={"help": "COCO train2014 folder (refcocog, official)"})
-    out: str = field(default="runs/negrefcocog", metadata={"help": "output folder (one sub-folder per config + README.md)"})
+    out: str = field(
+        default="runs/negrefcocog", metadata={"help": "output folder (one sub-folder per config + README.md)"}
+    )
     seed: int = field(default=0, metadata={"help": "seed of the candidate shuffling"})
 
 
@@ -117,12 +168,18 @@ class NegRefCOCOgConfig:
 class AppConfig:
     """Open the Gradio app (needs the ``app`` extra: pip install "hf-negationclip[app]")."""
 
-    model: list[str] = field(default_factory=list, metadata={
-        "help": "checkpoint folder or Hub id, optionally LABEL=PATH; repeat --model for several "
-                "(default: the baseline and the best NegationCLIP under --demo_dir)"})
+    model: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "checkpoint folder or Hub id, optionally LABEL=PATH; repeat --model for several "
+            "(default: the baseline and the best NegationCLIP under --demo_dir)"
+        },
+    )
     demo_dir: str = field(default="runs/demo", metadata={"help": "make demo's output: default models and results.json"})
-    results: str | None = field(default=None, metadata={
-        "help": "evaluation results.json for the Benchmarks tab (default: <demo_dir>/results.json)"})
+    results: str | None = field(
+        default=None,
+        metadata={"help": "evaluation results.json for the Benchmarks tab (default: <demo_dir>/results.json)"},
+    )
     host: str = field(default="127.0.0.1", metadata={"help": "address to serve on (0.0.0.0 for every interface)"})
     port: int = field(default=7860, metadata={"help": "port to serve on"})
     share: bool = field(default=False, metadata={"help": "also open a public gradio.live link"})
@@ -134,13 +191,17 @@ class PushSpaceConfig:
     """Stage the app as a Hugging Face Space folder and upload it (--dry_run: stage and list only)."""
 
     repo_id: str = field(metadata={"help": "the Space, ORG/NAME"})
-    model: list[str] = field(default_factory=list, metadata={
-        "help": "Hub id of a model to show, optionally LABEL=ORG/NAME; repeat --model for several"})
+    model: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Hub id of a model to show, optionally LABEL=ORG/NAME; repeat --model for several"},
+    )
     out_dir: str = field(default="runs/space", metadata={"help": "where to stage the Space folder"})
     results: str | None = field(default=None, metadata={"help": "results.json to ship for the Benchmarks tab"})
     title: str = field(default="NegationCLIP vs CLIP", metadata={"help": "Space title"})
-    requirement: str = field(default=f"hf-negationclip[app]=={__version__}", metadata={
-        "help": "pip requirement that installs this package in the Space (e.g. a git URL)"})
+    requirement: str = field(
+        default=f"hf-negationclip[app]=={__version__}",
+        metadata={"help": "pip requirement that installs this package in the Space (e.g. a git URL)"},
+    )
     private: bool = field(default=False, metadata={"help": "create the Space private"})
     exist_ok: bool = field(default=False, metadata={"help": "allow a new commit to an existing Space"})
     dry_run: bool = field(default=False, metadata={"help": "stage the folder and list its files; upload nothing"})
@@ -152,25 +213,46 @@ class PushOptions:
 
     private: bool = field(default=False, metadata={"help": "create the repo as private"})
     revision: str | None = field(default=None, metadata={"help": "branch to commit to (created from main if missing)"})
-    dry_run: bool = field(default=False, metadata={"help": "only stage: print the file list and the card, send nothing"})
+    dry_run: bool = field(
+        default=False, metadata={"help": "only stage: print the file list and the card, send nothing"}
+    )
     exist_ok: bool = field(default=False, metadata={"help": "allow adding a commit to an existing repo"})
     stage_dir: str | None = field(default=None, metadata={"help": "staging folder (default: a fresh temporary one)"})
 
     def push_kwargs(self) -> dict:
-        return dict(private=self.private, revision=self.revision, dry_run=self.dry_run, exist_ok=self.exist_ok,
-                    stage_dir=self.stage_dir)
+        return dict(
+            private=self.private,
+            revision=self.revision,
+            dry_run=self.dry_run,
+            exist_ok=self.exist_ok,
+            stage_dir=self.stage_dir,
+        )
 
 
 @dataclass(kw_only=True)
 class PushModelConfig(PushOptions):
     """Stage a run folder (checkpoint, card, results, logs, plots) and push it to a Hub model repo."""
 
-    run_dir: str = field(metadata={"help": "run folder (a saved checkpoint with training_config.json, results.json, ...)"})
+    run_dir: str = field(
+        metadata={"help": "run folder (a saved checkpoint with training_config.json, results.json, ...)"}
+    )
     repo_id: str = field(metadata={"help": "target Hub repo, ORG/NAME"})
-    adapter: bool = field(default=False, metadata={"help": "push the LoRA adapter in RUN_DIR/adapter/ instead of the full weights"})
-    base_model: str | None = field(default=None, metadata={"help": "Hub id of the base model (required when the run started from a local folder and --adapter)"})
-    model_label: str | None = field(default=None, metadata={"help": "this run's label in results.json (default: found by path)"})
-    datasets: str | None = field(default=None, metadata={"help": "task=ORG/NAME pairs, comma-separated: the Hub datasets behind results.json's tasks (for model-index)"})
+    adapter: bool = field(
+        default=False, metadata={"help": "push the LoRA adapter in RUN_DIR/adapter/ instead of the full weights"}
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={"help": "Hub id of the base model (required when the run started from a local folder and --adapter)"},
+    )
+    model_label: str | None = field(
+        default=None, metadata={"help": "this run's label in results.json (default: found by path)"}
+    )
+    datasets: str | None = field(
+        default=None,
+        metadata={
+            "help": "task=ORG/NAME pairs, comma-separated: the Hub datasets behind results.json's tasks (for model-index)"
+        },
+    )
 
 
 @dataclass(kw_only=True)
@@ -195,9 +277,16 @@ class PullConfig:
 class ConvertOpenAIConfig:
     """Convert an OpenAI-``clip`` ViT state dict (.pth) into a transformers checkpoint + processor."""
 
-    checkpoint: str = field(default=None, metadata={"help": "the .pth/.pt state dict (loaded with torch.load(weights_only=True))"})
+    checkpoint: str = field(
+        default=None, metadata={"help": "the .pth/.pt state dict (loaded with torch.load(weights_only=True))"}
+    )
     out: str = field(default=None, metadata={"help": "output checkpoint folder"})
-    arch: str | None = field(default=None, metadata={"help": "expected architecture (ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px); checked against the weights"})
+    arch: str | None = field(
+        default=None,
+        metadata={
+            "help": "expected architecture (ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px); checked against the weights"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.checkpoint or not self.out:
@@ -205,18 +294,26 @@ class ConvertOpenAIConfig:
 
 
 def run_world(cfg: WorldConfig) -> dict:
-    from .synthetic import write_world
+    from ..world import write_world
 
-    counts = write_world(cfg.out, cfg.images, cfg.seed, cfg.split_fractions(), cfg.image_size, cfg.show_progress,
-                         layout=cfg.layout, background=cfg.background)
+    counts = write_world(
+        cfg.out,
+        cfg.images,
+        cfg.seed,
+        cfg.split_fractions(),
+        cfg.image_size,
+        cfg.show_progress,
+        layout=cfg.layout,
+        background=cfg.background,
+    )
     print(f"wrote {sum(counts.values())} images ({', '.join(f'{k}: {v}' for k, v in counts.items())}) to {cfg.out}")
     return counts
 
 
 def run_pretrain(cfg) -> dict:
     """Pre-train, and on a scene world report the model's probes on the val split."""
-    from .evaluation import WorldEvaluator, format_metrics
-    from .training import pretrain
+    from ..evaluation import WorldEvaluator, format_metrics
+    from ..training import pretrain
 
     evaluator = None
     if (Path(cfg.world_dir) / "annotations" / "instances_val.json").exists():
@@ -229,8 +326,8 @@ def run_pretrain(cfg) -> dict:
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from .benchmarks import write_scene_benchmarks
-    from .evaluation import TASK_KINDS, HarnessConfig, load_checkpoint, run_harness
+    from ..benchmarks import write_scene_benchmarks
+    from ..evaluation import TASK_KINDS, HarnessConfig, load_checkpoint, run_harness
 
     labels = {label: load_checkpoint(name) for label, name in _model_labels(cfg.model).items()}  # fail fast
     tasks = cfg.real_tasks()
@@ -239,9 +336,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         if cfg.world_dir:
             manifest = write_scene_benchmarks(cfg.world_dir, bench, cfg.split, cfg.n_items, cfg.seed)
         else:
-            from .corpus import read_json
-
-            from .benchmarks.scene import with_scene_defaults
+            from ..benchmarks.twins import with_scene_defaults
+            from ..io import read_json
 
             manifest = with_scene_defaults(read_json(bench / "manifest.json"))
         tasks.update(manifest["tasks"])
@@ -251,8 +347,19 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; kinds: {list(TASK_KINDS)}")
         tasks = {n: s for n, s in tasks.items() if n in wanted or s["kind"] in wanted}
-    results = run_harness(HarnessConfig(labels, tasks, cfg.output_dir, cfg.seed, cfg.bootstrap, cfg.batch_size,
-                                        cfg.crop_margin, cfg.show_progress, cfg.crop_mode))
+    results = run_harness(
+        HarnessConfig(
+            labels,
+            tasks,
+            cfg.output_dir,
+            cfg.seed,
+            cfg.bootstrap,
+            cfg.batch_size,
+            cfg.crop_margin,
+            cfg.show_progress,
+            cfg.crop_mode,
+        )
+    )
     for label, name in _model_labels(cfg.model).items():
         results["models"][label]["path"] = name
     (Path(cfg.output_dir) / "results.json").write_text(json.dumps(results, indent=2))
@@ -274,8 +381,8 @@ def _model_labels(models: list[str]) -> dict[str, str]:
 
 def run_finetune(cfg) -> dict:
     """Fine-tune (recipe ``paper`` or ``tiny``) and, on a scene world, report its probes."""
-    from .evaluation import WorldEvaluator, format_metrics
-    from .training import finetune
+    from ..evaluation import WorldEvaluator, format_metrics
+    from ..training import finetune
 
     evaluator = None
     if (Path(cfg.world_dir) / "annotations" / "instances_val.json").exists():
@@ -288,7 +395,7 @@ def run_finetune(cfg) -> dict:
 
 
 def run_convert_openai(cfg: ConvertOpenAIConfig) -> str:
-    from .modeling import convert_openai_checkpoint
+    from ..modeling import convert_openai_checkpoint
 
     out = convert_openai_checkpoint(cfg.checkpoint, cfg.out, cfg.arch)
     print(f"wrote a transformers CLIP checkpoint + processor to {out}")
@@ -296,7 +403,7 @@ def run_convert_openai(cfg: ConvertOpenAIConfig) -> str:
 
 
 def run_negrefcocog(cfg: NegRefCOCOgConfig) -> Path:
-    from .benchmarks import export_negrefcocog
+    from ..benchmarks import export_negrefcocog
 
     out = export_negrefcocog(cfg.out, cfg.config, cfg.data_dir, cfg.image_dir, cfg.seed)
     stats = json.loads((out / "stats.json").read_text())[cfg.config]
@@ -342,8 +449,10 @@ def _report_push(staged, dry_run: bool):
             groups[top] = groups.get(top, 0) + 1
         print("left out: " + ", ".join(f"{k} ({n} files)" if n > 1 else k for k, n in groups.items()))
     if dry_run:
-        print(f"\n--- README.md ---\n{staged.card}\n--- dry run: nothing was sent (commit would be "
-              f"{staged.commit_message!r}) ---")
+        print(
+            f"\n--- README.md ---\n{staged.card}\n--- dry run: nothing was sent (commit would be "
+            f"{staged.commit_message!r}) ---"
+        )
     else:
         print(f"pushed to {staged.repo_id}: {staged.commit_url}")
     return staged
@@ -359,8 +468,15 @@ def _pairs(text: str | None, flag: str) -> dict[str, str]:
 def run_push_model(cfg: PushModelConfig):
     from .hub import push_model
 
-    staged = push_model(cfg.run_dir, cfg.repo_id, adapter=cfg.adapter, base_model=cfg.base_model,
-                        model_label=cfg.model_label, dataset_ids=_pairs(cfg.datasets, "--datasets"), **cfg.push_kwargs())
+    staged = push_model(
+        cfg.run_dir,
+        cfg.repo_id,
+        adapter=cfg.adapter,
+        base_model=cfg.base_model,
+        model_label=cfg.model_label,
+        dataset_ids=_pairs(cfg.datasets, "--datasets"),
+        **cfg.push_kwargs(),
+    )
     return _report_push(staged, cfg.dry_run)
 
 
@@ -380,36 +496,40 @@ def run_pull(cfg: PullConfig) -> Path:
 
 
 def run_corpus(cfg) -> dict:
-    from .corpus.pipeline import run_corpus as build
+    from ..corpus.pipeline import run_corpus as build
 
     summary = build(cfg)
     for split, info in summary["splits"].items():
-        print(f"{split}: {info['captions']} negated captions on {info['images']} images "
-              f"({info['with_distractors']} with a distractor) -> {Path(cfg.output_dir) / info['file']}")
+        print(
+            f"{split}: {info['captions']} negated captions on {info['images']} images "
+            f"({info['with_distractors']} with a distractor) -> {Path(cfg.output_dir) / info['file']}"
+        )
     counts = summary["counts"]
-    print(f"accepted {sum(v for k, v in counts.items() if k.endswith('/accepted'))}, rejected "
-          f"{sum(v for k, v in counts.items() if k.endswith('/rejected'))}; details in {Path(cfg.output_dir) / 'corpus_stats.json'}")
+    print(
+        f"accepted {sum(v for k, v in counts.items() if k.endswith('/accepted'))}, rejected "
+        f"{sum(v for k, v in counts.items() if k.endswith('/rejected'))}; details in {Path(cfg.output_dir) / 'corpus_stats.json'}"
+    )
     return summary
 
 
 def run_negation_stats(cfg) -> dict:
-    from .corpus.stats import run_negation_stats as count
+    from ..corpus.stats import run_negation_stats as count
 
     return count(cfg)
 
 
 def run_export_corpus(cfg) -> dict:
-    from .corpus.export import run_export_corpus as export
+    from ..corpus.export import run_export_corpus as export
 
     return export(cfg)
 
 
 def _commands() -> dict[str, tuple[type, Callable]]:
+    from ..corpus.export import ExportCorpusConfig
+    from ..corpus.pipeline import CorpusConfig
+    from ..corpus.stats import NegationStatsConfig
+    from ..training import FinetuneConfig, PretrainConfig
     from .demo import DemoConfig, run_demo
-    from .corpus.export import ExportCorpusConfig
-    from .corpus.pipeline import CorpusConfig
-    from .corpus.stats import NegationStatsConfig
-    from .training import FinetuneConfig, PretrainConfig
 
     return {
         "world": (WorldConfig, run_world),
@@ -454,7 +574,11 @@ _POSITIONAL = {"push-model": "run_dir", "push-dataset": "folder", "pull": "repo_
 
 
 def _usage() -> str:
-    lines = ["usage: hf-negationclip <command> [options]   (hf-negationclip <command> --help for options)", "", "commands:"]
+    lines = [
+        "usage: hf-negationclip <command> [options]   (hf-negationclip <command> --help for options)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<15} {text}" for name, text in _SUMMARY.items()]
     return "\n".join(lines)
 
@@ -477,7 +601,7 @@ def _merge_repeated_list_flags(config_cls: type, argv: list[str]) -> list[str]:
                 j = i + 1
                 while j < len(argv) and not argv[j].startswith("--"):
                     j += 1
-                values, i = argv[i + 1:j], j
+                values, i = argv[i + 1 : j], j
             merged.setdefault(key, []).extend(values)
         else:
             rest.append(argv[i])
@@ -494,7 +618,7 @@ def _apply_config_file(parser, config_cls, args: list[str]) -> list[str]:
     if "--config" not in args or any(f.name == "config" for f in fields(config_cls)):
         return args  # no file given, or the subcommand has a --config of its own (negrefcocog: builder config)
 
-    from .training import read_config_file
+    from ..training import read_config_file
 
     i = args.index("--config")
     if i + 1 >= len(args):
@@ -504,7 +628,7 @@ def _apply_config_file(parser, config_cls, args: list[str]) -> list[str]:
     if unknown:
         raise ValueError(f"unknown option(s) in {args[i + 1]}: {', '.join(unknown)}")
     parser.set_defaults(**values)
-    return args[:i] + args[i + 2:]
+    return args[:i] + args[i + 2 :]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -512,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
-    from .corpus import CorpusFormatError
+    from ..io import FormatError
     from .hub import HubError
 
     commands = _commands()
@@ -532,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         rest = _apply_config_file(parser, config_cls, _merge_repeated_list_flags(config_cls, rest))
         (cfg,) = parser.parse_args_into_dataclasses(rest)
         fn(cfg)
-    except (ValueError, OSError, KeyError, ImportError, CorpusFormatError, HubError) as err:
+    except (ValueError, OSError, KeyError, ImportError, FormatError, HubError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

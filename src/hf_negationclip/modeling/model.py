@@ -9,6 +9,7 @@ Presets live in one place, :data:`PRESETS`: ``tiny`` (a from-scratch CLIP small
 enough to pre-train on two CPU cores) and the real OpenAI checkpoints with the
 paper's fine-tuning recipe attached.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,22 +74,48 @@ def tiny_clip_config(image_size: int = 96) -> CLIPConfig:
     ids: with ``eos_token_id == 2`` transformers would pool at the largest token
     id instead of at EOS.
     """
-    text = dict(vocab_size=VOCAB_SIZE, hidden_size=128, intermediate_size=512, num_hidden_layers=3,
-                num_attention_heads=4, max_position_embeddings=MAX_TEXT_LENGTH, bos_token_id=BOS_TOKEN_ID,
-                eos_token_id=EOS_TOKEN_ID, pad_token_id=EOS_TOKEN_ID)
+    text = dict(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_TEXT_LENGTH,
+        bos_token_id=BOS_TOKEN_ID,
+        eos_token_id=EOS_TOKEN_ID,
+        pad_token_id=EOS_TOKEN_ID,
+    )
     # patch = a third of the image: one patch per cell of the scene world's 3x3 grid layout, so each object
     # lands on the same patch pixels wherever it stands (a tiny ViT has no translation prior to learn that)
-    vision = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
-                  image_size=image_size, patch_size=image_size // 3, num_channels=3)
+    vision = dict(
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=image_size // 3,
+        num_channels=3,
+    )
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=128)
 
 
 PRESETS: dict[str, ModelPreset] = {
-    "tiny": ModelPreset("tiny", None, 96, FinetuneDefaults(learning_rate=2e-4, batch_size=128, epochs=8, weight_decay=0.1),
-                        "from-scratch CLIP for the embedded scene world (CPU minutes)"),
-    **{name.split("/")[1]: ModelPreset(name, name, size, description=f"OpenAI CLIP {name.split('clip-')[1]}")
-       for name, size in (("openai/clip-vit-base-patch32", 224), ("openai/clip-vit-base-patch16", 224),
-                          ("openai/clip-vit-large-patch14", 224), ("openai/clip-vit-large-patch14-336", 336))},
+    "tiny": ModelPreset(
+        "tiny",
+        None,
+        96,
+        FinetuneDefaults(learning_rate=2e-4, batch_size=128, epochs=8, weight_decay=0.1),
+        "from-scratch CLIP for the embedded scene world (CPU minutes)",
+    ),
+    **{
+        name.split("/")[1]: ModelPreset(name, name, size, description=f"OpenAI CLIP {name.split('clip-')[1]}")
+        for name, size in (
+            ("openai/clip-vit-base-patch32", 224),
+            ("openai/clip-vit-base-patch16", 224),
+            ("openai/clip-vit-large-patch14", 224),
+            ("openai/clip-vit-large-patch14-336", 336),
+        )
+    },
 }
 
 
@@ -125,13 +152,15 @@ class NegationCLIPModel(CLIPModel):
     def lock_text_final_layer_norm(self) -> None:
         self.text_model.final_layer_norm.requires_grad_(False)
 
-    def freeze(self, text: bool | None = None, vision: bool | None = None) -> "NegationCLIPModel":
+    def freeze(self, text: bool | None = None, vision: bool | None = None) -> NegationCLIPModel:
         """Freeze (``True``) or unfreeze (``False``) each tower with its projection; ``None`` leaves it as is.
 
         ``logit_scale`` trains while either tower does. Returns ``self``.
         """
-        for flag, modules in ((text, (self.text_model, self.text_projection)),
-                              (vision, (self.vision_model, self.visual_projection))):
+        for flag, modules in (
+            (text, (self.text_model, self.text_projection)),
+            (vision, (self.vision_model, self.visual_projection)),
+        ):
             if flag is not None:
                 for module in modules:
                     module.requires_grad_(not flag)
@@ -139,8 +168,15 @@ class NegationCLIPModel(CLIPModel):
         self.logit_scale.requires_grad_(towers_train)
         return self
 
-    def add_lora(self, r: int = 8, lora_alpha: int = 16, lora_dropout: float = 0.0,
-                 target_modules: str | list[str] | None = None, towers: str = "text", **lora_kwargs):
+    def add_lora(
+        self,
+        r: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.0,
+        target_modules: str | list[str] | None = None,
+        towers: str = "text",
+        **lora_kwargs,
+    ):
         """Wrap the model in a peft ``PeftModel`` with LoRA adapters (peft's own argument names).
 
         ``target_modules`` defaults to the attention projections of ``towers``
@@ -150,12 +186,16 @@ class NegationCLIPModel(CLIPModel):
         """
         from peft import LoraConfig, get_peft_model
 
-        config = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                            target_modules=target_modules if target_modules is not None else lora_target_regex(towers),
-                            **lora_kwargs)
+        config = LoraConfig(
+            r=r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            target_modules=target_modules if target_modules is not None else lora_target_regex(towers),
+            **lora_kwargs,
+        )
         return get_peft_model(self, config)
 
-    def merge_lora(self) -> "NegationCLIPModel":
+    def merge_lora(self) -> NegationCLIPModel:
         """Fold LoRA adapters injected by :meth:`add_lora` into the base weights and drop them (in place)."""
         from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -215,14 +255,22 @@ class NegationCLIPModel(CLIPModel):
         kwargs.update(zip(names, args))
         if kwargs.get("pixel_values") is not None:
             raise ValueError("pass pixel_values or image_embeds, not both")
-        text = feature_tensor(self.get_text_features(input_ids=kwargs.get("input_ids"),
-                                                     attention_mask=kwargs.get("attention_mask"),
-                                                     position_ids=kwargs.get("position_ids")))
+        text = feature_tensor(
+            self.get_text_features(
+                input_ids=kwargs.get("input_ids"),
+                attention_mask=kwargs.get("attention_mask"),
+                position_ids=kwargs.get("position_ids"),
+            )
+        )
         text_embeds = torch.nn.functional.normalize(text, dim=-1)
         image_embeds = torch.nn.functional.normalize(image_embeds.to(text_embeds.dtype), dim=-1)
         logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.T
-        return CLIPOutput(logits_per_image=logits_per_text.T, logits_per_text=logits_per_text,
-                          text_embeds=text_embeds, image_embeds=image_embeds)
+        return CLIPOutput(
+            logits_per_image=logits_per_text.T,
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+        )
 
     @torch.no_grad()
     def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -230,14 +278,15 @@ class NegationCLIPModel(CLIPModel):
         return feature_tensor(self.get_image_features(pixel_values=pixel_values))
 
     @torch.no_grad()
-    def similarity(self, pixel_values: torch.Tensor, input_ids: torch.Tensor,
-                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def similarity(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Cosine similarity matrix (images x texts) of normalised embeddings."""
         img = torch.nn.functional.normalize(feature_tensor(self.get_image_features(pixel_values=pixel_values)), dim=-1)
         txt = torch.nn.functional.normalize(
-            feature_tensor(self.get_text_features(input_ids=input_ids, attention_mask=attention_mask)), dim=-1)
+            feature_tensor(self.get_text_features(input_ids=input_ids, attention_mask=attention_mask)), dim=-1
+        )
         return img @ txt.T
-
 
     @torch.no_grad()
     def score(self, images, texts, processor=None, batch_size: int = 64) -> torch.Tensor:
@@ -255,11 +304,12 @@ class NegationCLIPModel(CLIPModel):
         self.eval()
         img, txt = [], []
         for start in range(0, len(images), batch_size):
-            pixels = processor(images=list(images[start:start + batch_size]), return_tensors="pt")["pixel_values"]
+            pixels = processor(images=list(images[start : start + batch_size]), return_tensors="pt")["pixel_values"]
             img.append(feature_tensor(self.get_image_features(pixel_values=pixels.to(device))).float())
         for start in range(0, len(texts), batch_size):
-            tok = processor.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                                      return_tensors="pt").to(device)
+            tok = processor.tokenizer(
+                list(texts[start : start + batch_size]), padding=True, truncation=True, return_tensors="pt"
+            ).to(device)
             txt.append(feature_tensor(self.get_text_features(**tok)).float())
         self.train(was_training)
         img = torch.nn.functional.normalize(torch.cat(img), dim=-1)
@@ -286,10 +336,17 @@ def resolve_adapter_base(adapter_config: Path) -> str:
     for candidate in (Path(base), adapter_config.parent / base):
         if (candidate / "config.json").is_file():
             return str(candidate)
-    looks_like_path = Path(base).is_absolute() or base.startswith((".", "~")) or base.count("/") > 1 or os.sep in base.replace("/", "")
+    looks_like_path = (
+        Path(base).is_absolute()
+        or base.startswith((".", "~"))
+        or base.count("/") > 1
+        or os.sep in base.replace("/", "")
+    )
     if looks_like_path or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", base):
-        raise FileNotFoundError(f"the LoRA adapter in {adapter_config.parent} needs its base model {base!r}, which is "
-                                f"not a checkpoint folder here; pass the base explicitly or fix base_model_name_or_path")
+        raise FileNotFoundError(
+            f"the LoRA adapter in {adapter_config.parent} needs its base model {base!r}, which is "
+            f"not a checkpoint folder here; pass the base explicitly or fix base_model_name_or_path"
+        )
     return base  # a Hub id: transformers resolves (or reports) it
 
 
@@ -340,116 +397,12 @@ def load_processor(name_or_path: str | os.PathLike | None = None, image_size: in
     try:
         from transformers import CLIPImageProcessor  # the lookup itself warns about torchvision
 
-        image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-                                             image_mean=CLIP_MEAN, image_std=CLIP_STD)
+        image_processor = CLIPImageProcessor(
+            size={"shortest_edge": size},
+            crop_size={"height": size, "width": size},
+            image_mean=CLIP_MEAN,
+            image_std=CLIP_STD,
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
     return CLIPProcessor(image_processor=image_processor, tokenizer=load_tokenizer())
-
-
-# --------------------------------------------------------------------------- OpenAI ``clip`` checkpoints
-
-#: the OpenAI ViT architectures: (vision width, vision layers, patch, image size, text width, text layers, embed dim)
-OPENAI_ARCHS: dict[str, tuple[int, int, int, int, int, int, int]] = {
-    "ViT-B/32": (768, 12, 32, 224, 512, 12, 512),
-    "ViT-B/16": (768, 12, 16, 224, 512, 12, 512),
-    "ViT-L/14": (1024, 24, 14, 224, 768, 12, 768),
-    "ViT-L/14@336px": (1024, 24, 14, 336, 768, 12, 768),
-}
-
-
-def _layer_count(state: dict, prefix: str) -> int:
-    return len({k.split(".")[2 + prefix.count(".")] for k in state if k.startswith(prefix + ".resblocks.")})
-
-
-def openai_clip_config(state: dict, arch: str | None = None) -> CLIPConfig:
-    """A ``CLIPConfig`` read off the shapes of an OpenAI-``clip`` state dict (heads = width / 64, as OpenAI does)."""
-    if "visual.conv1.weight" not in state:
-        raise ValueError("not an OpenAI CLIP ViT state dict (no visual.conv1.weight; ResNet CLIPs are not supported)")
-    v_width, _, patch, _ = state["visual.conv1.weight"].shape
-    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-    t_width = state["ln_final.weight"].shape[0]
-    found = (v_width, _layer_count(state, "visual.transformer"), patch, patch * grid, t_width,
-             _layer_count(state, "transformer"), state["text_projection"].shape[1])
-    if arch is not None:
-        if arch not in OPENAI_ARCHS:
-            raise ValueError(f"unknown --arch {arch!r}; known: {sorted(OPENAI_ARCHS)}")
-        if OPENAI_ARCHS[arch] != found:
-            raise ValueError(f"the checkpoint does not match {arch}: expected {OPENAI_ARCHS[arch]}, found {found} "
-                             "(vision width, layers, patch, image size, text width, layers, embed dim)")
-    text = dict(vocab_size=state["token_embedding.weight"].shape[0], hidden_size=t_width, intermediate_size=4 * t_width,
-                num_hidden_layers=found[5], num_attention_heads=max(t_width // 64, 1),
-                max_position_embeddings=state["positional_embedding"].shape[0], bos_token_id=BOS_TOKEN_ID,
-                eos_token_id=EOS_TOKEN_ID, pad_token_id=EOS_TOKEN_ID, hidden_act="quick_gelu")
-    vision = dict(hidden_size=v_width, intermediate_size=4 * v_width, num_hidden_layers=found[1],
-                  num_attention_heads=max(v_width // 64, 1), image_size=found[3], patch_size=patch, hidden_act="quick_gelu")
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=found[6])
-
-
-def _convert_blocks(state: dict, src: str, dst: str, layers: int) -> dict:
-    out = {}
-    for i in range(layers):
-        s, d = f"{src}.resblocks.{i}", f"{dst}.encoder.layers.{i}"
-        for kind in ("weight", "bias"):
-            q, k, v = state[f"{s}.attn.in_proj_{kind}"].chunk(3, dim=0)
-            out.update({f"{d}.self_attn.q_proj.{kind}": q, f"{d}.self_attn.k_proj.{kind}": k, f"{d}.self_attn.v_proj.{kind}": v,
-                        f"{d}.self_attn.out_proj.{kind}": state[f"{s}.attn.out_proj.{kind}"],
-                        f"{d}.layer_norm1.{kind}": state[f"{s}.ln_1.{kind}"], f"{d}.layer_norm2.{kind}": state[f"{s}.ln_2.{kind}"],
-                        f"{d}.mlp.fc1.{kind}": state[f"{s}.mlp.c_fc.{kind}"], f"{d}.mlp.fc2.{kind}": state[f"{s}.mlp.c_proj.{kind}"]})
-    return out
-
-
-def openai_to_hf_state_dict(state: dict, config: CLIPConfig) -> dict:
-    """Rename (and split / transpose) an OpenAI-``clip`` ViT state dict into ``CLIPModel`` keys."""
-    out = {
-        "logit_scale": state["logit_scale"],
-        "text_model.embeddings.token_embedding.weight": state["token_embedding.weight"],
-        "text_model.embeddings.position_embedding.weight": state["positional_embedding"],
-        "text_model.final_layer_norm.weight": state["ln_final.weight"], "text_model.final_layer_norm.bias": state["ln_final.bias"],
-        "text_projection.weight": state["text_projection"].T,
-        "vision_model.embeddings.class_embedding": state["visual.class_embedding"],
-        "vision_model.embeddings.patch_embedding.weight": state["visual.conv1.weight"],
-        "vision_model.embeddings.position_embedding.weight": state["visual.positional_embedding"],
-        "vision_model.pre_layrnorm.weight": state["visual.ln_pre.weight"], "vision_model.pre_layrnorm.bias": state["visual.ln_pre.bias"],
-        "vision_model.post_layernorm.weight": state["visual.ln_post.weight"],
-        "vision_model.post_layernorm.bias": state["visual.ln_post.bias"],
-        "visual_projection.weight": state["visual.proj"].T,
-    }
-    out.update(_convert_blocks(state, "transformer", "text_model", config.text_config.num_hidden_layers))
-    out.update(_convert_blocks(state, "visual.transformer", "vision_model", config.vision_config.num_hidden_layers))
-    return {k: v.contiguous() for k, v in out.items()}
-
-
-def load_openai_state_dict(path: str | os.PathLike) -> dict:
-    """Tensors of an OpenAI-``clip`` ``.pth``/``.pt`` state dict, through ``torch.load(weights_only=True)`` only."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such checkpoint: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle.UnpicklingError, RuntimeError for TorchScript archives, ...
-        raise ValueError(f"refusing to load {path}: not a plain weights-only state dict ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}). TorchScript archives: load them with "
-                         "clip.load(..., jit=False) and torch.save(model.state_dict()) first") from err
-    for wrapper in ("state_dict", "model_state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f"{path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def convert_openai_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, arch: str | None = None) -> Path:
-    """Convert an OpenAI-``clip`` ViT checkpoint into a ``NegationCLIPModel`` folder (safetensors + processor)."""
-    state = load_openai_state_dict(checkpoint)
-    config = openai_clip_config(state, arch)
-    config.architectures = ["NegationCLIPModel"]
-    model = NegationCLIPModel(config)
-    missing, unexpected = model.load_state_dict(openai_to_hf_state_dict(state, config), strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise ValueError(f"conversion left missing keys {missing[:5]} / unexpected keys {unexpected[:5]}")
-    out = Path(out_dir)
-    model.save_pretrained(out, safe_serialization=True)
-    load_processor(image_size=config.vision_config.image_size).save_pretrained(out)
-    return out

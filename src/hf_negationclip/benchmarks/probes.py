@@ -4,19 +4,20 @@ Every item built here follows the package convention: candidates are shuffled
 with a fixed seed (the right answer is never always first) and the right and
 wrong candidates differ only in the thing under test.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from .. import synthetic
-from ..corpus import read_json
+from .. import world as scene_world
+from ..io import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +34,15 @@ class WorldImage:
     objects: list[dict]
     scene_seed: int
     image_size: int
-    background: str = synthetic.DEFAULT_BACKGROUND  # the style name the image record stores
-    layout: str = synthetic.DEFAULT_LAYOUT
+    background: str = scene_world.DEFAULT_BACKGROUND  # the style name the image record stores
+    layout: str = scene_world.DEFAULT_LAYOUT
 
     def render(self, objects: Sequence[dict]) -> Image.Image:
         """This scene's background with ``objects`` on it: a minimal edit of the image."""
-        return synthetic.render_scene(objects, self.image_size, self.scene_seed, self.background)
+        return scene_world.render_scene(objects, self.image_size, self.scene_seed, self.background)
 
     def free_spot(self, rng: np.random.Generator, size: str) -> tuple[float, float] | None:
-        return synthetic.free_spot(rng, self.objects, size, self.image_size, layout=self.layout)
+        return scene_world.free_spot(rng, self.objects, size, self.image_size, layout=self.layout)
 
 
 def load_world_split(world_dir: str | os.PathLike, split: str) -> list[WorldImage]:
@@ -53,12 +54,28 @@ def load_world_split(world_dir: str | os.PathLike, split: str) -> list[WorldImag
     for ann in inst["annotations"]:
         x, y = ann["center"]
         objects.setdefault(ann["image_id"], []).append(
-            {"shape": names[ann["category_id"]], "color": ann["attributes"]["color"], "size": ann["attributes"]["size"], "x": x, "y": y})
+            {
+                "shape": names[ann["category_id"]],
+                "color": ann["attributes"]["color"],
+                "size": ann["attributes"]["size"],
+                "x": x,
+                "y": y,
+            }
+        )
     manifest = root / "world.json"
-    layout = read_json(manifest).get("layout", "random") if manifest.is_file() else synthetic.DEFAULT_LAYOUT
-    return [WorldImage(img["id"], root / "images" / split / img["file_name"], objects.get(img["id"], []),
-                       img["scene_seed"], img["width"], img.get("background", synthetic.DEFAULT_BACKGROUND), layout)
-            for img in inst["images"]]
+    layout = read_json(manifest).get("layout", "random") if manifest.is_file() else scene_world.DEFAULT_LAYOUT
+    return [
+        WorldImage(
+            img["id"],
+            root / "images" / split / img["file_name"],
+            objects.get(img["id"], []),
+            img["scene_seed"],
+            img["width"],
+            img.get("background", scene_world.DEFAULT_BACKGROUND),
+            layout,
+        )
+        for img in inst["images"]
+    ]
 
 
 @dataclass(frozen=True)
@@ -71,7 +88,9 @@ class ChoiceItem:
     kind: str
 
 
-def _swap_candidates(rng: np.random.Generator, right: Image.Image, wrong: Image.Image) -> tuple[tuple[Image.Image, ...], int]:
+def _swap_candidates(
+    rng: np.random.Generator, right: Image.Image, wrong: Image.Image
+) -> tuple[tuple[Image.Image, ...], int]:
     if rng.integers(2):
         return (wrong, right), 1
     return (right, wrong), 0
@@ -103,24 +122,26 @@ def build_negation_probe(images: Sequence[WorldImage], n_items: int = 200, seed:
         target.update(x=spot[0], y=spot[1])
         other.update(x=spot[0], y=spot[1], size=target["size"])
         with_target, with_other = im.render(im.objects + [target]), im.render(im.objects + [other])
-        head = f"{synthetic.describe(anchor, 'color')}"
+        head = f"{scene_world.describe(anchor, 'color')}"
         obj = f"{target['color']} {target['shape']}"
         cands, ans = _swap_candidates(rng, with_other, with_target)
         items.append(ChoiceItem(f"{head} with no {obj}", cands, ans, "negated"))
         cands, ans = _swap_candidates(rng, with_target, with_other)
-        items.append(ChoiceItem(f"{head} with {synthetic.article(obj)} {obj}", cands, ans, "affirmative"))
+        items.append(ChoiceItem(f"{head} with {scene_world.article(obj)} {obj}", cands, ans, "affirmative"))
     return items
 
 
 def _two_new_objects(rng: np.random.Generator, objects: Sequence[dict]) -> tuple[dict, dict]:
     """Two objects of new (colour, shape) to the scene, differing in both colour and shape."""
     present = {(o["color"], o["shape"]) for o in objects}
+
     def draw(avoid_color=None, avoid_shape=None) -> dict:
         while True:
-            c = synthetic.COLORS[int(rng.integers(len(synthetic.COLORS)))]
-            s = synthetic.SHAPES[int(rng.integers(len(synthetic.SHAPES)))]
+            c = scene_world.COLORS[int(rng.integers(len(scene_world.COLORS)))]
+            s = scene_world.SHAPES[int(rng.integers(len(scene_world.SHAPES)))]
             if (c, s) not in present and c != avoid_color and s != avoid_shape:
-                return {"shape": s, "color": c, "size": synthetic.SIZES[int(rng.integers(2))]}
+                return {"shape": s, "color": c, "size": scene_world.SIZES[int(rng.integers(2))]}
+
     first = draw()
     return first, draw(first["color"], first["shape"])
 
@@ -149,12 +170,12 @@ def build_shape_probe(images: Sequence[WorldImage], n_items: int = 200, seed: in
         k = int(rng.integers(len(im.objects)))
         obj = im.objects[k]
         present = {(o["color"], o["shape"]) for o in im.objects}
-        shapes = [s for s in synthetic.SHAPES if (obj["color"], s) not in present]
+        shapes = [s for s in scene_world.SHAPES if (obj["color"], s) not in present]
         if not shapes:
             continue
         swapped = dict(obj, shape=shapes[int(rng.integers(len(shapes)))])
-        original, edited = im.render(im.objects), im.render(im.objects[:k] + [swapped] + im.objects[k + 1:])
+        original, edited = im.render(im.objects), im.render(im.objects[:k] + [swapped] + im.objects[k + 1 :])
         named, right, wrong = (obj, original, edited) if rng.integers(2) else (swapped, edited, original)
         cands, ans = _swap_candidates(rng, right, wrong)
-        items.append(ChoiceItem(synthetic.describe(named, "color"), cands, ans, "shape"))
+        items.append(ChoiceItem(scene_world.describe(named, "color"), cands, ans, "shape"))
     return items

@@ -17,6 +17,7 @@ Stages (each cached in its own folder under ``out``, each resumable after a kill
 
 A stage whose outputs exist is skipped; ``fresh=True`` starts over.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,26 @@ logger = logging.getLogger(__name__)
 LORA_TARGETS = r".*text_model\.encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))"
 FINETUNES: dict[str, dict] = {
     "paper": dict(train="text", contrastive_weight=1.0, exclusion_weight=0.0, retain_weight=0.0),
-    "ours": dict(train="text", contrastive_weight=0.1, exclusion_weight=2.0, retain_weight=4.0, retain_on="picks",
-                 minimal_pairs_only=True),
-    "ours-lora": dict(train="lora-text", contrastive_weight=0.0, exclusion_weight=2.0, retain_weight=8.0,
-                      retain_on="picks", minimal_pairs_only=True,
-                      lora_r=16, lora_alpha=32, lora_target_modules=LORA_TARGETS, lr_multiplier=2.0),
+    "ours": dict(
+        train="text",
+        contrastive_weight=0.1,
+        exclusion_weight=2.0,
+        retain_weight=4.0,
+        retain_on="picks",
+        minimal_pairs_only=True,
+    ),
+    "ours-lora": dict(
+        train="lora-text",
+        contrastive_weight=0.0,
+        exclusion_weight=2.0,
+        retain_weight=8.0,
+        retain_on="picks",
+        minimal_pairs_only=True,
+        lora_r=16,
+        lora_alpha=32,
+        lora_target_modules=LORA_TARGETS,
+        lr_multiplier=2.0,
+    ),
 }
 #: the report's headline rows: (results key, label)
 HEADLINE: tuple[tuple[str, str], ...] = (
@@ -73,8 +89,10 @@ class DemoConfig:
     finetune_epochs: int = field(default=4, metadata={"help": "fine-tuning epochs (each of the three)"})
     finetune_lr: float = field(default=1e-3, metadata={"help": "fine-tuning learning rate (all three)"})
     finetune_batch_size: int = field(default=64, metadata={"help": "fine-tuning batch size (all three)"})
-    added_pairs: bool = field(default=True, metadata={"help": "corpus: render added pairs (image + Z vs image + X) "
-                                                      "for captions that mention every object"})
+    added_pairs: bool = field(
+        default=True,
+        metadata={"help": "corpus: render added pairs (image + Z vs image + X) for captions that mention every object"},
+    )
     affirmative_ratio: float = field(default=0.35, metadata={"help": "share of plain captions mixed into fine-tuning"})
     n_items: int = field(default=200, metadata={"help": "items per scene benchmark twin and per world probe"})
     fresh: bool = field(default=False, metadata={"help": "delete earlier outputs in --out and start over"})
@@ -94,26 +112,40 @@ def _wilson(value: float, n: int) -> list[float]:
     if n == 0:
         return [0.0, 1.0]
     z, p = 1.96, value
-    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    centre, half = (
+        (p + z * z / (2 * n)) / (1 + z * z / n),
+        z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
+    )
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
 def _world_probe_metrics(metrics: dict) -> dict:
-    return {f"world-probes/{k}": {**v, "ci95": _wilson(v["value"], v["n"])}
-            for k, v in metrics.items() if isinstance(v, dict) and "value" in v}
+    return {
+        f"world-probes/{k}": {**v, "ci95": _wilson(v["value"], v["n"])}
+        for k, v in metrics.items()
+        if isinstance(v, dict) and "value" in v
+    }
 
 
 def build_data(cfg: DemoConfig, out: Path) -> tuple[Path, dict]:
     """Stage 3: the corpus (train split, with distractors) and the scene benchmark twins (val split)."""
-    from .benchmarks import export_negrefcocog, write_scene_benchmarks
-    from .corpus import CorpusConfig, run_corpus
-    from .corpus.export import export_parquet
+    from ..benchmarks import export_negrefcocog, write_scene_benchmarks
+    from ..corpus import CorpusConfig, run_corpus
+    from ..corpus.export import export_parquet
 
     world, corpus = out / "world", out / "corpus"
     _stage("3/6 negated-caption corpus (both pipelines, minimal pairs) and scene benchmarks")
     if not (corpus / "negated_captions_train.json").is_file():
-        run_corpus(CorpusConfig(world_dir=str(world), output_dir=str(corpus), splits="train", seed=cfg.seed,
-                                added_pairs=cfg.added_pairs, show_progress=cfg.show_progress))
+        run_corpus(
+            CorpusConfig(
+                world_dir=str(world),
+                output_dir=str(corpus),
+                splits="train",
+                seed=cfg.seed,
+                added_pairs=cfg.added_pairs,
+                show_progress=cfg.show_progress,
+            )
+        )
     stats = json.loads((corpus / "corpus_stats.json").read_text()) if (corpus / "corpus_stats.json").is_file() else {}
     datasets = out / "datasets"
     if not (datasets / "negation_captions" / "README.md").is_file():
@@ -121,8 +153,10 @@ def build_data(cfg: DemoConfig, out: Path) -> tuple[Path, dict]:
     if not (datasets / "negrefcocog" / "README.md").is_file():
         export_negrefcocog(datasets / "negrefcocog", "scene", world, seed=cfg.seed)
     manifest = write_scene_benchmarks(world, out / "benchmarks", "val", cfg.n_items, cfg.seed)
-    print(f"corpus: {corpus / 'negated_captions_train.json'}; benchmarks: {len(manifest['tasks'])} scene tasks in "
-          f"{out / 'benchmarks'}; datasets: {datasets}")
+    print(
+        f"corpus: {corpus / 'negated_captions_train.json'}; benchmarks: {len(manifest['tasks'])} scene tasks in "
+        f"{out / 'benchmarks'}; datasets: {datasets}"
+    )
     return corpus, {**manifest["tasks"], "_corpus_stats": stats}
 
 
@@ -132,27 +166,38 @@ def finetune_config(cfg: DemoConfig, out: Path, label: str, **overrides):
     Every fine-tune starts from ``out/baseline`` with the demo's corpus, epochs, batch, affirmative share and
     seed; ``overrides`` (any ``FinetuneConfig`` option) win, which is how ``scripts/finetune_sweep.py`` varies them.
     """
-    from .training import FinetuneConfig
+    from ..training import FinetuneConfig
 
     spec = dict(FINETUNES[label])
     lr = cfg.finetune_lr * spec.pop("lr_multiplier", 1.0)  # LoRA adapters start at zero and need a larger step
-    options = dict(preset=str(out / "baseline"), output_dir=str(out / label), recipe="tiny",
-                   corpus_dir=str(out / "corpus"), world_dir=str(out / "world"), seed=cfg.seed,
-                   epochs=cfg.finetune_epochs, learning_rate=lr, batch_size=cfg.finetune_batch_size,
-                   affirmative_ratio=cfg.affirmative_ratio, show_progress=cfg.show_progress)
+    options = dict(
+        preset=str(out / "baseline"),
+        output_dir=str(out / label),
+        recipe="tiny",
+        corpus_dir=str(out / "corpus"),
+        world_dir=str(out / "world"),
+        seed=cfg.seed,
+        epochs=cfg.finetune_epochs,
+        learning_rate=lr,
+        batch_size=cfg.finetune_batch_size,
+        affirmative_ratio=cfg.affirmative_ratio,
+        show_progress=cfg.show_progress,
+    )
     return FinetuneConfig(**{**options, **spec, **overrides})
 
 
 def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
     """Stage 4: the three fine-tunes from the baseline, same data, same budget."""
-    from .training import finetune
+    from ..training import finetune
 
     runs, image_features = {}, {}  # the frozen vision tower is the baseline's in all three: encode images once
     for k, (label, spec) in enumerate(FINETUNES.items(), 1):
         run = finetune_config(cfg, out, label)
         shown = {name: value for name, value in spec.items() if name not in ("lora_target_modules", "lr_multiplier")}
-        _stage(f"4/6 fine-tune {k}/3: {label} ({', '.join(f'{a}={b}' for a, b in shown.items())}, "
-               f"lr={run.learning_rate:g})")
+        _stage(
+            f"4/6 fine-tune {k}/3: {label} ({', '.join(f'{a}={b}' for a, b in shown.items())}, "
+            f"lr={run.learning_rate:g})"
+        )
         folder = out / label
         runs[label] = folder
         if _done(folder):
@@ -165,7 +210,7 @@ def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
 
 def evaluate_all(cfg: DemoConfig, out: Path, models: dict[str, Path], tasks: dict, world_eval) -> dict:
     """Stage 5: the harness on every scene twin + the world probes, every model the same way."""
-    from .evaluation import HarnessConfig, load_checkpoint, run_harness
+    from ..evaluation import HarnessConfig, load_checkpoint, run_harness
 
     _stage("5/6 evaluate all four the same way")
     tasks = {k: v for k, v in tasks.items() if not k.startswith("_")}
@@ -193,21 +238,37 @@ def pick_best(results: dict) -> str:
 def write_report(results: dict, out: Path, best: str, seconds: dict) -> str:
     """report.md: the headline table (value [95% interval]), chance and n, then every metric."""
     labels = list(results["models"])
-    lines = ["# NegationCLIP on the scene world", "",
-             "Every model is scored the same way on the same items; a tie counts as wrong, candidate order is "
-             "shuffled, chance is given beside every accuracy. *Controlled* items differ only in the negated thing.", "",
-             "| metric | chance | n | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
+    lines = [
+        "# NegationCLIP on the scene world",
+        "",
+        "Every model is scored the same way on the same items; a tie counts as wrong, candidate order is "
+        "shuffled, chance is given beside every accuracy. *Controlled* items differ only in the negated thing.",
+        "",
+        "| metric | chance | n | " + " | ".join(labels) + " |",
+        "|---|---|---|" + "---|" * len(labels),
+    ]
     for key, name in HEADLINE:
         entries = [results["models"][lab]["metrics"].get(key) for lab in labels]
         first = next((e for e in entries if e), None)
         if first is None:
             continue
-        cells = [f"{e['value']:.3f} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]" if e and e.get("ci95") else
-                 (f"{e['value']:.3f}" if e else "") for e in entries]
+        cells = [
+            f"{e['value']:.3f} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]"
+            if e and e.get("ci95")
+            else (f"{e['value']:.3f}" if e else "")
+            for e in entries
+        ]
         lines.append(f"| {name} | {first['chance']:.3f} | {first['n']} | " + " | ".join(cells) + " |")
-    lines += ["", f"Best fine-tune (highest mean of the controlled negation accuracies): **{best}**, copied to `best/`.",
-              "", "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()), "",
-              "## Every metric", "", (out / "eval" / "results.md").read_text()]
+    lines += [
+        "",
+        f"Best fine-tune (highest mean of the controlled negation accuracies): **{best}**, copied to `best/`.",
+        "",
+        "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
+        "",
+        "## Every metric",
+        "",
+        (out / "eval" / "results.md").read_text(),
+    ]
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     return text
@@ -230,9 +291,9 @@ def publish_best(out: Path, best: str) -> Path:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run every stage (skipping the ones already done) and print the report's table."""
-    from .evaluation import WorldEvaluator, format_metrics
-    from .synthetic import write_world
-    from .training import PretrainConfig, pretrain
+    from ..evaluation import WorldEvaluator, format_metrics
+    from ..training import PretrainConfig, pretrain
+    from ..world import write_world
 
     out = Path(cfg.out)
     if cfg.fresh and out.exists():
@@ -253,9 +314,17 @@ def run_demo(cfg: DemoConfig) -> dict:
     if _done(out / "baseline") and (out / "baseline" / "metrics.json").is_file():
         print(f"cached: {out / 'baseline'}")
     else:
-        result = pretrain(PretrainConfig(world_dir=str(out / "world"), output_dir=str(out / "baseline"),
-                                         epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-                                         show_progress=cfg.show_progress), world_eval)
+        result = pretrain(
+            PretrainConfig(
+                world_dir=str(out / "world"),
+                output_dir=str(out / "baseline"),
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+                show_progress=cfg.show_progress,
+            ),
+            world_eval,
+        )
         print(f"baseline metrics on the world's val split:\n{format_metrics(result['metrics'])}")
     seconds["baseline"] = time.time() - t
     t = time.time()
@@ -276,6 +345,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     seconds["total"] = time.time() - t0
     report = write_report(results, out, best, seconds)
     print("\n" + report.split("## Every metric")[0])
-    print(f"Everything is in {out}: report.md, results.json, results.png, best/ (checkpoint + model card + "
-          f"text_encoder/), datasets/ (load_dataset-ready), corpus/, benchmarks/. Total {seconds['total'] / 60:.1f} min.")
+    print(
+        f"Everything is in {out}: report.md, results.json, results.png, best/ (checkpoint + model card + "
+        f"text_encoder/), datasets/ (load_dataset-ready), corpus/, benchmarks/. Total {seconds['total'] / 60:.1f} min."
+    )
     return results

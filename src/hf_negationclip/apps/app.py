@@ -14,6 +14,7 @@
 Everything but :func:`build_demo` works without gradio (the ``app`` extra), so
 the scoring, pair and results helpers are tested on their own.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,20 +22,18 @@ import html
 import io
 import json
 import logging
-import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from . import synthetic
-from .benchmarks import ChoiceItem, WorldImage, build_negation_probe
+from .. import world as scene_world
+from ..benchmarks import ChoiceItem, WorldImage, build_negation_probe
+from ..modeling import MAX_TEXT_LENGTH, NegationCLIPModel, load_processor
 from .cards import is_hub_id
-from .modeling import MAX_TEXT_LENGTH, NegationCLIPModel, load_processor
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +83,8 @@ def default_model_specs(demo_dir: str | os.PathLike = DEFAULT_DEMO_DIR) -> list[
     if missing:
         raise FileNotFoundError(
             f"the default models are the checkpoints of `make demo` ({', '.join(missing)} not found): run `make demo` "
-            f"first, pass --demo_dir DIR, or name checkpoints with --model PATH_OR_HUB_ID (repeatable)")
+            f"first, pass --demo_dir DIR, or name checkpoints with --model PATH_OR_HUB_ID (repeatable)"
+        )
     return specs
 
 
@@ -125,8 +125,10 @@ def parse_texts(raw: str | None, models: Sequence[LoadedModel]) -> list[str]:
         for i, text in enumerate(texts, 1):
             n = len(m.processor.tokenizer(text)["input_ids"])
             if n > m.max_text_tokens:
-                raise AppInputError(f"Text {i} is {n} tokens long; {m.label} reads at most {m.max_text_tokens} "
-                                    f"(start and end included). Shorten it.")
+                raise AppInputError(
+                    f"Text {i} is {n} tokens long; {m.label} reads at most {m.max_text_tokens} "
+                    f"(start and end included). Shorten it."
+                )
     return texts
 
 
@@ -134,7 +136,7 @@ def open_image(value) -> Image.Image:
     """A PIL RGB image from the page's value (PIL image, array or file path); clear errors for the rest."""
     value = _payload_path(value)
     if value is None:
-        raise AppInputError("Add an image first: upload one or click \"random scene\".")
+        raise AppInputError('Add an image first: upload one or click "random scene".')
     if isinstance(value, Image.Image):
         return value.convert("RGB")
     if isinstance(value, np.ndarray):
@@ -189,16 +191,19 @@ def bars_html(scores: dict[str, list[float]], texts: Sequence[str]) -> str:
                 f'<div class="nc-row" data-text="{html.escape(text)}" data-prob="{p:.6f}" data-winner="{str(i == win).lower()}" '
                 f'style="display:flex;align-items:center;gap:8px;margin:3px 0">'
                 f'<span style="flex:0 0 38%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap" title="{html.escape(text)}">'
-                f'{html.escape(text)}</span>'
+                f"{html.escape(text)}</span>"
                 f'<span style="flex:1;background:#eee;border-radius:3px;height:18px">'
                 f'<span class="nc-bar" style="display:block;height:18px;border-radius:3px;width:{100 * p:.2f}%;'
                 f'background:{color}"></span></span>'
                 f'<span style="flex:0 0 60px;text-align:right">{100 * p:.1f}%</span>'
-                f'<span style="flex:0 0 80px">{mark}</span></div>')
-        verdict = (f"winner: &#8220;{html.escape(texts[win])}&#8221;" if win is not None else "tie: no winner")
-        blocks.append(f'<div class="nc-model" data-model="{html.escape(label)}" style="margin-bottom:14px">'
-                      f'<div style="font-weight:600">{html.escape(label)} <span class="nc-verdict" '
-                      f'style="font-weight:400">({verdict})</span></div>{"".join(rows)}</div>')
+                f'<span style="flex:0 0 80px">{mark}</span></div>'
+            )
+        verdict = f"winner: &#8220;{html.escape(texts[win])}&#8221;" if win is not None else "tie: no winner"
+        blocks.append(
+            f'<div class="nc-model" data-model="{html.escape(label)}" style="margin-bottom:14px">'
+            f'<div style="font-weight:600">{html.escape(label)} <span class="nc-verdict" '
+            f'style="font-weight:400">({verdict})</span></div>{"".join(rows)}</div>'
+        )
     return "".join(blocks)
 
 
@@ -220,15 +225,15 @@ def run_compare(models: Sequence[LoadedModel], image_value, raw_texts: str | Non
 # --------------------------------------------------------------------------- negation pairs
 
 
-def negation_pair(seed: int, image_size: int = synthetic.DEFAULT_IMAGE_SIZE) -> tuple[ChoiceItem, ChoiceItem]:
+def negation_pair(seed: int, image_size: int = scene_world.DEFAULT_IMAGE_SIZE) -> tuple[ChoiceItem, ChoiceItem]:
     """(negated, affirmative) probe items for one random scene: two renders that differ only at one spot.
 
     Built by :func:`benchmarks.build_negation_probe` on a scene drawn with
-    :func:`synthetic.sample_scene`, so the app shows exactly the benchmark's pairs.
+    :func:`scene_world.sample_scene`, so the app shows exactly the benchmark's pairs.
     """
     rng = np.random.default_rng(seed)
     for attempt in range(20):
-        objects = synthetic.sample_scene(rng, image_size, max_objects=3)
+        objects = scene_world.sample_scene(rng, image_size, max_objects=3)
         scene = WorldImage(seed, Path(), objects, scene_seed=seed * 1000 + attempt, image_size=image_size)
         items = build_negation_probe([scene], n_items=1, seed=seed)
         if len(items) == 2:
@@ -270,26 +275,35 @@ def draw_pair(item: ChoiceItem, picks: dict[str, list[float]], side: int = 224) 
         x = pad + k * (side + pad)
         right = k == item.answer
         canvas.paste(img.resize((side, side), Image.NEAREST), (x, pad))
-        draw.rectangle((x - 3, pad - 3, x + side + 2, pad + side + 2), outline="#2e7d32" if right else "#9e9e9e", width=3)
+        draw.rectangle(
+            (x - 3, pad - 3, x + side + 2, pad + side + 2), outline="#2e7d32" if right else "#9e9e9e", width=3
+        )
         y = pad + side + 4
-        draw.text((x, y), f"{'AB'[k]}: {'right answer' if right else 'has the negated object'}", fill="black", font=font)
+        draw.text(
+            (x, y), f"{'AB'[k]}: {'right answer' if right else 'has the negated object'}", fill="black", font=font
+        )
         for label, probs in picks.items():
             y += line
             if winner(probs) == k:
-                draw.text((x, y), f"picked by {label} ({probs[k]:.0%})", fill="#2e7d32" if right else "#c62828",
-                          font=font)
+                draw.text(
+                    (x, y), f"picked by {label} ({probs[k]:.0%})", fill="#2e7d32" if right else "#c62828", font=font
+                )
     return canvas
 
 
 def tally_html(tally: dict[str, list[int]]) -> str:
     """Running accuracy per model over the pairs shown, beside chance (ties count as wrong)."""
-    rows = "".join(f'<tr class="nc-tally-row" data-model="{html.escape(label)}" data-correct="{c}" data-total="{n}">'
-                   f"<td>{html.escape(label)}</td><td>{c} / {n}</td><td>{(c / n if n else 0):.0%}</td></tr>"
-                   for label, (c, n) in tally.items())
+    rows = "".join(
+        f'<tr class="nc-tally-row" data-model="{html.escape(label)}" data-correct="{c}" data-total="{n}">'
+        f"<td>{html.escape(label)}</td><td>{c} / {n}</td><td>{(c / n if n else 0):.0%}</td></tr>"
+        for label, (c, n) in tally.items()
+    )
     total = max((n for _, n in tally.values()), default=0)
-    return (f'<div class="nc-tally" data-pairs="{total}"><b>Tally after {total} pair{"s" if total != 1 else ""}</b> '
-            f"(chance 50%; a tie counts as wrong)<table><tr><th>model</th><th>right</th><th>accuracy</th></tr>"
-            f"{rows}</table></div>")
+    return (
+        f'<div class="nc-tally" data-pairs="{total}"><b>Tally after {total} pair{"s" if total != 1 else ""}</b> '
+        f"(chance 50%; a tie counts as wrong)<table><tr><th>model</th><th>right</th><th>accuracy</th></tr>"
+        f"{rows}</table></div>"
+    )
 
 
 def run_pair(models: Sequence[LoadedModel], seed: int, tally: dict | None) -> tuple[Image.Image, str, str, dict]:
@@ -304,10 +318,14 @@ def run_pair(models: Sequence[LoadedModel], seed: int, tally: dict | None) -> tu
         tally[label][1] += 1
         picked = "nothing (tie)" if pick is None else "ABCDEFGH"[pick]
         verdict = "right" if pick == item.answer else "wrong"
-        lines.append(f'<li class="nc-pick" data-model="{html.escape(label)}" data-pick="{picked}">{html.escape(label)} '
-                     f"picks {picked} ({verdict})</li>")
-    caption = (f'<div class="nc-caption">Caption: <b>&#8220;{html.escape(item.text)}&#8221;</b> &mdash; which image '
-               f"matches?<ul>{''.join(lines)}</ul></div>")
+        lines.append(
+            f'<li class="nc-pick" data-model="{html.escape(label)}" data-pick="{picked}">{html.escape(label)} '
+            f"picks {picked} ({verdict})</li>"
+        )
+    caption = (
+        f'<div class="nc-caption">Caption: <b>&#8220;{html.escape(item.text)}&#8221;</b> &mdash; which image '
+        f"matches?<ul>{''.join(lines)}</ul></div>"
+    )
     return draw_pair(item, picks), caption, tally_html(tally), tally
 
 
@@ -318,13 +336,15 @@ def load_results(path: str | os.PathLike) -> dict:
     """Read an evaluation ``results.json`` and check the fields the app shows."""
     path = Path(path)
     if not path.is_file():
-        raise AppInputError(f"No results file at {path}: `make demo` writes one (runs/demo/results.json), "
-                            f"or start the app with --results PATH.")
+        raise AppInputError(
+            f"No results file at {path}: `make demo` writes one (runs/demo/results.json), "
+            f"or start the app with --results PATH."
+        )
     try:
         results = json.loads(path.read_text())
         models = results["models"]
-        for label, entry in models.items():
-            for name, m in entry["metrics"].items():
+        for _label, entry in models.items():
+            for _name, m in entry["metrics"].items():
                 float(m["value"]), float(m["chance"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise AppInputError(f"{path} is not an evaluation results file ({type(err).__name__}: {err})") from err
@@ -363,10 +383,19 @@ def results_figure(results: dict):
         got = results["models"][label]["metrics"]
         ys = [i + (k - (len(labels) - 1) / 2) * height for i, name in enumerate(metrics) if name in got]
         ms = [got[name] for name in metrics if name in got]
-        err = np.array([[m["value"] - m["ci95"][0], m["ci95"][1] - m["value"]] if m.get("ci95") else [0, 0]
-                        for m in ms]).T.reshape(2, -1)
-        ax.barh(ys, [m["value"] for m in ms], height, xerr=err, label=label, color=_PALETTE[k % len(_PALETTE)],
-                ecolor="#555555", capsize=3)
+        err = np.array(
+            [[m["value"] - m["ci95"][0], m["ci95"][1] - m["value"]] if m.get("ci95") else [0, 0] for m in ms]
+        ).T.reshape(2, -1)
+        ax.barh(
+            ys,
+            [m["value"] for m in ms],
+            height,
+            xerr=err,
+            label=label,
+            color=_PALETTE[k % len(_PALETTE)],
+            ecolor="#555555",
+            capsize=3,
+        )
     for i, name in enumerate(metrics):
         chance = next(e["metrics"][name]["chance"] for e in results["models"].values() if name in e["metrics"])
         ax.plot([chance, chance], [i - 0.45, i + 0.45], color="black", lw=2, label="chance" if i == 0 else None)
@@ -388,20 +417,27 @@ def build_demo(models: Sequence[LoadedModel], results_path: str | os.PathLike | 
 
     models = list(models)
     first_image, first_texts = scene_example(seed)
-    with gr.Blocks(title="NegationCLIP: does CLIP know \"no\"?") as demo:
-        gr.Markdown("# Does CLIP know \"no\"?\nModels: " + ", ".join(f"**{m.label}** (`{m.source}`)" for m in models))
+    with gr.Blocks(title='NegationCLIP: does CLIP know "no"?') as demo:
+        gr.Markdown('# Does CLIP know "no"?\nModels: ' + ", ".join(f"**{m.label}** (`{m.source}`)" for m in models))
         with gr.Tab("Compare"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(value=first_image, type="filepath", format="png", label="image", height=300,
-                                     sources=["upload", "clipboard"],
-                                     elem_id="compare-image")
+                    image = gr.Image(
+                        value=first_image,
+                        type="filepath",
+                        format="png",
+                        label="image",
+                        height=300,
+                        sources=["upload", "clipboard"],
+                        elem_id="compare-image",
+                    )
                     with gr.Row():
                         scene_seed = gr.Number(value=seed, precision=0, label="scene seed", elem_id="scene-seed")
                         random_btn = gr.Button("random scene", elem_id="random-scene")
                 with gr.Column():
-                    texts = gr.Textbox(value="\n".join(first_texts), lines=5, label="texts (one per line)",
-                                       elem_id="compare-texts")
+                    texts = gr.Textbox(
+                        value="\n".join(first_texts), lines=5, label="texts (one per line)", elem_id="compare-texts"
+                    )
                     compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-button")
             bars = gr.HTML(elem_id="compare-result")
 
@@ -415,6 +451,7 @@ def build_demo(models: Sequence[LoadedModel], results_path: str | os.PathLike | 
                 return run_compare(models, image_value, raw)[0]
 
             random_btn.click(on_random, scene_seed, [scene_seed, image, texts], show_progress="hidden")
+
             def on_seed(value):
                 img, caps = scene_example(int(value or 0))
                 return img, "\n".join(caps)
@@ -424,8 +461,10 @@ def build_demo(models: Sequence[LoadedModel], results_path: str | os.PathLike | 
             # toast; open_image reads the file instead and explains what is wrong in the page
             compare_btn.click(on_compare, [image, texts], bars, preprocess=False)
         with gr.Tab("Negation pairs"):
-            gr.Markdown("Two renders of one scene that differ **only** at one spot. The caption negates the object "
-                        "at that spot: the right answer is the image without it.")
+            gr.Markdown(
+                "Two renders of one scene that differ **only** at one spot. The caption negates the object "
+                "at that spot: the right answer is the image without it."
+            )
             pair_seed = gr.State(seed)
             tally = gr.State({})
             with gr.Row():
@@ -449,14 +488,17 @@ def build_demo(models: Sequence[LoadedModel], results_path: str | os.PathLike | 
 def _benchmarks_tab(gr, results_path) -> None:
     try:
         if results_path is None:
-            raise AppInputError("No results file given: start the app with --results PATH (make demo writes "
-                                "runs/demo/results.json).")
+            raise AppInputError(
+                "No results file given: start the app with --results PATH (make demo writes runs/demo/results.json)."
+            )
         results = load_results(results_path)
     except AppInputError as err:
         gr.HTML(message_html(str(err)), elem_id="benchmarks-message")
         return
     headers, rows = results_rows(results)
-    gr.Markdown(f"From `{results_path}` (created {results.get('created', '?')}, seed {results.get('seed', '?')}); "
-                "values with 95% intervals, chance beside each metric.")
+    gr.Markdown(
+        f"From `{results_path}` (created {results.get('created', '?')}, seed {results.get('seed', '?')}); "
+        "values with 95% intervals, chance beside each metric."
+    )
     gr.Dataframe(value=rows, headers=headers, interactive=False, elem_id="benchmarks-table")
     gr.Plot(results_figure(results), elem_id="benchmarks-plot")

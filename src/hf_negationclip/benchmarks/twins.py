@@ -6,32 +6,33 @@ Each twin comes in two variants:
   RefCOCOg refs, VALSE caption/foil pairs, NegBench's 4-option MCQ, CC-Neg
   true/negated captions);
 - controlled: the right and wrong answers differ ONLY in the negated thing.
-  Images are re-rendered with :func:`synthetic.render_scene` from the scene's
+  Images are re-rendered with :func:`scene_world.render_scene` from the scene's
   own objects and background seed, with new objects placed at free spots
-  (:func:`synthetic.free_spot`), so object count, affirmed content, layout and
+  (:func:`scene_world.free_spot`), so object count, affirmed content, layout and
   background are identical; each text is right on one render and wrong on its
   twin, so a model that ignores the negation scores chance, not better.
 
 :func:`write_scene_benchmarks` writes them all plus ``manifest.json``, which the
 harness reads (``hf-negationclip evaluate --benchmarks_dir``).
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from .. import synthetic
-from .negrefcocog import NegRefCOCOgSample, negrefcocog_from_refcocog, write_negrefcocog_json
+from .. import world as scene_world
+from .negrefcocog import negrefcocog_from_refcocog, write_negrefcocog_json
+from .probes import WorldImage, _two_new_objects, load_world_split, single_object_images
 from .refcocog import load_refcocog
-from .world import WorldImage, _two_new_objects, load_world_split, single_object_images
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _phrase(obj: dict) -> str:
 
 
 def _with_article(obj: dict) -> str:
-    return f"{synthetic.article(_phrase(obj))} {_phrase(obj)}"
+    return f"{scene_world.article(_phrase(obj))} {_phrase(obj)}"
 
 
 def _absent_object(rng: np.random.Generator, objects: Sequence[dict]) -> dict:
@@ -72,7 +73,7 @@ def _place(rng: np.random.Generator, im: WorldImage, new: Sequence[dict], size: 
     """Free spots for ``len(new)`` objects of ``size`` in ``im`` (one after another); None if the scene is full."""
     placed: list[dict] = []
     for obj in new:
-        spot = synthetic.free_spot(rng, list(im.objects) + placed, size, im.image_size, layout=im.layout)
+        spot = scene_world.free_spot(rng, list(im.objects) + placed, size, im.image_size, layout=im.layout)
         if spot is None:
             return None
         placed.append({**obj, "size": size, "x": spot[0], "y": spot[1]})
@@ -129,7 +130,7 @@ def scene_negrefcocog_controlled(images: Sequence[WorldImage], out: Path, n: int
     def build(im: WorldImage, index: int) -> bool:
         obj = im.objects[int(rng.integers(len(im.objects)))]
         attr = "color"
-        values = [v for v in synthetic.COLORS if v != obj[attr]]
+        values = [v for v in scene_world.COLORS if v != obj[attr]]
         other = {**obj, attr: values[int(rng.integers(len(values)))]}
         rest = [o for o in im.objects if o is not obj]
         left, right = im.render(rest + [obj]), im.render(rest + [other])
@@ -137,14 +138,26 @@ def scene_negrefcocog_controlled(images: Sequence[WorldImage], out: Path, n: int
         pair.paste(left, (0, 0))
         pair.paste(right, (im.image_size, 0))
         path = writer.save(pair)
-        big = max((obj, other), key=lambda o: synthetic.SIZE_RADIUS[o["size"]])
-        box = synthetic.object_bbox(big, im.image_size)
+        big = max((obj, other), key=lambda o: scene_world.SIZE_RADIUS[o["size"]])
+        box = scene_world.object_bbox(big, im.image_size)
         shifted = [box[0] + im.image_size, box[1], box[2], box[3]]
         rel = os.path.relpath(path, out)
-        records.append({"image": rel, "phrase": f"the {obj['shape']} that is not {other[attr]}", "ref_bbox": box,
-                        "bbox_list": [box, shifted]})
-        records.append({"image": rel, "phrase": f"the {obj['shape']} that is {other[attr]}", "ref_bbox": shifted,
-                        "bbox_list": [shifted, box]})
+        records.append(
+            {
+                "image": rel,
+                "phrase": f"the {obj['shape']} that is not {other[attr]}",
+                "ref_bbox": box,
+                "bbox_list": [box, shifted],
+            }
+        )
+        records.append(
+            {
+                "image": rel,
+                "phrase": f"the {obj['shape']} that is {other[attr]}",
+                "ref_bbox": shifted,
+                "bbox_list": [shifted, box],
+            }
+        )
         return True
 
     _cycle(images, n, rng, build)
@@ -156,9 +169,20 @@ def scene_negrefcocog_controlled(images: Sequence[WorldImage], out: Path, n: int
 
 
 def _valse_item(image_file: str, caption: str, foil: str, index: int, split: str) -> dict:
-    return {"dataset": "scene", "dataset_idx": index, "image_file": image_file, "linguistic_phenomena": "existence",
-            "caption": caption, "foil": foil, "answer": None, "classes": None, "classes_foil": None, "split": split,
-            "provenance_of_foils": "hf-negationclip scene world", "mturk": {"foil": 0, "caption": 3, "other": 0}}
+    return {
+        "dataset": "scene",
+        "dataset_idx": index,
+        "image_file": image_file,
+        "linguistic_phenomena": "existence",
+        "caption": caption,
+        "foil": foil,
+        "answer": None,
+        "classes": None,
+        "classes_foil": None,
+        "split": split,
+        "provenance_of_foils": "hf-negationclip scene world",
+        "mturk": {"foil": 0, "caption": 3, "other": 0},
+    }
 
 
 def scene_valse(images: Sequence[WorldImage], path: Path, n: int, seed: int) -> Path:
@@ -209,7 +233,15 @@ def scene_valse_controlled(images: Sequence[WorldImage], out: Path, n: int, seed
 # --------------------------------------------------------------------------- NegBench MCQ
 
 
-MCQ_COLUMNS = ["image_path", "correct_answer", "caption_0", "caption_1", "caption_2", "caption_3", "correct_answer_template"]
+MCQ_COLUMNS = [
+    "image_path",
+    "correct_answer",
+    "caption_0",
+    "caption_1",
+    "caption_2",
+    "caption_3",
+    "correct_answer_template",
+]
 
 
 def _features(p: str) -> str:
@@ -242,9 +274,17 @@ def scene_negbench_mcq(images: Sequence[WorldImage], path: Path, image_prefix: s
         a = _with_article(_absent_object(rng, im.objects))
         template = ("positive", "negative", "hybrid")[index % 3]
         right = {"positive": _features(p), "negative": _not_features(a), "hybrid": _features_but_not(p, a)}[template]
-        rows.append({"image_path": f"{image_prefix}/{im.path.name}", "correct_answer": 0, "caption_0": right,
-                     "caption_1": _features_but_not(a, p), "caption_2": _features(a), "caption_3": _not_features(p),
-                     "correct_answer_template": template})
+        rows.append(
+            {
+                "image_path": f"{image_prefix}/{im.path.name}",
+                "correct_answer": 0,
+                "caption_0": right,
+                "caption_1": _features_but_not(a, p),
+                "caption_2": _features(a),
+                "caption_3": _not_features(p),
+                "correct_answer_template": template,
+            }
+        )
     return _write_csv(rows, path)
 
 
@@ -281,9 +321,17 @@ def scene_negbench_mcq_controlled(images: Sequence[WorldImage], out: Path, n: in
             extra = [{**o, "size": s["size"], "x": s["x"], "y": s["y"]} for o, s in zip(present, spots)]
             path = writer.save(_render(im, extra))
             wrong = [texts[j] for j in range(4) if j != k]
-            rows.append({"image_path": f"images/{path.name}", "correct_answer": 0, "caption_0": texts[k],
-                         "caption_1": wrong[0], "caption_2": wrong[1], "caption_3": wrong[2],
-                         "correct_answer_template": template})
+            rows.append(
+                {
+                    "image_path": f"images/{path.name}",
+                    "correct_answer": 0,
+                    "caption_0": texts[k],
+                    "caption_1": wrong[0],
+                    "caption_2": wrong[1],
+                    "caption_3": wrong[2],
+                    "correct_answer_template": template,
+                }
+            )
         return True
 
     _cycle(images, max(1, n // 4), rng, build)
@@ -292,8 +340,8 @@ def scene_negbench_mcq_controlled(images: Sequence[WorldImage], out: Path, n: in
 
 def _four_new_objects(rng: np.random.Generator, objects: Sequence[dict]) -> list[dict] | None:
     """Four objects new to the scene, pairwise different in colour and in shape."""
-    colors = [c for c in synthetic.COLORS]
-    shapes = [s for s in synthetic.SHAPES]
+    colors = [c for c in scene_world.COLORS]
+    shapes = [s for s in scene_world.SHAPES]
     present = {(o["color"], o["shape"]) for o in objects}
     for _ in range(50):
         cs = rng.choice(len(colors), 4, replace=False)
@@ -369,7 +417,7 @@ def scene_zeroshot(images: Sequence[WorldImage], out: Path) -> dict[str, Path]:
     if not singles:
         raise ValueError("the world split has no single-object images for the zero-shot twin")
     folders = {}
-    for attr, classes in (("shape", synthetic.SHAPES), ("color", synthetic.COLORS)):
+    for attr, classes in (("shape", scene_world.SHAPES), ("color", scene_world.COLORS)):
         for name in classes:  # every class, also those without an image here: the choice is among all of them
             (out / attr / name).mkdir(parents=True, exist_ok=True)
         for im in singles:
@@ -383,16 +431,22 @@ def scene_zeroshot(images: Sequence[WorldImage], out: Path) -> dict[str, Path]:
 # --------------------------------------------------------------------------- all of them
 
 
-def write_scene_benchmarks(world_dir: str | os.PathLike, out_dir: str | os.PathLike, split: str = "val",
-                           n_items: int = 200, seed: int = 0) -> dict:
+def write_scene_benchmarks(
+    world_dir: str | os.PathLike, out_dir: str | os.PathLike, split: str = "val", n_items: int = 200, seed: int = 0
+) -> dict:
     """Write every scene twin (plain and controlled) under ``out_dir`` and return the manifest.
 
     Re-running with the same arguments reuses what is there (the manifest
     records them); different arguments into the same folder are an error.
     """
     world, out = Path(world_dir).resolve(), Path(out_dir)
-    params = {"format_version": SCENE_FORMAT_VERSION, "world_dir": str(world), "split": split, "n_items": n_items,
-              "seed": seed}
+    params = {
+        "format_version": SCENE_FORMAT_VERSION,
+        "world_dir": str(world),
+        "split": split,
+        "n_items": n_items,
+        "seed": seed,
+    }
     manifest_path = out / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
@@ -404,24 +458,57 @@ def write_scene_benchmarks(world_dir: str | os.PathLike, out_dir: str | os.PathL
     out.mkdir(parents=True, exist_ok=True)
     samples = negrefcocog_from_refcocog(load_refcocog(world), world / "images", seed, splits=[split], source="scene")
     tasks = {
-        "scene-negrefcocog": {"kind": "negrefcocog", "json": str(write_negrefcocog_json(samples[:n_items], out / "negrefcocog" / "NegRefCOCOg.json", world / "images")),
-                              "image_dir": str(world / "images")},
-        "scene-negrefcocog-controlled": {"kind": "negrefcocog", "json": str(scene_negrefcocog_controlled(images, out / "negrefcocog" / "controlled", n_items // 2, seed)),
-                                         "image_dir": str(out / "negrefcocog" / "controlled")},
-        "scene-valse-existence": {"kind": "valse-existence", "json": str(scene_valse(images, out / "valse" / "existence.json", n_items, seed)),
-                                  "image_dir": str(image_dir)},
-        "scene-valse-existence-controlled": {"kind": "valse-existence", "json": str(scene_valse_controlled(images, out / "valse" / "controlled", n_items, seed)),
-                                             "image_dir": str(out / "valse" / "controlled" / "images")},
-        "scene-negbench-mcq": {"kind": "negbench-mcq", "csv": str(scene_negbench_mcq(images, out / "negbench" / "COCO_val_mcq_scene.csv", f"data/scene/images/{split}", n_items, seed)),
-                               "image_root": str(image_dir)},
-        "scene-negbench-mcq-controlled": {"kind": "negbench-mcq", "csv": str(scene_negbench_mcq_controlled(images, out / "negbench" / "controlled", n_items, seed)),
-                                          "image_root": str(out / "negbench" / "controlled")},
-        "scene-ccneg": {"kind": "ccneg", "pt": str(scene_ccneg(images, out / "ccneg" / "ccneg_preprocessed.pt", n_items, seed)),
-                        "image_dir": str(image_dir)},
-        "scene-ccneg-controlled": {"kind": "ccneg", "pt": str(scene_ccneg_controlled(images, out / "ccneg" / "controlled", n_items, seed)),
-                                   "image_dir": str(out / "ccneg" / "controlled" / "images")},
-        "scene-retrieval": {"kind": "retrieval", "captions": str(world / "annotations" / f"captions_{split}.json"),
-                            "image_dir": str(image_dir)},
+        "scene-negrefcocog": {
+            "kind": "negrefcocog",
+            "json": str(
+                write_negrefcocog_json(samples[:n_items], out / "negrefcocog" / "NegRefCOCOg.json", world / "images")
+            ),
+            "image_dir": str(world / "images"),
+        },
+        "scene-negrefcocog-controlled": {
+            "kind": "negrefcocog",
+            "json": str(scene_negrefcocog_controlled(images, out / "negrefcocog" / "controlled", n_items // 2, seed)),
+            "image_dir": str(out / "negrefcocog" / "controlled"),
+        },
+        "scene-valse-existence": {
+            "kind": "valse-existence",
+            "json": str(scene_valse(images, out / "valse" / "existence.json", n_items, seed)),
+            "image_dir": str(image_dir),
+        },
+        "scene-valse-existence-controlled": {
+            "kind": "valse-existence",
+            "json": str(scene_valse_controlled(images, out / "valse" / "controlled", n_items, seed)),
+            "image_dir": str(out / "valse" / "controlled" / "images"),
+        },
+        "scene-negbench-mcq": {
+            "kind": "negbench-mcq",
+            "csv": str(
+                scene_negbench_mcq(
+                    images, out / "negbench" / "COCO_val_mcq_scene.csv", f"data/scene/images/{split}", n_items, seed
+                )
+            ),
+            "image_root": str(image_dir),
+        },
+        "scene-negbench-mcq-controlled": {
+            "kind": "negbench-mcq",
+            "csv": str(scene_negbench_mcq_controlled(images, out / "negbench" / "controlled", n_items, seed)),
+            "image_root": str(out / "negbench" / "controlled"),
+        },
+        "scene-ccneg": {
+            "kind": "ccneg",
+            "pt": str(scene_ccneg(images, out / "ccneg" / "ccneg_preprocessed.pt", n_items, seed)),
+            "image_dir": str(image_dir),
+        },
+        "scene-ccneg-controlled": {
+            "kind": "ccneg",
+            "pt": str(scene_ccneg_controlled(images, out / "ccneg" / "controlled", n_items, seed)),
+            "image_dir": str(out / "ccneg" / "controlled" / "images"),
+        },
+        "scene-retrieval": {
+            "kind": "retrieval",
+            "captions": str(world / "annotations" / f"captions_{split}.json"),
+            "image_dir": str(image_dir),
+        },
     }
     for attr, folder in scene_zeroshot(load_world_split(world, split), out / "zeroshot").items():
         tasks[f"scene-zeroshot-{attr}"] = {"kind": "zeroshot", "folder": str(folder)}

@@ -19,6 +19,7 @@ Reading back needs nothing of ours: ``NegationCLIPModel.from_pretrained(id)``,
 ``load_dataset(id, config)``, or :func:`pull` (``snapshot_download``), which
 also works with ``HF_HUB_OFFLINE=1`` once the files are cached.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,17 +29,36 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cards import (HUB_ID_PATTERN, is_hub_id, load_run_results, public_training_config,  # noqa: F401 (re-exported)
-                    render_model_card, resolve_base_model, write_dataset_card, write_model_card)
+from .cards import (
+    HUB_ID_PATTERN,
+    is_hub_id,
+    load_run_results,
+    public_training_config,  # noqa: F401 (re-exported)
+    resolve_base_model,
+    write_model_card,
+)
 
 logger = logging.getLogger(__name__)
 
 REPO_TYPES = ("model", "dataset", "space")
 # what a run folder publishes; everything else (checkpoints/ training states, pickles, caches) stays home
-PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json")
-WEIGHT_FILES = ("config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json",
-                "generation_config.json")
+PROCESSOR_FILES = (
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+)
+WEIGHT_FILES = (
+    "config.json",
+    "model.safetensors",
+    "model-*.safetensors",
+    "model.safetensors.index.json",
+    "generation_config.json",
+)
 RUN_FILES = ("training_config.json", "results.json", "metrics.json", "train_log.jsonl", "*.png")
 TEXT_ENCODER_FILES = ("config.json", "model.safetensors", "model-*.safetensors", "model.safetensors.index.json")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -69,7 +89,7 @@ class StagedPush:
         for rel in self.files:
             parts = rel.split("/")
             for depth in range(len(parts) - 1):
-                folder = "/".join(parts[:depth + 1])
+                folder = "/".join(parts[: depth + 1])
                 if folder not in seen:
                     seen.add(folder)
                     lines.append(f"{'  ' * (depth + 1)}{parts[depth]}/")
@@ -107,9 +127,16 @@ def _check_repo_id(repo_id: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- staging
-def stage_model(run_dir: str | Path, stage_dir: str | Path, repo_id: str, *, adapter: bool = False,
-                base_model: str | None = None, model_label: str | None = None,
-                dataset_ids: dict[str, str] | None = None) -> StagedPush:
+def stage_model(
+    run_dir: str | Path,
+    stage_dir: str | Path,
+    repo_id: str,
+    *,
+    adapter: bool = False,
+    base_model: str | None = None,
+    model_label: str | None = None,
+    dataset_ids: dict[str, str] | None = None,
+) -> StagedPush:
     """Copy what a run publishes into ``stage_dir`` (which must be empty) and write its model card there.
 
     Full model: the checkpoint and processor files, ``text_encoder/``, the
@@ -140,11 +167,20 @@ def stage_model(run_dir: str | Path, stage_dir: str | Path, repo_id: str, *, ada
     _copy_matching(run_dir, stage, RUN_FILES)
     _stage_training_config(stage, base)
     _stage_results(run_dir, stage, model_label)
-    card = write_model_card(run_dir, stage, repo_id=repo_id, base_model=base, model_label=model_label,
-                            dataset_ids=dataset_ids, adapter=adapter).read_text()
+    card = write_model_card(
+        run_dir,
+        stage,
+        repo_id=repo_id,
+        base_model=base,
+        model_label=model_label,
+        dataset_ids=dataset_ids,
+        adapter=adapter,
+    ).read_text()
     files = _listing(stage)
     skipped = sorted(set(_listing(run_dir)) - set(files) - {"README.md"})
-    return StagedPush(stage, repo_id, "model", files, card, f"Upload NegationCLIP run {run_dir.resolve().name}", skipped)
+    return StagedPush(
+        stage, repo_id, "model", files, card, f"Upload NegationCLIP run {run_dir.resolve().name}", skipped
+    )
 
 
 def _stage_training_config(stage: Path, base_model: str | None) -> None:
@@ -177,8 +213,10 @@ def _stage_adapter(run_dir: Path, stage: Path, base_model: str | None) -> str:
     recorded = cfg.get("base_model_name_or_path")
     base = base_model or recorded
     if not is_hub_id(base):
-        raise ValueError(f"the adapter's base is {recorded!r}, not a Hub id: publish the base first and pass "
-                         "--base_model ORG/NAME so that users can load the adapter on top of it")
+        raise ValueError(
+            f"the adapter's base is {recorded!r}, not a Hub id: publish the base first and pass "
+            "--base_model ORG/NAME so that users can load the adapter on top of it"
+        )
     copied = _copy_matching(src, stage, ADAPTER_FILES)
     if "adapter_model.safetensors" not in copied:
         raise FileNotFoundError(f"{src} has no adapter_model.safetensors")
@@ -195,8 +233,9 @@ def stage_dataset(folder: str | Path, stage_dir: str | Path, repo_id: str) -> St
     _check_repo_id(repo_id)
     readme = folder / "README.md"
     if not readme.exists():
-        raise FileNotFoundError(f"{readme} is missing: write the dataset card first "
-                                "(hf_negationclip.cards.write_dataset_card)")
+        raise FileNotFoundError(
+            f"{readme} is missing: write the dataset card first (hf_negationclip.apps.cards.write_dataset_card)"
+        )
     card = DatasetCard.load(readme)
     configs = card.data.to_dict().get("configs") or []
     if not configs:
@@ -204,8 +243,9 @@ def stage_dataset(folder: str | Path, stage_dir: str | Path, repo_id: str) -> St
     for config in configs:
         for entry in config.get("data_files", []):
             if not list(folder.glob(entry["path"])):
-                raise ValueError(f"{readme}: config {config['config_name']!r} names {entry['path']!r}, "
-                                 "which matches no file")
+                raise ValueError(
+                    f"{readme}: config {config['config_name']!r} names {entry['path']!r}, which matches no file"
+                )
     stage.mkdir(parents=True, exist_ok=True)
     if any(stage.iterdir()):
         raise ValueError(f"staging folder {stage} is not empty")
@@ -217,8 +257,15 @@ def stage_dataset(folder: str | Path, stage_dir: str | Path, repo_id: str) -> St
             continue
         (stage / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, stage / rel)
-    return StagedPush(stage, repo_id, "dataset", _listing(stage), readme.read_text(),
-                      f"Upload dataset {folder.resolve().name}", skipped)
+    return StagedPush(
+        stage,
+        repo_id,
+        "dataset",
+        _listing(stage),
+        readme.read_text(),
+        f"Upload dataset {folder.resolve().name}",
+        skipped,
+    )
 
 
 # ------------------------------------------------------------------------------------------- pushing
@@ -239,8 +286,9 @@ def _explain(err: Exception, what: str) -> HubError:
     if isinstance(err, HfHubHTTPError) and err.response is not None:
         status = err.response.status_code
         if status == 401:
-            return HubError(f"{what}: the Hub rejected the token (401): log in again with `hf auth login` "
-                            "or set a valid HF_TOKEN")
+            return HubError(
+                f"{what}: the Hub rejected the token (401): log in again with `hf auth login` or set a valid HF_TOKEN"
+            )
         if status == 403:
             return HubError(f"{what}: the token may not write there (403): use a write token with access to it")
         if isinstance(err, RepositoryNotFoundError):
@@ -251,9 +299,19 @@ def _explain(err: Exception, what: str) -> HubError:
     return HubError(f"{what}: {type(err).__name__}: {err}")
 
 
-def push_folder(folder: str | Path, repo_id: str, repo_type: str = "model", *, private: bool = False,
-                revision: str | None = None, exist_ok: bool = False, commit_message: str | None = None,
-                commit_description: str | None = None, token: str | None = None, space_sdk: str = "gradio"):
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    repo_type: str = "model",
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    exist_ok: bool = False,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    token: str | None = None,
+    space_sdk: str = "gradio",
+):
     """Create ``repo_id`` and upload ``folder`` to it; returns huggingface_hub's ``CommitInfo``.
 
     Generic over ``repo_type`` ("model", "dataset", "space": Spaces are
@@ -283,18 +341,26 @@ def push_folder(folder: str | Path, repo_id: str, repo_type: str = "model", *, p
     except failures as err:
         raise _explain(err, f"checking {repo_type} repo {repo_id}") from None
     if exists and not exist_ok:
-        raise HubError(f"{repo_type} repo {repo_id} already exists: pass --exist_ok (exist_ok=True) to add a commit to it")
+        raise HubError(
+            f"{repo_type} repo {repo_id} already exists: pass --exist_ok (exist_ok=True) to add a commit to it"
+        )
     created = False
     try:
         if not exists:
-            api.create_repo(repo_id, repo_type=repo_type, private=private,
-                            space_sdk=space_sdk if repo_type == "space" else None)
+            api.create_repo(
+                repo_id, repo_type=repo_type, private=private, space_sdk=space_sdk if repo_type == "space" else None
+            )
             created = True
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=folder, revision=revision,
-                                 commit_message=commit_message or f"Upload {folder.name}",
-                                 commit_description=commit_description)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            repo_type=repo_type,
+            folder_path=folder,
+            revision=revision,
+            commit_message=commit_message or f"Upload {folder.name}",
+            commit_description=commit_description,
+        )
     except (*failures, ValueError) as err:
         error = _explain(err, f"uploading to {repo_type} repo {repo_id}")
         if created:
@@ -315,8 +381,9 @@ def _remove_created(api, repo_id: str, repo_type: str) -> str:
         return f"could not delete the new, empty repo {repo_id} ({type(err).__name__}): delete it by hand"
 
 
-def _stage_and_push(stage_fn, stage_dir: str | Path | None, dry_run: bool, token: str | None,
-                    **push_kwargs) -> StagedPush:
+def _stage_and_push(
+    stage_fn, stage_dir: str | Path | None, dry_run: bool, token: str | None, **push_kwargs
+) -> StagedPush:
     """Stage into ``stage_dir`` (default: a fresh temporary folder), then push unless ``dry_run``.
 
     A temporary staging folder is removed after a push or a failure and kept
@@ -331,8 +398,14 @@ def _stage_and_push(stage_fn, stage_dir: str | Path | None, dry_run: bool, token
         if dry_run:
             keep = True
             return staged
-        info = push_folder(staged.folder, staged.repo_id, staged.repo_type, commit_message=staged.commit_message,
-                           token=token, **push_kwargs)
+        info = push_folder(
+            staged.folder,
+            staged.repo_id,
+            staged.repo_type,
+            commit_message=staged.commit_message,
+            token=token,
+            **push_kwargs,
+        )
         staged.commit_url = info.commit_url
         return staged
     finally:
@@ -340,26 +413,73 @@ def _stage_and_push(stage_fn, stage_dir: str | Path | None, dry_run: bool, token
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def push_model(run_dir: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-               adapter: bool = False, dry_run: bool = False, exist_ok: bool = False, base_model: str | None = None,
-               model_label: str | None = None, dataset_ids: dict[str, str] | None = None,
-               stage_dir: str | Path | None = None, token: str | None = None) -> StagedPush:
+def push_model(
+    run_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    adapter: bool = False,
+    dry_run: bool = False,
+    exist_ok: bool = False,
+    base_model: str | None = None,
+    model_label: str | None = None,
+    dataset_ids: dict[str, str] | None = None,
+    stage_dir: str | Path | None = None,
+    token: str | None = None,
+) -> StagedPush:
     """Stage a run folder (see :func:`stage_model`) and, unless ``dry_run``, push it in one commit."""
-    return _stage_and_push(lambda stage: stage_model(run_dir, stage, repo_id, adapter=adapter, base_model=base_model,
-                                                     model_label=model_label, dataset_ids=dataset_ids),
-                           stage_dir, dry_run, token, private=private, revision=revision, exist_ok=exist_ok)
+    return _stage_and_push(
+        lambda stage: stage_model(
+            run_dir,
+            stage,
+            repo_id,
+            adapter=adapter,
+            base_model=base_model,
+            model_label=model_label,
+            dataset_ids=dataset_ids,
+        ),
+        stage_dir,
+        dry_run,
+        token,
+        private=private,
+        revision=revision,
+        exist_ok=exist_ok,
+    )
 
 
-def push_dataset(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-                 dry_run: bool = False, exist_ok: bool = False, stage_dir: str | Path | None = None,
-                 token: str | None = None) -> StagedPush:
+def push_dataset(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    dry_run: bool = False,
+    exist_ok: bool = False,
+    stage_dir: str | Path | None = None,
+    token: str | None = None,
+) -> StagedPush:
     """Stage a dataset folder (see :func:`stage_dataset`) and, unless ``dry_run``, push it."""
-    return _stage_and_push(lambda stage: stage_dataset(folder, stage, repo_id), stage_dir, dry_run, token,
-                           private=private, revision=revision, exist_ok=exist_ok)
+    return _stage_and_push(
+        lambda stage: stage_dataset(folder, stage, repo_id),
+        stage_dir,
+        dry_run,
+        token,
+        private=private,
+        revision=revision,
+        exist_ok=exist_ok,
+    )
 
 
-def pull(repo_id: str, repo_type: str = "model", *, revision: str | None = None, local_dir: str | Path | None = None,
-         cache_dir: str | Path | None = None, token: str | None = None) -> Path:
+def pull(
+    repo_id: str,
+    repo_type: str = "model",
+    *,
+    revision: str | None = None,
+    local_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    token: str | None = None,
+) -> Path:
     """Download a repo (``snapshot_download``); with ``HF_HUB_OFFLINE=1`` it answers from the cache."""
     import httpx2
     from huggingface_hub import snapshot_download
@@ -368,8 +488,9 @@ def pull(repo_id: str, repo_type: str = "model", *, revision: str | None = None,
     if repo_type not in REPO_TYPES:
         raise ValueError(f"repo_type must be one of {REPO_TYPES}, got {repo_type!r}")
     try:
-        path = snapshot_download(repo_id, repo_type=repo_type, revision=revision, local_dir=local_dir,
-                                 cache_dir=cache_dir, token=token)
+        path = snapshot_download(
+            repo_id, repo_type=repo_type, revision=revision, local_dir=local_dir, cache_dir=cache_dir, token=token
+        )
     except LocalEntryNotFoundError as err:
         raise HubError(f"{repo_id} is not in the cache and the Hub cannot be reached (offline?): {err}") from None
     except (HfHubHTTPError, httpx2.HTTPError, ConnectionError, TimeoutError) as err:

@@ -6,24 +6,55 @@ adjectives. A :class:`Target` is the thing a negated caption denies: an absent
 object ("no red triangle") or an attribute of a present one ("the square that
 is not red"). Everything here is checked against annotations, never guessed.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 #: words that name COCO's "person" in captions; other categories match by name and plural
 SYNONYMS: dict[str, tuple[str, ...]] = {
-    "person": ("person", "people", "man", "men", "woman", "women", "boy", "boys", "girl", "girls", "child",
-               "children", "kid", "kids", "guy", "guys", "lady", "ladies", "player", "players", "persons"),
+    "person": (
+        "person",
+        "people",
+        "man",
+        "men",
+        "woman",
+        "women",
+        "boy",
+        "boys",
+        "girl",
+        "girls",
+        "child",
+        "children",
+        "kid",
+        "kids",
+        "guy",
+        "guys",
+        "lady",
+        "ladies",
+        "player",
+        "players",
+        "persons",
+    ),
     "airplane": ("airplane", "airplanes", "plane", "planes", "jet", "jets"),
     "motorcycle": ("motorcycle", "motorcycles", "motorbike", "motorbikes"),
     "tv": ("tv", "tvs", "television", "televisions"),
     "couch": ("couch", "couches", "sofa", "sofas"),
     "bicycle": ("bicycle", "bicycles", "bike", "bikes"),
 }
-_IRREGULAR = {"person": "people", "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis",
-              "scissors": "scissors", "man": "men", "woman": "women", "child": "children"}
+_IRREGULAR = {
+    "person": "people",
+    "mouse": "mice",
+    "knife": "knives",
+    "sheep": "sheep",
+    "skis": "skis",
+    "scissors": "scissors",
+    "man": "men",
+    "woman": "women",
+    "child": "children",
+}
 
 
 def pluralize(noun: str) -> str:
@@ -68,13 +99,23 @@ class Target:
         return obj["category"] == self.category and all(obj["attributes"].get(k) == v for k, v in self.attributes)
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "category": self.category, "attributes": dict(self.attributes), "key": self.key,
-                "value": self.value}
+        return {
+            "kind": self.kind,
+            "category": self.category,
+            "attributes": dict(self.attributes),
+            "key": self.key,
+            "value": self.value,
+        }
 
     @classmethod
-    def from_json(cls, data: Mapping) -> "Target":
-        return cls(data["kind"], data["category"], tuple(sorted(data.get("attributes", {}).items())),
-                   data.get("key"), data.get("value"))
+    def from_json(cls, data: Mapping) -> Target:
+        return cls(
+            data["kind"],
+            data["category"],
+            tuple(sorted(data.get("attributes", {}).items())),
+            data.get("key"),
+            data.get("value"),
+        )
 
 
 def _ordered(attrs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -109,11 +150,14 @@ class Vocabulary:
                 self.term_to_category.setdefault(term.lower(), cat)
         self.value_to_key = {v: k for k, values in self.attribute_values.items() for v in values}
         terms = sorted(self.term_to_category, key=len, reverse=True)
-        self._term_re = re.compile(r"(?<![\w-])(" + "|".join(re.escape(t) for t in terms) + r")(?![\w-])", re.IGNORECASE) \
-            if terms else None
+        self._term_re = (
+            re.compile(r"(?<![\w-])(" + "|".join(re.escape(t) for t in terms) + r")(?![\w-])", re.IGNORECASE)
+            if terms
+            else None
+        )
 
     @classmethod
-    def from_instances(cls, categories: Sequence[Mapping], annotations: Iterable[Mapping]) -> "Vocabulary":
+    def from_instances(cls, categories: Sequence[Mapping], annotations: Iterable[Mapping]) -> Vocabulary:
         values: dict[str, set] = {}
         for ann in annotations:
             for key, value in (ann.get("attributes") or {}).items():
@@ -135,8 +179,9 @@ class Vocabulary:
                     break
                 attrs[key] = prev.group(1).lower()
                 start = prev.start()
-            found.append(Mention(self.term_to_category[match.group(1).lower()], tuple(sorted(attrs.items())),
-                                 start, match.end()))
+            found.append(
+                Mention(self.term_to_category[match.group(1).lower()], tuple(sorted(attrs.items())), start, match.end())
+            )
         return found
 
     def names(self, text: str, target: Target) -> bool:

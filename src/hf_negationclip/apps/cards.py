@@ -14,6 +14,7 @@ training, hub) may use it:
   laid out as ``<config>/<split>-*.parquet``, with ``configs:``, features and
   row counts filled in, from any template in ``model_cards/``.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,13 @@ def render_template(name: str, **context) -> str:
     """Render ``model_cards/<name>`` with ``context``; a missing variable is an error, not a blank."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(template_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     try:
         template = env.get_template(name)
     except jinja2.TemplateNotFound as err:
@@ -89,7 +95,7 @@ def resolve_base_model(training_config: dict, override: str | None = None, _dept
     name = next((str(training_config[k]) for k in _BASE_KEYS if training_config.get(k)), None)
     if name is None:
         return {"hub_id": None, "description": "an unnamed starting point"}
-    from .modeling import PRESETS
+    from ..modeling import PRESETS
 
     preset = PRESETS.get(name) or next((p for p in PRESETS.values() if p.checkpoint == name), None)
     if preset is not None and preset.checkpoint is None:
@@ -101,8 +107,10 @@ def resolve_base_model(training_config: dict, override: str | None = None, _dept
     parent = _read_json(Path(name) / "training_config.json") if Path(name).is_dir() and _depth < 3 else None
     if parent is not None:
         inner = resolve_base_model(parent, None, _depth + 1)
-        return {"hub_id": None, "description": f"a local checkpoint (`{Path(name).name}`) itself trained from "
-                                              f"{inner['description']}"}
+        return {
+            "hub_id": None,
+            "description": f"a local checkpoint (`{Path(name).name}`) itself trained from {inner['description']}",
+        }
     return {"hub_id": None, "description": f"a local checkpoint (`{Path(name).name}`)"}
 
 
@@ -134,7 +142,9 @@ def load_run_results(run_dir: str | Path, model_label: str | None = None) -> dic
     if metrics is None:
         return None
     # the pretrain evaluator's flat file: {name: {"value", "chance", "n"}} plus bookkeeping numbers
-    converted = {(k if "/" in k else f"world/{k}"): v for k, v in metrics.items() if isinstance(v, dict) and "value" in v}
+    converted = {
+        (k if "/" in k else f"world/{k}"): v for k, v in metrics.items() if isinstance(v, dict) and "value" in v
+    }
     return {"label": run_dir.name, "metrics": converted, "others": {}, "source": str(run_dir / "metrics.json")}
 
 
@@ -147,12 +157,17 @@ def _pick_model(results: dict, run_dir: Path, label: str | None, path: Path) -> 
         by_name = [k for k in models if k == run_dir.name]
         candidates = by_path or by_name or (list(models) if len(models) == 1 else [])
         if len(candidates) != 1:
-            raise ValueError(f"cannot tell which model of {path} is {run_dir}: pass model_label (one of {sorted(models)})")
+            raise ValueError(
+                f"cannot tell which model of {path} is {run_dir}: pass model_label (one of {sorted(models)})"
+            )
         label = candidates[0]
     if label not in models:
         raise KeyError(f"model {label!r} is not in {path}; known: {sorted(models)}")
-    return {"label": label, "metrics": models[label].get("metrics", {}),
-            "others": {k: v.get("metrics", {}) for k, v in models.items() if k != label}}
+    return {
+        "label": label,
+        "metrics": models[label].get("metrics", {}),
+        "others": {k: v.get("metrics", {}) for k, v in models.items() if k != label},
+    }
 
 
 def _same_path(recorded: str, run_dir: Path, base: Path) -> bool:
@@ -173,17 +188,36 @@ def result_rows(results: dict | None) -> list[dict]:
         if not isinstance(entry, dict) or "value" not in entry:
             continue
         task, _, metric = key.rpartition("/")
-        rows.append({"key": key, "task": task or "eval", "metric": metric, "value": float(entry["value"]),
-                     "chance": entry.get("chance"), "n": entry.get("n"), "ci95": entry.get("ci95"),
-                     "others": {label: m[key]["value"] for label, m in sorted(results["others"].items())
-                                if isinstance(m.get(key), dict) and "value" in m[key]}})
+        rows.append(
+            {
+                "key": key,
+                "task": task or "eval",
+                "metric": metric,
+                "value": float(entry["value"]),
+                "chance": entry.get("chance"),
+                "n": entry.get("n"),
+                "ci95": entry.get("ci95"),
+                "others": {
+                    label: m[key]["value"]
+                    for label, m in sorted(results["others"].items())
+                    if isinstance(m.get(key), dict) and "value" in m[key]
+                },
+            }
+        )
     return rows
 
 
 # ---------------------------------------------------------------------------- model card
-def model_card_context(run_dir: str | Path, *, repo_id: str | None = None, base_model: str | None = None,
-                       model_label: str | None = None, dataset_ids: dict[str, str] | None = None,
-                       adapter: bool = False, negation_finetuned: bool | None = None) -> dict:
+def model_card_context(
+    run_dir: str | Path,
+    *,
+    repo_id: str | None = None,
+    base_model: str | None = None,
+    model_label: str | None = None,
+    dataset_ids: dict[str, str] | None = None,
+    adapter: bool = False,
+    negation_finetuned: bool | None = None,
+) -> dict:
     """Everything the model card template needs, read from the run folder's real files.
 
     ``negation_finetuned`` (default: read from the config, see
@@ -201,38 +235,61 @@ def model_card_context(run_dir: str | Path, *, repo_id: str | None = None, base_
     rows = result_rows(results)
     dataset_ids = dict(dataset_ids or {})
     model_name = (repo_id or run_dir.resolve().name).split("/")[-1]
-    eval_results = [EvalResult(task_type="zero-shot-image-classification", task_name=r["task"],
-                               dataset_type=dataset_ids.get(r["task"], r["task"]), dataset_name=r["task"],
-                               metric_type=r["metric"], metric_name=r["metric"], metric_value=r["value"])
-                    for r in rows]
+    eval_results = [
+        EvalResult(
+            task_type="zero-shot-image-classification",
+            task_name=r["task"],
+            dataset_type=dataset_ids.get(r["task"], r["task"]),
+            dataset_name=r["task"],
+            metric_type=r["metric"],
+            metric_name=r["metric"],
+            metric_value=r["value"],
+        )
+        for r in rows
+    ]
     card_data = ModelCardData(
-        model_name=model_name, license="mit", library_name="peft" if adapter else "transformers",
-        pipeline_tag="zero-shot-image-classification", base_model=base["hub_id"],
+        model_name=model_name,
+        license="mit",
+        library_name="peft" if adapter else "transformers",
+        pipeline_tag="zero-shot-image-classification",
+        base_model=base["hub_id"],
         datasets=sorted({v for v in dataset_ids.values() if is_hub_id(v)}) or None,
         tags=["clip", "negation", "negationclip", "hf-negationclip", *(["lora"] if adapter else [])],
-        eval_results=eval_results or None)
+        eval_results=eval_results or None,
+    )
     world = _scene_world_dir(config)
     public = public_training_config(config, base)
     return {
-        "card_data": card_data.to_yaml(), "model_name": model_name, "repo_id": repo_id or f"path/to/{run_dir.name}",
-        "on_hub": repo_id is not None, "base": base, "adapter": adapter,
+        "card_data": card_data.to_yaml(),
+        "model_name": model_name,
+        "repo_id": repo_id or f"path/to/{run_dir.name}",
+        "on_hub": repo_id is not None,
+        "base": base,
+        "adapter": adapter,
         "has_text_encoder": (run_dir / "text_encoder" / "config.json").exists(),
         "negation_finetuned": is_negation_finetune(config) if negation_finetuned is None else negation_finetuned,
-        "vision_frozen": (any(config.get(k) for k in ("lock_image_tower", "freeze_vision", "lock_image"))
-                          or config.get("train") in ("text", "lora-text")),
+        "vision_frozen": (
+            any(config.get(k) for k in ("lock_image_tower", "freeze_vision", "lock_image"))
+            or config.get("train") in ("text", "lora-text")
+        ),
         "lora": adapter or str(config.get("train", "")).startswith("lora") or (run_dir / "adapter").is_dir(),
         "recipe": {k: v for k, v in public.items() if not isinstance(v, (dict, list))},
         "recipe_nested": {k: v for k, v in public.items() if isinstance(v, (dict, list))},
-        "data_paths": {k: v for k, v in public.items()
-                       if isinstance(v, str) and k.endswith(("_dir", "_file")) and k != "output_dir"},
+        "data_paths": {
+            k: v
+            for k, v in public.items()
+            if isinstance(v, str) and k.endswith(("_dir", "_file")) and k != "output_dir"
+        },
         "scene_world": world is not None or config.get("preset") == "tiny",
         "world": _read_json(world / "world.json") if world else None,
-        "rows": rows, "results_label": results["label"] if results else None,
+        "rows": rows,
+        "results_label": results["label"] if results else None,
         "other_labels": sorted({label for r in rows for label in r["others"]}),
         "results_source": Path(results["source"]).name if results else None,
         "plots": sorted(p.name for p in run_dir.glob("*.png")),
         "dataset_ids": sorted({v for v in dataset_ids.values() if is_hub_id(v)}),
-        "citation": PAPER_CITATION, "paper_url": PAPER_URL,
+        "citation": PAPER_CITATION,
+        "paper_url": PAPER_URL,
     }
 
 
@@ -301,10 +358,13 @@ def dataset_card_context(folder: str | Path) -> dict:
     layout = parquet_layout(folder)
     configs, stats, features = [], {}, {}
     for config, splits in layout.items():
-        configs.append({"config_name": config,
-                        "data_files": [{"split": s, "path": f"{config}/{s}-*"} for s in sorted(splits)]})
-        stats[config] = {s: {"rows": sum(pq.ParquetFile(Path(folder) / f).metadata.num_rows for f in files),
-                             "files": len(files)} for s, files in sorted(splits.items())}
+        configs.append(
+            {"config_name": config, "data_files": [{"split": s, "path": f"{config}/{s}-*"} for s in sorted(splits)]}
+        )
+        stats[config] = {
+            s: {"rows": sum(pq.ParquetFile(Path(folder) / f).metadata.num_rows for f in files), "files": len(files)}
+            for s, files in sorted(splits.items())
+        }
         schema = pq.read_schema(Path(folder) / next(iter(splits.values()))[0])
         try:
             feats = Features.from_arrow_schema(schema)
@@ -342,8 +402,10 @@ def write_dataset_card(folder: str | Path, template: str, context: dict | None =
     for config in card.data.to_dict().get("configs") or []:
         for entry in config["data_files"]:
             if not list(folder.glob(entry["path"])):
-                raise ValueError(f"dataset card config {config['config_name']!r} names {entry['path']!r}, "
-                                 f"which matches no file in {folder}")
+                raise ValueError(
+                    f"dataset card config {config['config_name']!r} names {entry['path']!r}, "
+                    f"which matches no file in {folder}"
+                )
     target = folder / "README.md"
     _write_atomic(target, text)
     return target
