@@ -39,9 +39,11 @@ def test_tiny_config_keeps_real_token_ids():
     assert cfg.text_config.vocab_size == 49408 and cfg.text_config.max_position_embeddings == 77
 
 
-def test_presets_carry_paper_recipe():
+def test_presets_and_the_paper_recipe():
+    from hf_negationclip.training import RECIPES
+
     b32 = get_preset("clip-vit-base-patch32")
     assert b32.checkpoint == "openai/clip-vit-base-patch32"
     assert get_preset("openai/clip-vit-large-patch14-336").image_size == 336
-    assert (b32.finetune.learning_rate, b32.finetune.batch_size, b32.finetune.epochs) == (1e-6, 512, 15)
-    assert b32.finetune.freeze_vision
+    paper = RECIPES["paper"].options()  # the recipe table, not the preset, says how to fine-tune
+    assert (paper["learning_rate"], paper["batch_size"], paper["epochs"], paper["train"]) == (1e-6, 512, 15, "text")

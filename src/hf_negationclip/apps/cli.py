@@ -314,11 +314,12 @@ def run_pretrain(cfg) -> dict:
     """Pre-train, and on a scene world report the model's probes on the val split."""
     from ..evaluation import WorldEvaluator, format_metrics
     from ..training import pretrain
+    from .cards import write_model_card
 
     evaluator = None
     if (Path(cfg.world_dir) / "annotations" / "instances_val.json").exists():
         evaluator = WorldEvaluator(cfg.world_dir, "val", 200, cfg.seed)
-    result = pretrain(cfg, evaluator)
+    result = pretrain(cfg, evaluator, on_save=write_model_card)
     print(f"saved the model to {result['output_dir']} ({result['train_seconds']:.0f} s of training)")
     if result["metrics"]:
         print(f"metrics on the world's val split:\n{format_metrics(result['metrics'])}")
@@ -380,14 +381,15 @@ def _model_labels(models: list[str]) -> dict[str, str]:
 
 
 def run_finetune(cfg) -> dict:
-    """Fine-tune (recipe ``paper`` or ``tiny``) and, on a scene world, report its probes."""
+    """Fine-tune (a recipe of ``training.RECIPES``) and, on a scene world, report its probes."""
     from ..evaluation import WorldEvaluator, format_metrics
     from ..training import finetune
+    from .cards import write_model_card
 
     evaluator = None
     if (Path(cfg.world_dir) / "annotations" / "instances_val.json").exists():
         evaluator = WorldEvaluator(cfg.world_dir, "val", 200, cfg.seed)
-    result = finetune(cfg, evaluator)
+    result = finetune(cfg, evaluator, on_save=write_model_card)
     print(f"saved the fine-tuned model to {result['output_dir']} ({result['train_seconds']:.0f} s of training)")
     if result["metrics"]:
         print(f"metrics on the world's val split:\n{format_metrics(result['metrics'])}")
@@ -564,7 +566,7 @@ _SUMMARY = {
     "push-model": "stage a run (checkpoint, generated card, results) and push it to the Hub (--dry_run: stage only)",
     "push-dataset": "stage a parquet dataset folder with its card and push it to the Hub (--dry_run: stage only)",
     "pull": "download a model / dataset / Space repo (offline from the cache with HF_HUB_OFFLINE=1)",
-    "finetune": "fine-tune NegationCLIP (recipes paper | tiny; text, vision, both or LoRA); --config FILE.yaml|json",
+    "finetune": "fine-tune NegationCLIP (recipes paper | ours | ours-lora; text, vision, both or LoRA); --config FILE",
     "convert-openai": "convert an OpenAI-clip ViT checkpoint (.pth) into a transformers checkpoint + processor",
 }
 

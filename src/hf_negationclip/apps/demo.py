@@ -6,9 +6,9 @@ Stages (each cached in its own folder under ``out``, each resumable after a kill
 2. ``baseline/``: pre-train "CLIP" on affirmative captions only (it never sees a negation);
 3. ``corpus/``: the negated-caption corpus (both pipelines, minimal-pair distractors), and
    ``benchmarks/``: the scene twins of every benchmark (plain and controlled);
-4. ``paper/``, ``ours/``, ``ours-lora/``: fine-tune three ways from the baseline: the paper's
-   recipe (InfoNCE on negated captions, text tower), ours (minimal pairs + exclusion term,
-   text tower) and ours with LoRA;
+4. ``paper/``, ``ours/``, ``ours-lora/``: fine-tune three ways from the baseline (the recipes
+   of ``training.RECIPES``, on one budget): the paper's method (InfoNCE on negated captions,
+   text tower), ours (minimal pairs + exclusion + retain terms, text tower) and ours with LoRA;
 5. evaluate all four the same way (the harness on the scene twins + the world probes; NegRefCOCOg candidates
    isolated, not cropped: the scene manifest's ``crop_mode``);
 6. ``report.md``, ``results.json``, ``results.png``, ``best/`` (the best fine-tune with its
@@ -28,37 +28,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..training import BUDGETS, RECIPES, FinetuneConfig, PretrainConfig, finetune, pretrain
+from .cards import write_model_card
+
 logger = logging.getLogger(__name__)
 
-#: label -> what differs; all start from the baseline with the same epochs, batch, data order and affirmative
-#: share. "paper": InfoNCE on every negated caption, text tower; "ours": the captions that have minimal-pair
-#: distractors, the exclusion term (each caption picks its image over its distractor) + the retain term (plain
-#: captions keep their meaning) + InfoNCE at weight 0.1, text tower; "ours-lora": LoRA (rank 16, attention and
-#: MLP of the text tower) with the exclusion and retain terms only (retain weight 8: measured best for LoRA)
-LORA_TARGETS = r".*text_model\.encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))"
-FINETUNES: dict[str, dict] = {
-    "paper": dict(train="text", contrastive_weight=1.0, exclusion_weight=0.0, retain_weight=0.0),
-    "ours": dict(
-        train="text",
-        contrastive_weight=0.1,
-        exclusion_weight=2.0,
-        retain_weight=4.0,
-        retain_on="picks",
-        minimal_pairs_only=True,
-    ),
-    "ours-lora": dict(
-        train="lora-text",
-        contrastive_weight=0.0,
-        exclusion_weight=2.0,
-        retain_weight=8.0,
-        retain_on="picks",
-        minimal_pairs_only=True,
-        lora_r=16,
-        lora_alpha=32,
-        lora_target_modules=LORA_TARGETS,
-        lr_multiplier=2.0,
-    ),
-}
+#: the demo's fine-tunes: recipes of ``training.RECIPES``, each run with its method on the demo's one budget (the
+#: ``cpu`` budget with DemoConfig's epochs, learning rate, batch and affirmative share), all from the baseline with
+#: the same data order
+FINETUNES: tuple[str, ...] = ("paper", "ours", "ours-lora")
+DEMO_BUDGET = "cpu"
 #: the report's headline rows: (results key, label)
 HEADLINE: tuple[tuple[str, str], ...] = (
     ("world-probes/negation_probe_accuracy", "negation probe (controlled pairs)"),
@@ -86,14 +65,24 @@ class DemoConfig:
     seed: int = field(default=0, metadata={"help": "seed of the world, the weights and the data order"})
     epochs: int = field(default=16, metadata={"help": "pre-training epochs"})
     batch_size: int = field(default=128, metadata={"help": "pre-training batch size"})
-    finetune_epochs: int = field(default=4, metadata={"help": "fine-tuning epochs (each of the three)"})
-    finetune_lr: float = field(default=1e-3, metadata={"help": "fine-tuning learning rate (all three)"})
-    finetune_batch_size: int = field(default=64, metadata={"help": "fine-tuning batch size (all three)"})
+    finetune_epochs: int = field(
+        default=BUDGETS[DEMO_BUDGET]["epochs"], metadata={"help": "fine-tuning epochs (each of the three)"}
+    )
+    finetune_lr: float = field(
+        default=BUDGETS[DEMO_BUDGET]["learning_rate"],
+        metadata={"help": "fine-tuning learning rate (all three; times the recipe's lr_scale: 2 for LoRA)"},
+    )
+    finetune_batch_size: int = field(
+        default=BUDGETS[DEMO_BUDGET]["batch_size"], metadata={"help": "fine-tuning batch size (all three)"}
+    )
     added_pairs: bool = field(
         default=True,
         metadata={"help": "corpus: render added pairs (image + Z vs image + X) for captions that mention every object"},
     )
-    affirmative_ratio: float = field(default=0.35, metadata={"help": "share of plain captions mixed into fine-tuning"})
+    affirmative_ratio: float = field(
+        default=BUDGETS[DEMO_BUDGET]["affirmative_ratio"],
+        metadata={"help": "share of plain captions mixed into fine-tuning"},
+    )
     n_items: int = field(default=200, metadata={"help": "items per scene benchmark twin and per world probe"})
     fresh: bool = field(default=False, metadata={"help": "delete earlier outputs in --out and start over"})
     show_progress: bool = field(default=True, metadata={"help": "show progress bars"})
@@ -161,49 +150,43 @@ def build_data(cfg: DemoConfig, out: Path) -> tuple[Path, dict]:
 
 
 def finetune_config(cfg: DemoConfig, out: Path, label: str, **overrides):
-    """The ``FinetuneConfig`` of the demo's fine-tune ``label`` (``FINETUNES``) on the stages in ``out``.
+    """The ``FinetuneConfig`` of the demo's fine-tune ``label`` (a recipe name) on the stages in ``out``.
 
-    Every fine-tune starts from ``out/baseline`` with the demo's corpus, epochs, batch, affirmative share and
-    seed; ``overrides`` (any ``FinetuneConfig`` option) win, which is how ``scripts/finetune_sweep.py`` varies them.
+    Every fine-tune starts from ``out/baseline`` with the demo's corpus, seed and budget (``DEMO_BUDGET`` with
+    DemoConfig's epochs, learning rate, batch and affirmative share); ``overrides`` (any ``FinetuneConfig`` option)
+    win, which is how ``scripts/finetune_sweep.py`` varies them.
     """
-    from ..training import FinetuneConfig
-
-    spec = dict(FINETUNES[label])
-    lr = cfg.finetune_lr * spec.pop("lr_multiplier", 1.0)  # LoRA adapters start at zero and need a larger step
+    budget = RECIPES[label].options(
+        DEMO_BUDGET,
+        epochs=cfg.finetune_epochs,
+        learning_rate=cfg.finetune_lr,
+        batch_size=cfg.finetune_batch_size,
+        affirmative_ratio=cfg.affirmative_ratio,
+    )
     options = dict(
         preset=str(out / "baseline"),
         output_dir=str(out / label),
-        recipe="tiny",
+        recipe=label,
         corpus_dir=str(out / "corpus"),
         world_dir=str(out / "world"),
         seed=cfg.seed,
-        epochs=cfg.finetune_epochs,
-        learning_rate=lr,
-        batch_size=cfg.finetune_batch_size,
-        affirmative_ratio=cfg.affirmative_ratio,
         show_progress=cfg.show_progress,
     )
-    return FinetuneConfig(**{**options, **spec, **overrides})
+    return FinetuneConfig(**{**budget, **options, **overrides})
 
 
 def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
     """Stage 4: the three fine-tunes from the baseline, same data, same budget."""
-    from ..training import finetune
-
     runs, image_features = {}, {}  # the frozen vision tower is the baseline's in all three: encode images once
-    for k, (label, spec) in enumerate(FINETUNES.items(), 1):
+    for k, label in enumerate(FINETUNES, 1):
         run = finetune_config(cfg, out, label)
-        shown = {name: value for name, value in spec.items() if name not in ("lora_target_modules", "lr_multiplier")}
-        _stage(
-            f"4/6 fine-tune {k}/3: {label} ({', '.join(f'{a}={b}' for a, b in shown.items())}, "
-            f"lr={run.learning_rate:g})"
-        )
+        _stage(f"4/6 fine-tune {k}/3: {label} ({RECIPES[label].about}; lr={run.learning_rate:g})")
         folder = out / label
         runs[label] = folder
         if _done(folder):
             print(f"cached: {folder}")
             continue
-        result = finetune(run, evaluator, image_features)
+        result = finetune(run, evaluator, image_features, on_save=write_model_card)
         print(f"saved {folder} ({result['train_seconds']:.0f} s of training)")
     return runs
 
@@ -276,8 +259,6 @@ def write_report(results: dict, out: Path, best: str, seconds: dict) -> str:
 
 def publish_best(out: Path, best: str) -> Path:
     """``best/``: the chosen checkpoint (weights, processor, text_encoder/) with its generated model card."""
-    from .cards import write_model_card
-
     target = out / "best"
     if target.exists():
         shutil.rmtree(target)
@@ -292,7 +273,6 @@ def publish_best(out: Path, best: str) -> Path:
 def run_demo(cfg: DemoConfig) -> dict:
     """Run every stage (skipping the ones already done) and print the report's table."""
     from ..evaluation import WorldEvaluator, format_metrics
-    from ..training import PretrainConfig, pretrain
     from ..world import write_world
 
     out = Path(cfg.out)
@@ -324,6 +304,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                 show_progress=cfg.show_progress,
             ),
             world_eval,
+            on_save=write_model_card,
         )
         print(f"baseline metrics on the world's val split:\n{format_metrics(result['metrics'])}")
     seconds["baseline"] = time.time() - t

@@ -6,8 +6,8 @@ and keeps ``CLIPConfig`` (``model_type: clip``), so its checkpoints load in plai
 encoder) and any downstream code, with no ``trust_remote_code``.
 
 Presets live in one place, :data:`PRESETS`: ``tiny`` (a from-scratch CLIP small
-enough to pre-train on two CPU cores) and the real OpenAI checkpoints with the
-paper's fine-tuning recipe attached.
+enough to pre-train on two CPU cores) and the real OpenAI checkpoints. How to
+fine-tune them is a recipe of ``training.recipes`` (``paper``: the published one).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -36,26 +36,12 @@ CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 @dataclass(frozen=True)
-class FinetuneDefaults:
-    """The paper's NegationCLIP recipe (text tower only, InfoNCE on negated captions)."""
-
-    learning_rate: float = 1e-6
-    batch_size: int = 512
-    epochs: int = 15
-    weight_decay: float = 0.1
-    train_fraction: float = 0.8
-    freeze_vision: bool = True
-    freeze_final_text_layer_norm: bool = True
-
-
-@dataclass(frozen=True)
 class ModelPreset:
     """A named starting point: a Hub checkpoint, or a config built from scratch (``tiny``)."""
 
     name: str
     checkpoint: str | None  # Hub id; None = built from ``config()``
     image_size: int
-    finetune: FinetuneDefaults = field(default_factory=FinetuneDefaults)
     description: str = ""
 
     def config(self) -> CLIPConfig:
@@ -104,8 +90,7 @@ PRESETS: dict[str, ModelPreset] = {
         "tiny",
         None,
         96,
-        FinetuneDefaults(learning_rate=2e-4, batch_size=128, epochs=8, weight_decay=0.1),
-        "from-scratch CLIP for the embedded scene world (CPU minutes)",
+        description="from-scratch CLIP for the embedded scene world (CPU minutes)",
     ),
     **{
         name.split("/")[1]: ModelPreset(name, name, size, description=f"OpenAI CLIP {name.split('clip-')[1]}")

@@ -11,11 +11,12 @@ pairs are co-located by construction.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..corpus import load_coco_captions
 from ..io import FormatError, read_json
+from .batch import Batch, BatchSources, BatchSpec, Pick, collate
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +90,64 @@ def open_image(source) -> Image.Image:
                 return im.convert("RGB")
         return image.convert("RGB")
     except (OSError, ValueError) as err:
-        raise OSError(f"cannot read training image {source}: {err}") from err
+        raise OSError(f"cannot read training image {describe_image(source)}: {err}") from err
+
+
+def describe_image(source) -> str:
+    """A short name of an image source for messages and ``skipped_images.json``."""
+    if isinstance(source, DatasetImage):
+        return f"{source.column}[{source.row}] of the dataset"
+    return str(source)
+
+
+def _readable(source) -> bool:
+    try:
+        open_image(source)
+    except OSError:
+        return False
+    return True
+
+
+def drop_unreadable_images(records: Sequence, show_progress: bool = True) -> tuple[list, list[str]]:
+    """``records`` without those whose image cannot be read, and without unreadable distractors; + what was skipped.
+
+    Every image and distractor is decoded once, up front (threads), so the data a run trains on, and hence its
+    batches, stay a function of the seed: a resumed run skips the same images. Like webdataset's
+    ``warn_and_continue``, for large image sets where a few files are corrupt.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    sources = {image_key(r): None for r in records}
+    for r in records:
+        sources.update(dict.fromkeys(getattr(r.caption, "distractors", ())))
+    todo = list(sources)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        readable = list(
+            tqdm(pool.map(_readable, todo), total=len(todo), desc="checking images", disable=not show_progress)
+        )
+    bad = {s for s, ok in zip(todo, readable) if not ok}
+    if not bad:
+        return list(records), []
+    kept = []
+    for r in records:
+        if image_key(r) in bad:
+            continue
+        distractors = getattr(r.caption, "distractors", ())
+        if any(d in bad for d in distractors):
+            r = replace(r, caption=replace(r.caption, distractors=tuple(d for d in distractors if d not in bad)))
+        kept.append(r)
+    skipped = sorted(describe_image(s) for s in bad)
+    logger.warning("skipped %d unreadable images (of %d): %s", len(skipped), len(todo), ", ".join(skipped[:5]))
+    return kept, skipped
+
+
+def skip_unreadable(records: Sequence, out_dir: Path, show_progress: bool = True) -> list:
+    """``--skip_bad_images``: drop unreadable images and list them in ``<out_dir>/skipped_images.json``."""
+    kept, skipped = drop_unreadable_images(records, show_progress)
+    (Path(out_dir) / "skipped_images.json").write_text(json.dumps({"count": len(skipped), "images": skipped}, indent=2))
+    if not kept:
+        raise ValueError(f"none of the {len(records)} training records has a readable image")
+    return kept
 
 
 class ImageTextData:
@@ -120,11 +179,7 @@ class ImageTextData:
         self.paths = sorted(captions, key=_sort_key)
         self.captions = [captions[p] for p in self.paths]
         self.processor, self.affirmative_ratio = processor, affirmative_ratio
-        self.extras = {
-            "hard": any(c.original for cs in self.captions for c in cs),
-            "distractors": any(c.distractors for cs in self.captions for c in cs),
-            "mcq": any(c.mcq_wrong for cs in self.captions for c in cs),
-        }
+        self.spec = BatchSpec()  # what a batch carries beyond captions: set from the loss terms (losses.batch_spec)
         self.cache = self.distractor_cache = self.anchors = None
         self._token_counts: dict[str, int] | None = None  # text -> token count, for group_by_length
         self._order_key = self._order = None  # the last grouped order (a function of epoch, seed, group size)
@@ -139,22 +194,16 @@ class ImageTextData:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def keep_extras(self, hard: bool, mcq: bool, distractors: bool, anchors: bool | str = False) -> None:
-        """Build only the extra inputs a weighted loss term uses (tokenising unused texts costs time).
-
-        ``anchors`` (the retain term): ``"originals"`` (or True) adds every caption's affirmative original as
-        an extra text row; ``"picks"`` uses only the batch's own affirmative picks (no extra rows: free).
-        """
-        if anchors is True:
-            anchors = "originals"
-        if anchors not in (False, "originals", "picks"):
-            raise ValueError(f"retain_on must be 'originals' or 'picks', not {anchors!r}")
-        self.extras = {
-            "hard": self.extras["hard"] and hard,
-            "mcq": self.extras["mcq"] and mcq,
-            "distractors": self.extras["distractors"] and distractors,
-            "anchors": anchors if self.anchors is not None else False,
+    def available(self) -> frozenset[str]:
+        """What this data holds for the optional loss terms: originals, distractors, MCQ options, anchors."""
+        captions = [c for cs in self.captions for c in cs]
+        held = {
+            "originals": any(c.original for c in captions),
+            "distractors": any(c.distractors for c in captions),
+            "mcq": any(c.mcq_wrong for c in captions),
+            "anchors": self.anchors is not None,
         }
+        return frozenset(name for name, present in held.items() if present)
 
     def set_anchors(self, encode_texts: Callable[[list[str]], torch.Tensor], batch_size: int = 256) -> None:
         """Fix the starting model's embedding of every affirmative text (a caption's original, else the caption).
@@ -223,9 +272,7 @@ class ImageTextData:
             ids = self.processor.tokenizer(texts, truncation=True)["input_ids"]
             self._token_counts = {t: len(i) for t, i in zip(texts, ids)}
         counts = self._token_counts
-        return torch.tensor(
-            [counts[e.original if swapped else e.text] for e, swapped in self.entries(range(len(self)), epoch, seed)]
-        )
+        return torch.tensor([counts[pick.text] for pick in self.entries(range(len(self)), epoch, seed)])
 
     def _caption_picks(self, epoch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Which caption of each image an epoch uses, and whether it swaps to the affirmative original."""
@@ -236,13 +283,13 @@ class ImageTextData:
             self._picks_key, self._picks = (epoch, seed), (picks, swap)
         return self._picks
 
-    def entries(self, indices: Sequence[int], epoch: int, seed: int) -> list[tuple[Caption, bool]]:
-        """(caption entry, use its affirmative original instead) for each image index."""
+    def entries(self, indices: Sequence[int], epoch: int, seed: int) -> list[Pick]:
+        """The caption each image index uses in an epoch, and whether it swaps to its affirmative original."""
         picks, swap = self._caption_picks(epoch, seed)
         out = []
         for i in indices:
             entry = self.captions[i][int(picks[i]) % len(self.captions[i])]
-            out.append((entry, bool(swap[i]) and entry.original is not None))
+            out.append(Pick(entry, bool(swap[i]) and entry.original is not None))
         return out
 
     def _distractor_pixels(self, paths: Sequence[Path]) -> torch.Tensor:
@@ -250,46 +297,19 @@ class ImageTextData:
             return self.distractor_cache[[self.distractor_row[p] for p in paths]]
         return self._process(paths)
 
-    def batch(self, indices: Sequence[int], epoch: int, seed: int) -> dict:
-        """Tensors of one batch: pixels and tokens, plus the extra terms' inputs when the data has them.
-
-        Every text of the batch (captions, hard negatives, MCQ options) is
-        tokenised in ONE call so they share a padding length; ``n_texts`` says
-        how many of the rows are the captions themselves.
-        """
-        entries = self.entries(indices, epoch, seed)
-        texts = [e.original if swapped else e.text for e, swapped in entries]
-        negated = [not swapped and (e.original is not None or bool(e.distractors)) for e, swapped in entries]
+    def batch(self, indices: Sequence[int], epoch: int, seed: int) -> Batch:
+        """One :class:`Batch`: the images (pixels or cached embeddings) and the rows and fields of ``self.spec``."""
         pixels = (
             self.cache[list(indices)] if self.cache is not None else self._process([self.paths[i] for i in indices])
         )
+        sources = BatchSources(
+            anchors=(lambda texts: self.anchors[[self.anchor_row[t] for t in texts]])
+            if self.anchors is not None
+            else None,
+            distractors=self._distractor_pixels,
+        )
         kind = "image_embeds" if self.encoder is not None else "pixel_values"
-        out = {kind: pixels}
-        all_texts = list(texts)
-        originals = [e.original or e.text for e, _ in entries]
-        if self.extras["hard"] or self.extras.get("anchors") == "originals":  # rows n..2n: the affirmative originals
-            all_texts += originals
-            if self.extras["hard"]:
-                out["hard_mask"] = torch.tensor(
-                    [neg and e.original is not None for (e, _), neg in zip(entries, negated)]
-                )
-        if self.extras.get("anchors"):
-            out["anchor_embeds"] = self.anchors[[self.anchor_row[t] for t in originals]]
-            if self.extras["anchors"] == "picks":  # rows 0..n that ARE affirmative texts (swapped or plain)
-                out["retain_mask"] = torch.tensor([not neg for neg in negated])
-        if self.extras["mcq"]:
-            k = max(len(e.mcq_wrong) for e, _ in entries) if entries else 0
-            valid = [[neg and j < len(e.mcq_wrong) for j in range(k)] for (e, _), neg in zip(entries, negated)]
-            out["mcq_valid"] = torch.tensor(valid, dtype=torch.bool).view(len(entries), k)
-            all_texts += [e.mcq_wrong[j] if j < len(e.mcq_wrong) else e.text for e, _ in entries for j in range(k)]
-        if self.extras["distractors"]:
-            owner = [row for row, ((e, _), neg) in enumerate(zip(entries, negated)) if neg for _d in e.distractors]
-            paths = [d for (e, _), neg in zip(entries, negated) if neg for d in e.distractors]
-            out["distractor_owner"] = torch.tensor(owner, dtype=torch.long)
-            out[f"distractor_{kind}"] = self._distractor_pixels(paths) if paths else pixels[:0]
-        tok = self.processor.tokenizer(all_texts, padding=True, truncation=True, return_tensors="pt")
-        out.update(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"], n_texts=len(texts))
-        return out
+        return collate(self.entries(indices, epoch, seed), pixels, kind, self.processor.tokenizer, self.spec, sources)
 
 
 # --------------------------------------------------------------------------- sources

@@ -1,13 +1,7 @@
-"""NegationCLIP fine-tuning: recipes, what trains, data sources and outputs, on the one loop of :mod:`.loop`.
+"""NegationCLIP fine-tuning: what trains, data sources and outputs, on the one loop of :mod:`.loop`.
 
-Recipes fill every option the user leaves unset:
-
-- ``paper``: the NegationCLIP recipe (text tower, InfoNCE only, lr 1e-6,
-  batch 512, 15 epochs, 80/20 split, best by validation loss).
-- ``tiny``: ours on the scene world on CPU: text tower, the exclusion term
-  over minimal pairs (each negated caption against its distractor images),
-  the retain term on 35% affirmative picks, a small InfoNCE weight, batches
-  grouped by text length.
+A recipe of :mod:`.recipes` (``paper``, ``ours``, ``ours-lora``) fills every
+option the user leaves unset.
 """
 
 from __future__ import annotations
@@ -25,57 +19,26 @@ import torch
 
 from ..launch import launch_state
 from ..modeling import PRESETS, NegationCLIPModel, build_model, feature_tensor, load_processor
-from .data import ImageTextData, load_image_text_dataset, load_negated_corpus, negated_captions_path, split_by_image
+from .config import SaveHook, TrainingConfig, run_save_hook
+from .data import (
+    ImageTextData,
+    load_image_text_dataset,
+    load_negated_corpus,
+    negated_captions_path,
+    skip_unreadable,
+    split_by_image,
+)
 from .loop import plot_history, train_contrastive
-from .losses import LossWeights
-from .pretrain import PretrainConfig, write_card
+from .losses import RETAIN_ON, LossWeights
+from .recipes import RECIPES, get_recipe
 
 logger = logging.getLogger(__name__)
 
 TRAIN_PARTS: tuple[str, ...] = ("text", "vision", "both", "lora-text", "lora-vision", "lora-both")
 
-RECIPES: dict[str, dict] = {
-    "paper": dict(
-        learning_rate=1e-6,
-        batch_size=512,
-        epochs=15,
-        train="text",
-        val_fraction=0.2,
-        best_metric="val_loss",
-        warmup_ratio=0.0,
-        contrastive_weight=1.0,
-        hard_negative_weight=0.0,
-        mcq_weight=0.0,
-        exclusion_weight=0.0,
-        exclusion_scale=0.0,
-        retain_weight=0.0,
-        affirmative_ratio=0.0,
-        group_by_length=False,
-    ),
-    # ours, sized for a CPU: the demo's "ours" row (minimal pairs: add --minimal_pairs_only true). The exclusion
-    # and retain terms carry it; a small InfoNCE weight (README: experiments) learns negation faster
-    "tiny": dict(
-        learning_rate=1e-3,
-        batch_size=64,
-        epochs=4,
-        train="text",
-        val_fraction=0.2,
-        best_metric="val_loss",
-        warmup_ratio=0.05,
-        contrastive_weight=0.1,
-        hard_negative_weight=0.0,
-        mcq_weight=0.0,
-        exclusion_weight=2.0,
-        exclusion_scale=0.0,
-        retain_weight=4.0,
-        affirmative_ratio=0.35,
-        group_by_length=True,
-    ),
-}
-
 
 @dataclass
-class FinetuneConfig(PretrainConfig):
+class FinetuneConfig(TrainingConfig):
     """Arguments of ``hf-negationclip finetune`` (saved as ``training_config.json``). Unset options come from ``recipe``."""
 
     preset: str = field(
@@ -84,7 +47,9 @@ class FinetuneConfig(PretrainConfig):
     output_dir: str = field(
         default="runs/finetune", metadata={"help": "where the checkpoint, adapter, logs and metrics go"}
     )
-    recipe: str = field(default="tiny", metadata={"help": "defaults for unset options: paper | tiny"})
+    recipe: str = field(
+        default="ours", metadata={"help": f"defaults for unset options: {' | '.join(RECIPES)} ('tiny' = ours)"}
+    )
     corpus_dir: str | None = field(
         default=None, metadata={"help": "folder of negated_captions_<split>.json (the corpus output)"}
     )
@@ -99,8 +64,8 @@ class FinetuneConfig(PretrainConfig):
         default="text", metadata={"help": "text column of --dataset (a string or a list of strings)"}
     )
     train: str | None = field(default=None, metadata={"help": f"what trains: {' | '.join(TRAIN_PARTS)}"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_r: int | None = field(default=None, metadata={"help": "LoRA rank"})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     lora_target_modules: str | None = field(
         default=None,
@@ -109,8 +74,8 @@ class FinetuneConfig(PretrainConfig):
     val_fraction: float | None = field(
         default=None, metadata={"help": "fraction of the images held out for validation"}
     )
-    minimal_pairs_only: bool = field(
-        default=False,
+    minimal_pairs_only: bool | None = field(
+        default=None,
         metadata={
             "help": "train only on negated captions that have "
             "minimal-pair distractor images (the exclusion term's data)"
@@ -136,8 +101,8 @@ class FinetuneConfig(PretrainConfig):
         default=None,
         metadata={"help": "weight of the retain term (affirmative captions keep the starting model's embeddings)"},
     )
-    retain_on: str = field(
-        default="originals",
+    retain_on: str | None = field(
+        default=None,
         metadata={
             "help": "texts the retain term holds: originals (every "
             "caption's affirmative original, an extra text row each) | "
@@ -161,23 +126,29 @@ class FinetuneConfig(PretrainConfig):
     batch_size: int | None = field(default=None, metadata={"help": "global batch size (images per forward pass)"})
     learning_rate: float | None = field(default=None, metadata={"help": "peak AdamW learning rate"})
     warmup_ratio: float | None = field(default=None, metadata={"help": "fraction of steps of linear warm-up"})
+    eval_steps: int = field(default=0, metadata={"help": "evaluate every N steps (0: at the start and end only)"})
     best_metric: str | None = field(
-        default=None, metadata={"help": "keep the best weights by this (val_loss or an evaluator metric; '' = last)"}
+        default=None,
+        metadata={
+            "help": "keep the best weights by this (val_loss or an evaluator metric; lower is better for "
+            "names ending in 'loss'; '' = the last)"
+        },
     )
     group_by_length: bool | None = field(
         default=None, metadata={"help": "batch texts of similar token counts together: less padding, faster steps"}
     )
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; known: {sorted(RECIPES)}")
-        for name, value in RECIPES[self.recipe].items():
+        self.recipe, recipe = get_recipe(self.recipe)
+        for name, value in recipe.options().items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         super().__post_init__()
+        if self.eval_steps < 0:
+            raise ValueError("eval_steps must be >= 0")
         if self.train not in TRAIN_PARTS:
             raise ValueError(f"unknown train part {self.train!r}; choose one of {', '.join(TRAIN_PARTS)}")
-        if self.retain_on not in ("originals", "picks"):
+        if self.retain_on not in RETAIN_ON:
             raise ValueError(f"retain_on must be originals or picks, not {self.retain_on!r}")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.affirmative_ratio <= 1:
             raise ValueError("val_fraction must be in [0, 1) and affirmative_ratio in [0, 1]")
@@ -193,6 +164,7 @@ class FinetuneConfig(PretrainConfig):
             exclusion=self.exclusion_weight,
             exclusion_scale=self.exclusion_scale,
             retain=self.retain_weight,
+            retain_on=self.retain_on,
         )
 
     @property
@@ -296,10 +268,15 @@ def _text_encoder(model: NegationCLIPModel, tokenizer) -> Callable[[list[str]], 
     return encode
 
 
-def load_records(cfg: FinetuneConfig) -> list:
+def load_records(cfg: FinetuneConfig, out: Path | None = None) -> list:
+    """The training records of ``cfg`` (with ``skip_bad_images``: the readable ones, the rest listed in ``out``)."""
+    out = out or Path(cfg.output_dir)
     if cfg.dataset:
-        return load_image_text_dataset(cfg.dataset, cfg.image_column, cfg.text_column, cfg.split)
+        records = load_image_text_dataset(cfg.dataset, cfg.image_column, cfg.text_column, cfg.split)
+        return skip_unreadable(records, out, cfg.show_progress) if cfg.skip_bad_images else records
     records = load_negated_corpus(cfg.corpus_path, cfg.images_path)
+    if cfg.skip_bad_images:  # before the minimal-pairs filter: a caption whose distractors are all bad has none
+        records = skip_unreadable(records, out, cfg.show_progress)
     if cfg.minimal_pairs_only:
         records = [r for r in records if r.caption.distractors]
         if not records:
@@ -327,7 +304,12 @@ def _base_reference(cfg: FinetuneConfig, model: NegationCLIPModel, out: Path) ->
     return preset.checkpoint if preset is not None else cfg.preset
 
 
-def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None, image_features: dict | None = None) -> dict:
+def finetune(
+    cfg: FinetuneConfig,
+    evaluator: Callable | None = None,
+    image_features: dict | None = None,
+    on_save: SaveHook | None = None,
+) -> dict:
     """Fine-tune ``cfg.preset`` on negated captions (or a dataset) and write every output.
 
     ``image_features``: a dict shared by several runs (the demo's three
@@ -338,12 +320,14 @@ def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None, image_featu
     ``cfg.output_dir`` gets: the merged checkpoint (``model.safetensors``,
     ``config.json``) and processor, ``adapter/`` for LoRA runs,
     ``training_config.json``, ``train_log.jsonl`` (loss and evaluation
-    history), ``loss.png``, ``text_encoder/`` and, with an evaluator
-    (``evaluator(model, processor) -> metrics``), ``metrics.json``.
+    history), ``loss.png``, ``text_encoder/``, with an evaluator
+    (``evaluator(model, processor) -> metrics``) ``metrics.json``, with
+    ``skip_bad_images`` ``skipped_images.json``; then the main process calls
+    ``on_save(output_dir)`` (the CLI and demo write the model card there).
     """
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    records = load_records(cfg)
+    records = load_records(cfg, out)
     train_records, val_records = split_by_image(records, cfg.val_fraction, cfg.seed)
     model = build_model(cfg.preset, seed=cfg.seed)
     processor = _processor_for(cfg.preset, model)
@@ -380,7 +364,9 @@ def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None, image_featu
     if evaluator is not None and cfg.best_metric and not cfg.best_metric.endswith("loss"):
         during = lambda m: evaluator(m, processor)  # noqa: E731 - the loop's evaluator takes the model only
     t0 = time.time()
-    history = train_contrastive(trainable, data, cfg, cfg.loss_weights(), val_data, during)
+    history = train_contrastive(
+        trainable, data, cfg, cfg.loss_weights(), val_data, during, cfg.eval_steps, cfg.best_metric
+    )
     train_seconds = time.time() - t0
     if not launch_state().is_main_process:  # every process holds the same weights; one writes them
         return {
@@ -404,7 +390,7 @@ def finetune(cfg: FinetuneConfig, evaluator: Callable | None = None, image_featu
     if evaluator is not None:
         metrics = {**evaluator(model, processor), "train_seconds": round(train_seconds, 1), "train_images": len(data)}
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_card(out)
+    run_save_hook(on_save, out)
     return {
         "output_dir": str(out),
         "history": history,

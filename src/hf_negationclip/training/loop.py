@@ -4,7 +4,8 @@
 function of seed, epoch and position, so a resumed run sees the same ones),
 saves a resumable state every ``save_steps``, evaluates every ``eval_steps``
 (validation loss, plus an evaluator callable when given) and keeps the best
-trainable weights. Loss terms live in :mod:`.losses`, data in :mod:`.data`.
+trainable weights. Loss terms live in :mod:`.losses`, batches in :mod:`.batch`,
+data in :mod:`.data`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .losses import LossWeights, compute_loss
+from .losses import LossWeights, batch_spec, compute_loss
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ def _latest_state(checkpoints: Path) -> tuple[Path, int] | None:
 
 
 def _save_state(accelerator, checkpoints: Path, step: int, keep: int = 2) -> None:
-    # explicit folder names: accelerate's automatic naming breaks on resume (see the pitfalls note)
+    # explicit folder names: with accelerate's automatic_checkpoint_naming, the first save_state after a resume
+    # fails ("already exists"): the iteration counter restarts at 0 in the new process
     target = checkpoints / f"step_{step:08d}"
     accelerator.save_state(str(target))
     if accelerator.is_main_process:
@@ -90,8 +92,7 @@ def validation_loss(model, data, batch_size: int, seed: int, weights: LossWeight
         idx = order[start : start + batch_size].tolist()
         if len(idx) < 2:
             break
-        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in data.batch(idx, 0, seed).items()}
-        total += compute_loss(model, batch, weights)[1]["loss"].item() * len(idx)
+        total += compute_loss(model, data.batch(idx, 0, seed).to(device), weights)[1]["loss"].item() * len(idx)
         count += len(idx)
     model.train(was_training)
     return total / max(count, 1)
@@ -104,7 +105,7 @@ def _metric_value(metrics: dict, name: str) -> float:
     return float(value["value"] if isinstance(value, dict) else value)
 
 
-def _evaluate(model, val_data, evaluator, cfg, weights) -> dict:
+def _evaluate(model, val_data, evaluator, cfg, weights: LossWeights) -> dict:
     row = {}
     if val_data is not None and len(val_data) >= 2:
         row["val_loss"] = round(validation_loss(model, val_data, cfg.batch_size, cfg.seed, weights), 5)
@@ -127,14 +128,23 @@ def _trackers() -> list[str] | None:
 
 
 def train_contrastive(
-    model, data, cfg, weights: LossWeights | None = None, val_data=None, evaluator: ModelEvaluator | None = None
+    model,
+    data,
+    cfg,
+    weights: LossWeights | None = None,
+    val_data=None,
+    evaluator: ModelEvaluator | None = None,
+    eval_steps: int = 0,
+    best_metric: str = "",
 ) -> list[dict]:
     """Train ``model`` on ``data`` with the weighted losses; returns the logged rows (train and eval).
 
-    ``cfg`` carries the loop options (see ``PretrainConfig``). ``batch_size``
-    is the global contrastive batch of one forward pass; an optimizer step
-    takes ``gradient_accumulation_steps`` of them. With ``val_data`` or an
-    ``evaluator`` and ``best_metric`` set, the best trainable weights are put
+    ``cfg`` carries the loop options (``TrainingConfig``). ``batch_size`` is
+    the global contrastive batch of one forward pass; an optimizer step takes
+    ``gradient_accumulation_steps`` of them. With ``val_data`` or an
+    ``evaluator``, the model is evaluated at the start, every ``eval_steps``
+    (0: at the end only) and at the end; with ``best_metric`` set (names
+    ending in "loss": lower is better), the best trainable weights are put
     back into ``model`` at the end.
     """
     from accelerate import Accelerator
@@ -157,19 +167,14 @@ def train_contrastive(
     )
     set_seed(cfg.seed)
     weights = weights or LossWeights()
-    for dataset in (data, val_data):
+    for dataset in (data, val_data):  # build only what a weighted term reads (tokenising unused texts costs time)
         if dataset is not None:
-            dataset.keep_extras(
-                weights.hard_negative > 0,
-                weights.mcq > 0,
-                weights.exclusion > 0,
-                weights.retain > 0 and getattr(cfg, "retain_on", "originals"),
-            )
+            dataset.spec = batch_spec(weights, dataset.available())
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.batch_size % world or cfg.batch_size // world < 2:
         raise ValueError(f"batch_size {cfg.batch_size} must split into >= 2 images on each of {world} processes")
     per_process = cfg.batch_size // world
-    group = cfg.batch_size if getattr(cfg, "group_by_length", False) else 0  # batches of similar text lengths
+    group = cfg.batch_size if cfg.group_by_length else 0  # batches of similar text lengths
     micro_per_epoch = len(data) // cfg.batch_size
     if micro_per_epoch < accum:
         raise ValueError(f"{len(data)} images are fewer than one step of {accum} x {cfg.batch_size}")
@@ -201,7 +206,7 @@ def train_contrastive(
     elif accelerator.is_main_process:
         log_path.unlink(missing_ok=True)
         shutil.rmtree(best_dir, ignore_errors=True)
-    best_metric = cfg.best_metric if (val_data is not None or evaluator is not None) else ""
+    best_metric = best_metric if (val_data is not None or evaluator is not None) else ""
     lower_is_better = best_metric.endswith("loss")
     best_score = (
         json.loads((best_dir / "best.json").read_text())["score"] if (best_dir / "best.json").is_file() else None
@@ -237,8 +242,8 @@ def train_contrastive(
         for a in range(accum):
             epoch, k = divmod(step * accum + a, micro_per_epoch)
             global_batch = data.order(epoch, cfg.seed, group)[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-            batch = data.batch(global_batch[rank * per_process : (rank + 1) * per_process].tolist(), epoch, cfg.seed)
-            batch = {name: t.to(accelerator.device) if isinstance(t, torch.Tensor) else t for name, t in batch.items()}
+            indices = global_batch[rank * per_process : (rank + 1) * per_process].tolist()
+            batch = data.batch(indices, epoch, cfg.seed).to(accelerator.device)
             # DDP syncs gradients on the last micro-batch of the step only
             sync = accelerator.no_sync(model) if a < accum - 1 else contextlib.nullcontext()
             with sync, accelerator.autocast():
@@ -263,7 +268,7 @@ def train_contrastive(
             }
             log(row)
             bar.set_postfix(loss=row["loss"])
-        if evaluating and (done == total or (cfg.eval_steps and done % cfg.eval_steps == 0)):
+        if evaluating and (done == total or (eval_steps and done % eval_steps == 0)):
             if accelerator.is_main_process:
                 row = {"step": done, **_evaluate(accelerator.unwrap_model(model), val_data, evaluator, cfg, weights)}
                 log(row)

@@ -15,18 +15,31 @@
   negation must not move what plain captions mean (zero-shot, retrieval).
   With ``retain_on="picks"`` only the batch's own affirmative rows (the
   ``affirmative_ratio`` swaps) are held, which costs no extra text rows.
+
+Each term is one entry of :data:`TERMS`: a small function of the encoded
+batch (:class:`Encoded`) and the :class:`~.batch.Batch`, with the text rows
+and optional fields it reads. The table decides what the collator builds
+(:func:`batch_spec`) and what one forward pass encodes; :func:`compute_loss`
+is the weighted sum of the terms. A new term is one function and one entry.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .batch import Batch, BatchSpec
+
+RETAIN_ON = ("originals", "picks")
+
 
 @dataclass(frozen=True)
 class LossWeights:
+    """The weight of each term of :data:`TERMS` (0 = off; ``contrastive`` is always computed and logged)."""
+
     contrastive: float = 1.0
     hard_negative: float = 0.0
     mcq: float = 0.0
@@ -34,11 +47,15 @@ class LossWeights:
     #: logit scale of the exclusion term; 0 = the model's own (trainable) logit scale
     exclusion_scale: float = 0.0
     retain: float = 0.0
+    #: texts the retain term holds: "originals" (an extra text row per caption) | "picks" (no extra rows)
+    retain_on: str = "originals"
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if value < 0:
-                raise ValueError(f"loss weight {name} must be >= 0, got {value}")
+        for name in ("contrastive", "hard_negative", "mcq", "exclusion", "exclusion_scale", "retain"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
+        if self.retain_on not in RETAIN_ON:
+            raise ValueError(f"retain_on must be 'originals' or 'picks', not {self.retain_on!r}")
 
 
 def gather_with_local_grad(accelerator, x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -114,65 +131,161 @@ def retain_loss(txt: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     return (1 - (txt * F.normalize(anchors.to(txt.dtype), dim=-1)).sum(-1)).mean()
 
 
-def compute_loss(model, batch: dict, weights: LossWeights, accelerator=None) -> tuple[torch.Tensor, dict]:
+# --------------------------------------------------------------------------- the terms of a batch
+
+
+@dataclass
+class Encoded:
+    """One forward pass over a batch: normalised embeddings by name, and the contrastive term's global view."""
+
+    images: torch.Tensor  # this process's images [n, d]
+    distractors: torch.Tensor  # their distractors [m, d] (empty when no term reads them)
+    texts: dict[str, torch.Tensor]  # row kind -> embeddings of those rows
+    scale: torch.Tensor  # the model's logit scale (exp)
+    images_global: torch.Tensor  # every process's images; this process's rows keep their gradient
+    captions_global: torch.Tensor
+    offset: int  # where this process's rows start in the global batch
+
+    @property
+    def captions(self) -> torch.Tensor:
+        return self.texts["captions"]
+
+
+def contrastive_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
+    return contrastive_loss(enc.images_global, enc.captions_global, enc.scale)
+
+
+def hard_negative_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
+    originals = enc.texts["originals"]
+    return hard_negative_loss(enc.images, enc.captions_global, enc.offset, originals, batch.hard_mask, enc.scale)
+
+
+def retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
+    if weights.retain_on == "picks":  # the caption rows that are affirmative texts
+        txt = enc.captions
+        mask = batch.retain_mask.to(txt.device)
+        return retain_loss(txt[mask], batch.anchor_embeds.to(txt.device)[mask])
+    return retain_loss(enc.texts["originals"], batch.anchor_embeds)
+
+
+def mcq_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
+    n, k = batch.mcq_valid.shape
+    options = enc.texts["mcq_options"].view(n, k, -1)
+    return mcq_loss(enc.images, enc.captions, options, batch.mcq_valid, enc.scale)
+
+
+def exclusion_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
+    scale = enc.scale
+    if weights.exclusion_scale:
+        scale = torch.tensor(weights.exclusion_scale, device=enc.images.device)
+    return exclusion_loss(enc.images, enc.captions, enc.distractors, batch.distractor_owner, scale)
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """A loss term: its function, the text rows and batch fields it reads, and what the data must hold for it."""
+
+    fn: Callable[[Encoded, Batch, LossWeights], torch.Tensor]
+    rows: tuple[str, ...] = ("captions",)
+    fields: tuple[str, ...] = ()
+    requires: str | None = None  # an ``ImageTextData.available()`` name; None: any data
+    #: rows and fields that depend on the weights (the retain term's ``retain_on``); overrides rows/fields
+    needs_of: Callable[[LossWeights], tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+
+    def needs(self, weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return self.needs_of(weights) if self.needs_of is not None else (self.rows, self.fields)
+
+
+def _retain_needs(weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if weights.retain_on == "picks":
+        return ("captions",), ("anchor_embeds", "retain_mask")
+    return ("captions", "originals"), ("anchor_embeds",)
+
+
+#: every loss term, in the order the weighted sum adds them
+TERMS: dict[str, LossTerm] = {
+    "contrastive": LossTerm(contrastive_term),
+    "hard_negative": LossTerm(hard_negative_term, ("captions", "originals"), ("hard_mask",), "originals"),
+    "retain": LossTerm(retain_term, requires="anchors", needs_of=_retain_needs),
+    "mcq": LossTerm(mcq_term, ("captions", "mcq_options"), ("mcq_valid",), "mcq"),
+    "exclusion": LossTerm(exclusion_term, fields=("distractors",), requires="distractors"),
+}
+
+
+def _weighted(name: str, weights: LossWeights) -> bool:
+    return name == "contrastive" or getattr(weights, name) > 0  # InfoNCE is logged even at weight 0
+
+
+def batch_spec(weights: LossWeights, available: frozenset[str] | set[str]) -> BatchSpec:
+    """What batches must carry for the weighted terms that the data can feed (``ImageTextData.available()``)."""
+    rows, fields = set(), set()
+    for name, term in TERMS.items():
+        if _weighted(name, weights) and (term.requires is None or term.requires in available):
+            term_rows, term_fields = term.needs(weights)
+            rows.update(term_rows)
+            fields.update(term_fields)
+    return BatchSpec(tuple(rows), frozenset(fields))
+
+
+_FIELD_ATTRS = {"distractors": "distractor_owner"}  # spec field -> the Batch attribute that shows it is there
+
+
+def active_terms(batch: Batch, weights: LossWeights) -> list[str]:
+    """The weighted terms whose rows and fields this batch holds (MCQ needs at least one option row)."""
+    active = []
+    for name, term in TERMS.items():
+        rows, fields = term.needs(weights)
+        has_rows = all(k in batch.rows and batch.rows[k].stop > batch.rows[k].start for k in rows)
+        has_fields = all(getattr(batch, _FIELD_ATTRS.get(f, f)) is not None for f in fields)
+        if _weighted(name, weights) and has_rows and has_fields:
+            active.append(name)
+    return active
+
+
+def encode(model, batch: Batch, terms: list[str], weights: LossWeights, accelerator=None) -> Encoded:
+    """ONE forward call through ``model`` (so DDP sees it) over the images, distractors and text rows ``terms`` read."""
+    needs = [TERMS[name].needs(weights) for name in terms]
+    kinds = [k for k in batch.rows if k == "captions" or any(k in rows for rows, _ in needs)]
+    index = torch.cat([torch.arange(batch.rows[k].start, batch.rows[k].stop) for k in kinds])
+    index = index.to(batch.input_ids.device)
+    images = batch.images
+    if any("distractors" in fields for _, fields in needs):
+        images = torch.cat([images, batch.distractor_images])
+    out = model(
+        input_ids=batch.input_ids[index], attention_mask=batch.attention_mask[index], **{batch.image_kind: images}
+    )
+    img_all, txt_all = out.image_embeds.float(), out.text_embeds.float()
+    texts, start = {}, 0
+    for k in kinds:
+        size = batch.rows[k].stop - batch.rows[k].start
+        texts[k] = txt_all[start : start + size]
+        start += size
+    n_img = len(batch.images)
+    img = img_all[:n_img]
+    base = model.module if hasattr(model, "module") else model
+    img_g, offset = gather_with_local_grad(accelerator, img)
+    txt_g, _ = gather_with_local_grad(accelerator, texts["captions"])
+    return Encoded(img, img_all[n_img:], texts, base.logit_scale.exp().float(), img_g, txt_g, offset)
+
+
+def compute_loss(model, batch: Batch, weights: LossWeights, accelerator=None) -> tuple[torch.Tensor, dict]:
     """The weighted loss of one batch: ``(loss to back-propagate, {term: value for logging})``.
 
-    One forward call through ``model`` (so DDP sees it) encodes the batch's
-    images and distractors and all its texts. The contrastive term is computed
-    over the global batch with only this process's features carrying
-    gradient; DDP then averages over processes, so it is scaled by the number
-    of processes to give the exact gradient of the global loss.
+    The contrastive term is computed over the global batch with only this
+    process's features carrying gradient; DDP then averages over processes,
+    so it is scaled by the number of processes to give the exact gradient of
+    the global loss.
     """
-    n = batch["n_texts"]
-    on_picks = "retain_mask" in batch  # retain on the batch's own affirmative rows, no extra rows
-    n_hard = n if ("hard_mask" in batch or ("anchor_embeds" in batch and not on_picks)) else 0
-    retain = bool(weights.retain and "anchor_embeds" in batch)
-    hard = bool(weights.hard_negative and "hard_mask" in batch)
-    originals_used = hard or (retain and not on_picks)  # rows n..2n (the affirmative originals) feed a term
-    k = batch["mcq_valid"].shape[1] if "mcq_valid" in batch else 0
-    # encode only what a weighted term uses: rows [captions | hard negatives | MCQ options]
-    keep = [torch.arange(n)]
-    if originals_used:
-        keep.append(torch.arange(n, 2 * n))
-    if weights.mcq and k:
-        keep.append(torch.arange(n + n_hard, n + n_hard + n * k))
-    rows = torch.cat(keep).to(batch["input_ids"].device)
-    kind = "image_embeds" if "image_embeds" in batch else "pixel_values"  # cached features of a frozen vision tower
-    images = batch[kind]
-    n_img = len(images)
-    if weights.exclusion and f"distractor_{kind}" in batch:
-        images = torch.cat([images, batch[f"distractor_{kind}"]])
-    out = model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows], **{kind: images})
-    img_all, txt_all = out.image_embeds.float(), out.text_embeds.float()
-    img, txt = img_all[:n_img], txt_all[:n]
-    base = model.module if hasattr(model, "module") else model
-    scale = base.logit_scale.exp().float()
-    img_g, offset = gather_with_local_grad(accelerator, img)
-    txt_g, _ = gather_with_local_grad(accelerator, txt)
-    world = accelerator.num_processes if accelerator is not None else 1
-    parts = {"contrastive": contrastive_loss(img_g, txt_g, scale)}
-    cursor = n
-    if retain and on_picks:
-        mask = batch["retain_mask"].to(txt.device)
-        parts["retain"] = retain_loss(txt[mask], batch["anchor_embeds"].to(txt.device)[mask])
-    if originals_used:
-        originals = txt_all[cursor : cursor + n]
-        if hard:
-            parts["hard_negative"] = hard_negative_loss(img, txt_g, offset, originals, batch["hard_mask"], scale)
-        if retain and not on_picks:
-            parts["retain"] = retain_loss(originals, batch["anchor_embeds"])
-        cursor += n
-    if weights.mcq and k:
-        parts["mcq"] = mcq_loss(img, txt, txt_all[cursor : cursor + n * k].view(n, k, -1), batch["mcq_valid"], scale)
-    if weights.exclusion and "distractor_owner" in batch:
-        ex_scale = scale if not weights.exclusion_scale else torch.tensor(weights.exclusion_scale, device=img.device)
-        parts["exclusion"] = exclusion_loss(img, txt, img_all[n_img:], batch["distractor_owner"], ex_scale)
+    terms = active_terms(batch, weights)
+    enc = encode(model, batch, terms, weights, accelerator)
+    parts = {name: TERMS[name].fn(enc, batch, weights) for name in terms}
     loss = sum(getattr(weights, name) * value for name, value in parts.items())
     backward = loss
+    world = accelerator.num_processes if accelerator is not None else 1
     if world > 1:
         # DDP averages gradients over processes: the features' share of the global loss is scaled by the number
         # of processes; logit_scale sees every logit on every process already, so its share is not
-        features_only = contrastive_loss(img_g, txt_g, scale.detach())
-        scale_only = contrastive_loss(img_g.detach(), txt_g.detach(), scale)
+        features_only = contrastive_loss(enc.images_global, enc.captions_global, enc.scale.detach())
+        scale_only = contrastive_loss(enc.images_global.detach(), enc.captions_global.detach(), enc.scale)
         backward = loss + weights.contrastive * (world * features_only + scale_only - parts["contrastive"])
     return backward, {"loss": loss.detach(), **{name: value.detach() for name, value in parts.items()}}
