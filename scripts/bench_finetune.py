@@ -12,7 +12,13 @@
 3. peak RSS of fine-tuning ``both`` towers vs ``text`` vs ``lora-text``, each
    in its own subprocess (so one run's peak does not hide another's).
 
-    python scripts/bench_finetune.py [--steps 20] [--batch_size 64] [--group_by_length] [--demo runs/demo]
+``--preset clip-vit-base-patch32`` (or another OpenAI ViT preset) measures the
+paper's model: built from its architecture with random weights (nothing is
+downloaded), images processed at its size. The data is a small scene world
+and its negated-caption corpus, built with the library's own pipeline.
+
+    python scripts/bench_finetune.py [--preset tiny] [--steps 20] [--batch_size 64] [--group_by_length] [--demo runs/demo]
+    python scripts/bench_finetune.py --preset clip-vit-base-patch32 --batch_size 8 --steps 5 --images 200
 """
 
 import argparse
@@ -25,29 +31,76 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from negation_fixture import write_negation_fixture  # noqa: E402
+from hf_negationclip import world as scene_world
+from hf_negationclip.corpus import CorpusConfig, run_corpus
+from hf_negationclip.modeling import NegationCLIPModel, build_model, get_preset, load_processor
+from hf_negationclip.modeling.convert_openai import OPENAI_ARCHS
+from hf_negationclip.modeling.model import BOS_TOKEN_ID, EOS_TOKEN_ID, MAX_TEXT_LENGTH, VOCAB_SIZE
+from hf_negationclip.training import BatchSpec, FinetuneConfig, ImageTextData, configure_trainable, train_contrastive
+from hf_negationclip.training.data import load_negated_corpus
+from hf_negationclip.training.finetune import _frozen_image_encoder
 
-from hf_negationclip import world as scene_world  # noqa: E402
-from hf_negationclip.modeling import build_model, load_processor  # noqa: E402
-from hf_negationclip.training import FinetuneConfig, ImageTextData, configure_trainable, train_contrastive  # noqa: E402
-from hf_negationclip.training.data import load_negated_corpus  # noqa: E402
-from hf_negationclip.training.finetune import _frozen_image_encoder  # noqa: E402
+#: preset -> OpenAI architecture (OPENAI_ARCHS), for building the real models' shapes without a download
+_ARCH = {
+    "clip-vit-base-patch32": "ViT-B/32",
+    "clip-vit-base-patch16": "ViT-B/16",
+    "clip-vit-large-patch14": "ViT-L/14",
+    "clip-vit-large-patch14-336": "ViT-L/14@336px",
+}
+
+
+def random_model(preset: str, seed: int = 0) -> NegationCLIPModel:
+    """``preset`` with random weights: ``tiny`` as the package builds it, an OpenAI ViT from its architecture."""
+    if preset == "tiny":
+        return build_model("tiny", seed=seed)
+    from transformers import CLIPConfig
+
+    if preset not in _ARCH:
+        raise SystemExit(f"unknown --preset {preset!r}; known: tiny, {', '.join(_ARCH)}")
+    v_width, v_layers, patch, size, t_width, t_layers, dim = OPENAI_ARCHS[_ARCH[preset]]
+    text = dict(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=t_width,
+        intermediate_size=4 * t_width,
+        num_hidden_layers=t_layers,
+        num_attention_heads=t_width // 64,
+        max_position_embeddings=MAX_TEXT_LENGTH,
+        bos_token_id=BOS_TOKEN_ID,
+        eos_token_id=EOS_TOKEN_ID,
+        pad_token_id=EOS_TOKEN_ID,
+        hidden_act="quick_gelu",
+    )
+    vision = dict(
+        hidden_size=v_width,
+        intermediate_size=4 * v_width,
+        num_hidden_layers=v_layers,
+        num_attention_heads=v_width // 64,
+        image_size=size,
+        patch_size=patch,
+        hidden_act="quick_gelu",
+    )
+    torch.manual_seed(seed)
+    return NegationCLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim))
+
+
+def processor_for(preset: str):
+    return load_processor(image_size=None if preset == "tiny" else get_preset(preset).image_size)
 
 
 def _setup(root: Path, n_images: int):
+    """A scene world and its negated-caption corpus (the library's pipeline, with minimal-pair distractors)."""
     world, corpus = root / "world", root / "corpus"
     if not (world / "world.json").exists():
         scene_world.write_world(world, n_images, seed=0, show_progress=False)
     if not (corpus / "negated_captions_train.json").exists():
-        write_negation_fixture(world, corpus, "train")
+        run_corpus(CorpusConfig(world_dir=str(world), output_dir=str(corpus), splits="train", show_progress=False))
     return world, corpus
 
 
-def _cfg(root, world, corpus, train, steps, batch_size, group_by_length=False):
+def _cfg(root, world, corpus, train, steps, batch_size, group_by_length=False, preset="tiny"):
     # InfoNCE only, random batches: the work of the bare loop
     return FinetuneConfig(
-        preset="tiny",
+        preset=preset,
         world_dir=str(world),
         corpus_dir=str(corpus),
         output_dir=str(root / f"out_{train}"),
@@ -67,7 +120,7 @@ def _cfg(root, world, corpus, train, steps, batch_size, group_by_length=False):
 
 
 def loop_seconds(cfg, data) -> float:
-    model = configure_trainable(build_model("tiny", seed=0), cfg)
+    model = configure_trainable(random_model(cfg.preset, seed=0), cfg)
     t = time.perf_counter()
     train_contrastive(model, data, cfg, cfg.loss_weights())
     return time.perf_counter() - t
@@ -77,21 +130,16 @@ def bare_seconds(cfg, data) -> float:
     """forward/backward/step over tensors built beforehand: the floor any loop pays."""
     from transformers import get_cosine_schedule_with_warmup
 
-    model = configure_trainable(build_model("tiny", seed=0), cfg)
+    model = configure_trainable(random_model(cfg.preset, seed=0), cfg)
     model.train()
-    data.keep_extras(False, False, False)  # what the loop builds with every extra term off: same padding
+    data.spec = BatchSpec()  # what the loop builds with every extra term off: caption rows only, same padding
     batches = [
         data.batch(data.order(0, 0)[k * cfg.batch_size : (k + 1) * cfg.batch_size].tolist(), 0, 0)
         for k in range(min(cfg.max_steps, len(data) // cfg.batch_size))
     ]
-    # the rows the loop's forward sees (captions only: extra terms are off), with the same padding
+    # the tensors the loop's forward sees, as plain model inputs
     batches = [
-        {
-            "pixel_values": b["pixel_values"],
-            "input_ids": b["input_ids"][: b["n_texts"]],
-            "attention_mask": b["attention_mask"][: b["n_texts"]],
-        }
-        for b in batches
+        {"pixel_values": b.images, "input_ids": b.input_ids, "attention_mask": b.attention_mask} for b in batches
     ]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
@@ -109,10 +157,11 @@ def bare_seconds(cfg, data) -> float:
     return time.perf_counter() - t
 
 
-def rss_child(root: Path, train: str, steps: int, batch_size: int) -> None:
+def rss_child(root: Path, train: str, steps: int, batch_size: int, preset: str) -> None:
     world, corpus = _setup(root, 0)
-    cfg = _cfg(root, world, corpus, train, steps, batch_size)
-    data = ImageTextData(load_negated_corpus(cfg.corpus_path, cfg.images_path), load_processor(), show_progress=False)
+    cfg = _cfg(root, world, corpus, train, steps, batch_size, preset=preset)
+    records = load_negated_corpus(cfg.corpus_path, cfg.images_path)
+    data = ImageTextData(records, processor_for(preset), show_progress=False)
     before = _rss_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak (VmHWM) so data loading does not count
     loop_seconds(cfg, data)
@@ -128,6 +177,7 @@ def _rss_mb(field: str) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="tiny", help=f"tiny | {' | '.join(_ARCH)} (random weights, no download)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--images", type=int, default=600)
@@ -139,18 +189,20 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(args.root or tempfile.mkdtemp(prefix="bench_finetune_"))
     if args.rss_child:
-        return rss_child(root, args.rss_child, args.steps, args.batch_size)
+        return rss_child(root, args.rss_child, args.steps, args.batch_size, args.preset)
     torch.set_num_threads(torch.get_num_threads())
     world, corpus = (Path(args.demo, "world"), Path(args.demo, "corpus")) if args.demo else _setup(root, args.images)
-    cfg = _cfg(root, world, corpus, "text", args.steps, args.batch_size)
-    data = ImageTextData(load_negated_corpus(cfg.corpus_path, cfg.images_path), load_processor(), show_progress=False)
+    cfg = _cfg(root, world, corpus, "text", args.steps, args.batch_size, preset=args.preset)
+    records = load_negated_corpus(cfg.corpus_path, cfg.images_path)
+    data = ImageTextData(records, processor_for(args.preset), show_progress=False)
     loop, bare = [], []
     for _ in range(args.rounds):  # alternate, so a load change on the machine hits both
         bare.append(bare_seconds(cfg, data))
         loop.append(loop_seconds(cfg, data))
     samples = args.steps * args.batch_size
     print(
-        f"train=text, batch {args.batch_size}, {args.steps} steps, {len(data)} images, {torch.get_num_threads()} threads"
+        f"preset {args.preset}, train=text, batch {args.batch_size}, {args.steps} steps, {len(data)} images, "
+        f"{torch.get_num_threads()} threads"
     )
     print(
         f"  bare loop    : {samples / min(bare):7.1f} samples/s (best of {args.rounds}; all: {[round(samples / b, 1) for b in bare]})"
@@ -162,12 +214,12 @@ def main() -> None:
     if args.group_by_length:
         # as the demo trains the text tower: on cached image features, so the text side is the whole step
         features = ImageTextData(
-            load_negated_corpus(cfg.corpus_path, cfg.images_path),
-            load_processor(),
+            records,
+            processor_for(args.preset),
             show_progress=False,
-            encoder=_frozen_image_encoder(build_model("tiny", seed=0)),
+            encoder=_frozen_image_encoder(random_model(args.preset, seed=0)),
         )
-        grouped_cfg = _cfg(root, world, corpus, "text", args.steps, args.batch_size, group_by_length=True)
+        grouped_cfg = _cfg(root, world, corpus, "text", args.steps, args.batch_size, True, args.preset)
         plain, grouped = [], []
         for _ in range(args.rounds):
             plain.append(loop_seconds(cfg, features))
@@ -202,6 +254,8 @@ def main() -> None:
                 "5",
                 "--batch_size",
                 str(args.batch_size),
+                "--preset",
+                args.preset,
             ],
             capture_output=True,
             text=True,

@@ -1,5 +1,6 @@
 """Fine-tuning: what trains, losses, LoRA outputs, resume after SIGKILL, 2 CPU processes, config and errors."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -15,8 +16,25 @@ from transformers import CLIPModel, CLIPTextModel
 
 from hf_negationclip import NegationCLIPModel, load_processor, tiny_clip_config
 from hf_negationclip.apps.cli import main
-from hf_negationclip.training import FinetuneConfig, LossWeights, compute_loss, exclusion_loss, finetune
-from hf_negationclip.training.data import ImageTextData, load_negated_corpus
+from hf_negationclip.training import (
+    TERMS,
+    BatchSpec,
+    FinetuneConfig,
+    LossWeights,
+    batch_spec,
+    compute_loss,
+    exclusion_loss,
+    finetune,
+)
+from hf_negationclip.training.batch import BatchSources, Pick, collate
+from hf_negationclip.training.data import (
+    Caption,
+    ImageTextData,
+    TrainRecord,
+    drop_unreadable_images,
+    load_negated_corpus,
+)
+from hf_negationclip.training.losses import active_terms, encode
 
 sys.path.insert(0, str(Path(__file__).parent))
 from negation_fixture import write_negation_fixture  # noqa: E402
@@ -48,7 +66,7 @@ def _cfg(setup, out, **kw):
         log_steps=1,
         show_progress=False,
         val_fraction=0.25,
-        # the retain term (0 at step 0, on in the tiny recipe) is tested on its own below; InfoNCE at full
+        # the retain term (0 at step 0, on in the ours recipe) is tested on its own below; InfoNCE at full
         # weight and no affirmative swaps: the loop's mechanics, not the demo recipe, are under test here
         retain_weight=0.0,
         contrastive_weight=1.0,
@@ -188,7 +206,7 @@ seen, real = [], ImageTextData.batch
 def spy(self, indices, epoch, seed):
     out = real(self, indices, epoch, seed)
     entries = self.entries(indices, epoch, seed)
-    seen.append({"images": [str(self.paths[i]) for i in indices], "n_distractors": len(out["distractor_owner"]),
+    seen.append({"images": [str(self.paths[i]) for i in indices], "n_distractors": len(out.distractor_owner),
                  "expected": sum(len(e.distractors) for e, swapped in entries if not swapped)})
     return out
 ImageTextData.batch = spy
@@ -274,35 +292,36 @@ def test_exclusion_and_gathered_contrastive_terms_match_their_definitions(setup,
     records = load_negated_corpus(setup["corpus"] / "negated_captions_train.json", world / "images" / "train")
     model = NegationCLIPModel.from_pretrained(setup["base"]).eval()
     data = ImageTextData(records[:6], load_processor(image_size=64), show_progress=False)
+    weights = LossWeights(exclusion=1.0, hard_negative=1.0, mcq=1.0)
+    data.spec = batch_spec(weights, data.available())
     batch = data.batch(list(range(6)), 0, 0)
+    assert batch.image_kind == "pixel_values" and list(batch.rows) == ["captions", "originals", "mcq_options"]
     with torch.no_grad():
-        _, parts = compute_loss(model, batch, LossWeights(exclusion=1.0, hard_negative=1.0, mcq=1.0))
+        _, parts = compute_loss(model, batch, weights)
         clip = model(
-            input_ids=batch["input_ids"][:6],
-            attention_mask=batch["attention_mask"][:6],
-            pixel_values=batch["pixel_values"],
+            input_ids=batch.input_ids[:6],
+            attention_mask=batch.attention_mask[:6],
+            pixel_values=batch.images,
             return_loss=True,
         ).loss
         out = model(
-            input_ids=batch["input_ids"][:6],
-            attention_mask=batch["attention_mask"][:6],
-            pixel_values=batch["distractor_pixel_values"],
+            input_ids=batch.input_ids[:6],
+            attention_mask=batch.attention_mask[:6],
+            pixel_values=batch.distractor_images,
         )
     assert parts["contrastive"].item() == pytest.approx(clip.item(), rel=1e-5)
     assert set(parts) == {"loss", "contrastive", "hard_negative", "mcq", "exclusion"}
     with torch.no_grad():
         img = model(
-            input_ids=batch["input_ids"][:6],
-            attention_mask=batch["attention_mask"][:6],
-            pixel_values=batch["pixel_values"],
+            input_ids=batch.input_ids[:6],
+            attention_mask=batch.attention_mask[:6],
+            pixel_values=batch.images,
         ).image_embeds
     txt, dis, scale = out.text_embeds, out.image_embeds, model.logit_scale.exp()
     manual = torch.nn.functional.cross_entropy(
         scale * torch.stack([(txt * img).sum(-1), (txt * dis).sum(-1)], dim=1), torch.zeros(6, dtype=torch.long)
     )
-    assert exclusion_loss(img, txt, dis, batch["distractor_owner"], scale).item() == pytest.approx(
-        manual.item(), rel=1e-5
-    )
+    assert exclusion_loss(img, txt, dis, batch.distractor_owner, scale).item() == pytest.approx(manual.item(), rel=1e-5)
 
 
 def test_config_file_with_flag_overrides_and_a_parquet_dataset(setup, tmp_path, capsys):
@@ -386,7 +405,13 @@ def test_forward_on_cached_image_embeddings_matches_the_pixel_forward():
 
 def test_cached_image_features_train_like_pixels_and_the_retain_term_starts_at_zero(setup, tmp_path):
     kw = dict(
-        train="text", max_steps=3, val_fraction=0.0, exclusion_weight=1.0, retain_weight=1.0, export_text_encoder=False
+        train="text",
+        max_steps=3,
+        val_fraction=0.0,
+        exclusion_weight=1.0,
+        retain_weight=1.0,
+        retain_on="originals",  # affirmative_ratio is 0 here: on "picks" the term would hold no rows
+        export_text_encoder=False,
     )
     cached = finetune(_cfg(setup, tmp_path / "cached", **kw))
     finetune(_cfg(setup, tmp_path / "pixels", cache_image_features=False, **kw))
@@ -428,14 +453,15 @@ def test_runs_from_one_vision_tower_share_encoded_images_and_picks_retain_adds_n
     assert torch.equal(first.cache, second.cache) and torch.equal(first.distractor_cache, second.distractor_cache)
     # the retain term on the batch's affirmative picks: a mask over the caption rows, no extra text rows
     second.set_anchors(lambda texts: torch.randn(len(texts), model.config.projection_dim))
-    second.keep_extras(False, False, True, "picks")
+    weights = LossWeights(exclusion=1.0, retain=1.0, retain_on="picks")
+    second.spec = batch_spec(weights, second.available())
     batch = second.batch(list(range(len(second))), 0, 0)
-    assert len(batch["input_ids"]) == batch["n_texts"] == len(batch["retain_mask"]) == len(batch["anchor_embeds"])
+    assert len(batch.input_ids) == len(batch) == len(batch.retain_mask) == len(batch.anchor_embeds)
     with torch.no_grad():
-        _, parts = compute_loss(model, batch, LossWeights(exclusion=1.0, retain=1.0))
+        _, parts = compute_loss(model, batch, weights)
     assert "retain" in parts and torch.isfinite(parts["retain"])
     with pytest.raises(ValueError, match="retain_on"):
-        second.keep_extras(False, False, True, "everything")
+        LossWeights(retain=1.0, retain_on="everything")
 
 
 def test_finetune_reuses_image_features_only_for_the_same_vision_tower(setup, tmp_path):
@@ -475,3 +501,193 @@ def test_group_by_length_keeps_every_image_once_and_cuts_padding():
     assert padded(grouped) < 0.75 * padded(plain), (padded(grouped), padded(plain))
     first = [lengths[grouped[k * group : (k + 1) * group]].float().mean().item() for k in range(5)]
     assert sorted(first) != first and sorted(first, reverse=True) != first  # batches are shuffled, not long-to-short
+
+
+# --------------------------------------------------------------------------- the typed batch and the loss terms
+
+_PICKS = [  # negated with 2 distractors and 1 option; negated with 1 distractor and 2 options; swapped; plain
+    Pick(Caption("a red circle with no blue star", "a red circle", (Path("d0"), Path("d1")), ("a red star",)), False),
+    Pick(Caption("a cross without a square", "a cross and a square", (Path("d2"),), ("a square", "a cross")), False),
+    Pick(Caption("a green cross but no star", "a green cross", (Path("d3"),), ("a star",)), True),
+    Pick(Caption("a yellow triangle"), False),
+]
+
+
+def _hand_batch(spec: BatchSpec, dim: int = 128):
+    gen = torch.Generator().manual_seed(0)
+    anchors = {t: torch.randn(dim, generator=gen) for t in ("a red circle", "a cross and a square", "a green cross")}
+    anchors["a yellow triangle"] = torch.randn(dim, generator=gen)
+    distractors = {Path(f"d{i}"): torch.randn(dim, generator=gen) for i in range(4)}
+    sources = BatchSources(
+        anchors=lambda texts: torch.stack([anchors[t] for t in texts]),
+        distractors=lambda paths: torch.stack([distractors[p] for p in paths]),
+    )
+    images = torch.randn(len(_PICKS), dim, generator=gen)
+    tokenizer = load_processor(image_size=64).tokenizer
+    return collate(_PICKS, images, "image_embeds", tokenizer, spec, sources), anchors, distractors
+
+
+def test_the_collator_lays_out_named_rows_and_fields():
+    spec = BatchSpec(("mcq_options", "originals"), frozenset(["distractors", "hard_mask", "retain_mask", "mcq_valid"]))
+    batch, _, distractors = _hand_batch(spec)
+    assert batch.rows == {"captions": slice(0, 4), "originals": slice(4, 8), "mcq_options": slice(8, 16)}
+    texts = ["a red circle with no blue star", "a cross without a square", "a green cross", "a yellow triangle"]
+    texts += ["a red circle", "a cross and a square", "a green cross", "a yellow triangle"]
+    texts += ["a red star", _PICKS[0].caption.text, "a square", "a cross", "a star", "a green cross but no star"]
+    texts += ["a yellow triangle"] * 2  # no options: padded with the caption itself, masked out
+    tokenizer = load_processor(image_size=64).tokenizer
+    assert torch.equal(batch.input_ids, tokenizer(texts, padding=True, return_tensors="pt")["input_ids"])
+    assert batch.hard_mask.tolist() == [True, True, False, False]
+    assert batch.retain_mask.tolist() == [False, False, True, True]
+    assert batch.mcq_valid.tolist() == [[True, False], [True, True], [False, False], [False, False]]
+    assert batch.distractor_owner.tolist() == [0, 0, 1]  # the swapped caption's distractor is not encoded
+    assert torch.equal(batch.distractor_images, torch.stack([distractors[Path(f"d{i}")] for i in range(3)]))
+    assert batch.anchor_embeds is None and len(batch) == 4
+    only = _hand_batch(BatchSpec())[0]
+    assert only.rows == {"captions": slice(0, 4)} and only.hard_mask is None and only.distractor_owner is None
+
+
+def test_batch_spec_holds_only_what_the_weighted_terms_read_from_the_data_at_hand():
+    every = frozenset({"originals", "distractors", "mcq", "anchors"})
+    assert batch_spec(LossWeights(), every) == BatchSpec()
+    assert batch_spec(LossWeights(mcq=1.0), every) == BatchSpec(("captions", "mcq_options"), frozenset({"mcq_valid"}))
+    assert batch_spec(LossWeights(mcq=1.0), frozenset()) == BatchSpec()  # no options in the data: nothing to build
+    picks = batch_spec(LossWeights(retain=1.0, exclusion=1.0, retain_on="picks"), every)
+    assert picks == BatchSpec(("captions",), frozenset({"anchor_embeds", "retain_mask", "distractors"}))
+    originals = batch_spec(LossWeights(retain=1.0, hard_negative=1.0), every)
+    assert originals == BatchSpec(("captions", "originals"), frozenset({"anchor_embeds", "hard_mask"}))
+    with pytest.raises(ValueError, match="unknown batch rows"):
+        BatchSpec(("flips",))
+
+
+@pytest.mark.parametrize("retain_on", ["originals", "picks"])
+def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weighted_sum(retain_on):
+    import torch.nn.functional as F
+
+    from hf_negationclip.modeling import feature_tensor
+
+    weights = LossWeights(contrastive=0.5, hard_negative=0.7, mcq=1.3, exclusion=2.0, retain=3.0, retain_on=retain_on)
+    batch, anchors, distractors = _hand_batch(
+        batch_spec(weights, frozenset({"originals", "distractors", "mcq", "anchors"}))
+    )
+    torch.manual_seed(0)
+    model = NegationCLIPModel(tiny_clip_config(64)).eval()
+    tokenizer = load_processor(image_size=64).tokenizer
+    with torch.no_grad():
+        _, parts = compute_loss(model, batch, weights)
+
+        def text(texts):  # each kind encoded on its own, not in the batch's one forward pass
+            tok = tokenizer(texts, padding=True, return_tensors="pt")
+            return F.normalize(feature_tensor(model.get_text_features(**tok)), dim=-1)
+
+        T = text([p.text for p in _PICKS])
+        O = text([p.affirmative for p in _PICKS])
+        I = F.normalize(batch.images, dim=-1)
+        D = F.normalize(torch.stack([distractors[Path(f"d{i}")] for i in range(3)]), dim=-1)
+        s = model.logit_scale.exp()
+        labels = torch.arange(4)
+        expected = {"contrastive": (F.cross_entropy(s * I @ T.T, labels) + F.cross_entropy(s * T @ I.T, labels)) / 2}
+        hard = [
+            F.cross_entropy(s * torch.cat([I[i] @ T.T, (I[i] @ O[i])[None]])[None], labels[i : i + 1]) for i in (0, 1)
+        ]
+        expected["hard_negative"] = sum(hard) / 2
+        A = F.normalize(torch.stack([anchors[p.affirmative] for p in _PICKS]), dim=-1)
+        if retain_on == "originals":
+            expected["retain"] = (1 - (O * A).sum(-1)).mean()
+        else:  # rows 2 (swapped to its original) and 3 (plain) are the affirmative picks
+            expected["retain"] = (1 - (T[2:] * A[2:]).sum(-1)).mean()
+        options = {0: ["a red star"], 1: ["a square", "a cross"]}
+        mcq = [
+            F.cross_entropy(s * torch.cat([(I[i] @ T[i])[None], I[i] @ text(options[i]).T])[None], labels[:1])
+            for i in (0, 1)
+        ]
+        expected["mcq"] = sum(mcq) / 2
+        excl = [
+            F.cross_entropy(s * torch.stack([T[0] @ I[0], T[0] @ D[0], T[0] @ D[1]])[None], labels[:1]),
+            F.cross_entropy(s * torch.stack([T[1] @ I[1], T[1] @ D[2]])[None], labels[:1]),
+        ]
+        expected["exclusion"] = sum(excl) / 2
+    assert set(parts) == {"loss", *expected} == {"loss", *TERMS}
+    for name, value in expected.items():
+        assert parts[name].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-6), name
+    total = sum(getattr(weights, name) * parts[name] for name in TERMS)
+    assert parts["loss"].item() == pytest.approx(total.item(), rel=1e-6)
+
+
+def test_terms_a_batch_cannot_feed_are_left_out():
+    weights = LossWeights(mcq=1.0, exclusion=1.0, hard_negative=1.0)
+    batch, _, _ = _hand_batch(batch_spec(weights, frozenset({"mcq"})))  # the data has options, nothing else
+    assert active_terms(batch, weights) == ["contrastive", "mcq"]
+    plain = [Pick(Caption(p.caption.text), False) for p in _PICKS]  # no caption has an option: zero MCQ rows
+    tokenizer = load_processor(image_size=64).tokenizer
+    spec = batch_spec(weights, frozenset({"mcq"}))
+    empty = collate(plain, torch.randn(4, 128), "image_embeds", tokenizer, spec)
+    assert empty.rows["mcq_options"] == slice(4, 4) and active_terms(empty, weights) == ["contrastive"]
+    torch.manual_seed(0)
+    enc = encode(NegationCLIPModel(tiny_clip_config(64)).eval(), empty, ["contrastive"], weights)
+    assert list(enc.texts) == ["captions"] and len(enc.distractors) == 0
+
+
+# --------------------------------------------------------------------------- recipes and bad images
+
+
+def test_the_demo_runs_are_recipes_of_the_one_table_with_the_values_they_always_had(tmp_path):
+    from hf_negationclip.apps.demo import FINETUNES, DemoConfig, finetune_config
+    from hf_negationclip.training import RECIPES
+
+    shared = dict(epochs=4, batch_size=64, affirmative_ratio=0.35, warmup_ratio=0.05, group_by_length=True)
+    shared.update(val_fraction=0.2, best_metric="val_loss", hard_negative_weight=0.0, mcq_weight=0.0)
+    expected = {  # the demo's fine-tunes before the recipe table (demo.FINETUNES over the "tiny" recipe)
+        "paper": dict(train="text", learning_rate=1e-3, contrastive_weight=1.0, exclusion_weight=0.0,
+                      retain_weight=0.0, retain_on="originals", minimal_pairs_only=False, lora_r=8, lora_alpha=16),
+        "ours": dict(train="text", learning_rate=1e-3, contrastive_weight=0.1, exclusion_weight=2.0,
+                     retain_weight=4.0, retain_on="picks", minimal_pairs_only=True, lora_r=8, lora_alpha=16),
+        "ours-lora": dict(train="lora-text", learning_rate=2e-3, contrastive_weight=0.0, exclusion_weight=2.0,
+                          retain_weight=8.0, retain_on="picks", minimal_pairs_only=True, lora_r=16, lora_alpha=32),
+    }  # fmt: skip
+    assert FINETUNES == tuple(expected) and set(FINETUNES) <= set(RECIPES)
+    for label, values in expected.items():
+        run = finetune_config(DemoConfig(), tmp_path, label)
+        assert run.recipe == label and run.preset == str(tmp_path / "baseline")
+        got = {name: getattr(run, name) for name in {**shared, **values}}
+        assert got == {**shared, **values}, label
+    lora = finetune_config(DemoConfig(finetune_lr=5e-4), tmp_path, "ours-lora")
+    assert lora.learning_rate == 1e-3 and lora.lora_target_modules.startswith(".*text_model")  # twice the demo's lr
+
+
+def test_recipes_fill_unset_options_and_tiny_is_ours(setup, tmp_path):
+    ours, tiny = FinetuneConfig(recipe="ours"), FinetuneConfig(recipe="tiny")
+    assert tiny.recipe == "ours" and dataclasses.asdict(tiny) == dataclasses.asdict(ours)
+    assert FinetuneConfig().recipe == "ours"
+    paper = FinetuneConfig(recipe="paper", learning_rate=3e-5)
+    assert (paper.learning_rate, paper.batch_size, paper.epochs, paper.warmup_ratio) == (3e-5, 512, 15, 0.0)
+    with pytest.raises(ValueError, match="known: paper, ours, ours-lora, tiny"):
+        FinetuneConfig(recipe="fancy")
+
+
+def _corrupt(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:200])  # a truncated JPEG: the header opens, decoding fails
+
+
+def test_unreadable_images_and_distractors_are_dropped_and_listed(setup, tmp_path):
+    import shutil
+
+    corpus, images = tmp_path / "corpus", tmp_path / "images"
+    shutil.copytree(setup["corpus"], corpus)
+    shutil.copytree(setup["world"] / "images" / "train", images)
+    records = load_negated_corpus(corpus / "negated_captions_train.json", images)
+    bad_image, bad_distractor = records[0].image, records[1].caption.distractors[0]
+    _corrupt(bad_image)
+    _corrupt(bad_distractor)
+    kept, skipped = drop_unreadable_images(records, show_progress=False)
+    assert skipped == sorted([str(bad_image), str(bad_distractor)])
+    assert [r.image for r in kept] == [r.image for r in records if r.image != bad_image]
+    assert next(r for r in kept if r.image == records[1].image).caption.distractors == ()
+    cfg = _cfg(setup, tmp_path / "out", corpus_dir=str(corpus), image_dir=str(images), max_steps=1, val_fraction=0.0)
+    with pytest.raises(OSError, match="cannot read training image"):
+        finetune(cfg)
+    finetune(dataclasses.replace(cfg, skip_bad_images=True, export_text_encoder=False))
+    listed = json.loads((tmp_path / "out" / "skipped_images.json").read_text())
+    assert listed == {"count": 2, "images": skipped}
+    ds = [TrainRecord(Path("nope.jpg"), Caption("a red circle"))]
+    assert drop_unreadable_images(ds, show_progress=False) == ([], ["nope.jpg"])

@@ -446,7 +446,7 @@ def test_trainer_writes_the_card_with_the_checkpoint(world, tmp_path):
         save_steps=0,
         log_steps=1,
     )
-    pretrain(cfg, evaluator)
+    pretrain(cfg, evaluator, on_save=cards.write_model_card)  # the CLI and demo pass the card writer
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     meta = _front_matter((tmp_path / "README.md").read_text())
     values = _model_index_values(meta)

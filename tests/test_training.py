@@ -1,4 +1,6 @@
+import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -103,3 +105,57 @@ def test_missing_or_malformed_captions(world, tmp_path):
     bad.write_text('{"images": [], "annotations": [')
     with pytest.raises(ValueError, match="not valid JSON"):
         pretrain(_cfg(world, tmp_path / "b", captions_file=str(bad)))
+
+
+def test_training_never_imports_the_apps():
+    """Layering: the library's training code calls back (evaluator, on_save); it never imports cards or the CLI."""
+    import ast
+    from pathlib import Path
+
+    import hf_negationclip.training as training
+
+    for path in Path(training.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any(n.startswith(("..apps", "hf_negationclip.apps")) for n in names), (path.name, names)
+
+
+def test_the_save_hook_gets_the_run_folder_and_the_cli_writes_the_card(world, tmp_path):
+    from hf_negationclip.apps.cli import main
+
+    calls = []
+    pretrain(_cfg(world, tmp_path / "lib", max_steps=1), on_save=calls.append)
+    assert calls == [tmp_path / "lib"] and not (tmp_path / "lib" / "README.md").exists()
+    flags = ["--world_dir", str(world), "--output_dir", str(tmp_path / "cli"), "--max_steps", "1"]
+    assert main(["pretrain", *flags, "--batch_size", "16", "--show_progress", "false", "--save_steps", "0"]) == 0
+    assert "baseline" in (tmp_path / "cli" / "README.md").read_text()  # the model card, written through the hook
+
+
+def test_a_corrupt_jpeg_stops_training_unless_skip_bad_images(world, tmp_path):
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(world / "images" / "train", images)
+    bad = sorted(images.glob("*.jpg"))[3]
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated: the header opens, the pixels do not decode
+    with pytest.raises(OSError, match=re.escape(f"cannot read training image {bad}")):
+        pretrain(_cfg(world, tmp_path / "strict", image_dir=str(images), max_steps=1))
+    result = pretrain(_cfg(world, tmp_path / "skip", image_dir=str(images), max_steps=1, skip_bad_images=True))
+    assert result["history"][-1]["step"] == 1
+    listed = json.loads((tmp_path / "skip" / "skipped_images.json").read_text())
+    assert listed == {"count": 1, "images": [str(bad)]}
+    assert json.loads((tmp_path / "skip" / "training_config.json").read_text())["skip_bad_images"] is True
+
+
+def test_flags_that_did_nothing_are_gone():
+    from hf_negationclip.training import FinetuneConfig
+
+    names = {f.name for f in dataclasses.fields(PretrainConfig)}
+    assert not names & {"num_workers", "eval_steps", "best_metric"} and "captions_file" in names
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    assert not names & {"num_workers", "captions_file"} and {"eval_steps", "best_metric"} <= names
