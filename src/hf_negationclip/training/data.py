@@ -248,6 +248,12 @@ class ImageTextData:
         of the random order is sorted by the token count of the text its images use this epoch and cut into
         batches of ``group_size``, then the batches are shuffled. A batch pads to its longest text, so
         similar lengths waste far less compute on padding; batches stay random otherwise.
+
+        Not ``transformers.trainer_pt_utils.get_length_grouped_indices``: from the same permutation it gives
+        another order (its megabatch defaults to min(n // (4 * batch), 50) batches, and it keeps each
+        megabatch's batches long-to-short with the longest batch first instead of shuffling the batches), so
+        adopting it would change every grouped run's batches; the shuffle also keeps length trends out of the
+        cosine schedule.
         """
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         perm = torch.randperm(len(self), generator=gen)
