@@ -76,8 +76,8 @@ def test_pretrain_then_evaluate_a_saved_checkpoint(world, tmp_path, capsys):
                 "ccneg",
                 "--output_dir",
                 str(tmp_path / "eval"),
-                "--bootstrap",
-                "0",
+                "--intervals",
+                "false",
                 "--show_progress",
                 "false",
             ]
