@@ -22,7 +22,7 @@ from PIL import Image
 
 
 def naive_predictions(model, processor, tasks) -> list[int]:
-    from hf_negationclip.benchmarks.negrefcocog import crop_box
+    from hf_negationclip.benchmarks.negrefcocog import render_candidate
     from hf_negationclip.evaluation import strict_argmax
 
     preds = []
@@ -32,7 +32,7 @@ def naive_predictions(model, processor, tasks) -> list[int]:
                 if task.kind == "negrefcocog":
                     with Image.open(it.images[0].path) as im:
                         im = im.convert("RGB")
-                        crops = [crop_box(im, r.box, r.margin) for r in it.images]
+                        crops = [render_candidate(im, r) for r in it.images]
                     batch = processor(text=[it.text], images=crops, return_tensors="pt", padding=True)
                     scores = model(**batch).logits_per_text[0]
                 else:
@@ -46,19 +46,20 @@ def naive_predictions(model, processor, tasks) -> list[int]:
 
 
 def harness_predictions(model, processor, tasks) -> list[int]:
-    from hf_negationclip.evaluation import strict_argmax
-    from hf_negationclip.evaluation.harness import EmbeddingCache, _padded_choice_scores
+    from hf_negationclip.evaluation import choice_scores, strict_argmax
+    from hf_negationclip.evaluation.harness import encode_once
 
-    cache = EmbeddingCache(model, processor)
-    cache.encode([r for t in tasks for r in t.image_refs()], [s for t in tasks for s in t.texts()])
+    cache = encode_once(
+        model, processor, [r for t in tasks for r in t.image_refs()], [s for t in tasks for s in t.texts()]
+    )
     preds = []
     for task in tasks:
         if task.kind == "negrefcocog":
-            scores = _padded_choice_scores(
+            scores = choice_scores(
                 cache.texts([it.text for it in task.items]), [cache.images(it.images) for it in task.items]
             )
         else:
-            scores = _padded_choice_scores(
+            scores = choice_scores(
                 cache.images([it.image for it in task.items]), [cache.texts(it.texts) for it in task.items]
             )
         preds += strict_argmax(scores).tolist()
@@ -78,8 +79,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from hf_negationclip import world as scene_world
     from hf_negationclip.benchmarks import write_scene_benchmarks
-    from hf_negationclip.evaluation import load_checkpoint
     from hf_negationclip.evaluation.harness import load_task
+    from hf_negationclip.modeling import load_checkpoint
 
     tmp = Path(tempfile.mkdtemp(prefix="harness_speed_"))
     world = args.world_dir

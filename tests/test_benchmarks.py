@@ -114,3 +114,94 @@ def test_shape_probe_differs_only_in_one_objects_shape(world):
         rgb = np.array(scene_world.COLOR_RGB[color])
         diff = (a != b).any(-1)
         assert ((a[diff] == rgb).all(-1) | (b[diff] == rgb).all(-1)).all()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from hf_negationclip.modeling import NegationCLIPModel, load_processor, tiny_clip_config
+
+    torch.manual_seed(0)
+    return NegationCLIPModel(tiny_clip_config(64)).eval(), load_processor(image_size=64)
+
+
+def test_encode_texts_batches_by_length_and_returns_input_order(tiny):
+    from hf_negationclip.modeling import encode_texts
+
+    model, processor = tiny
+    texts = ["a cat", "a big red square next to a small blue circle with no star", "no", "a green star", "x y z w"]
+    widths, real_tokenizer = [], processor.tokenizer
+
+    def tokenizer(batch, **kw):
+        tok = real_tokenizer(batch, **kw)
+        widths.append(tok["input_ids"].shape[1] * len(batch))  # padded tokens of this batch
+        return tok
+
+    one_by_one = torch.cat([encode_texts(model, real_tokenizer, [t]) for t in texts])
+    widths.clear()
+    got = encode_texts(model, tokenizer, texts, batch_size=2)
+    assert torch.allclose(got, one_by_one, atol=1e-5)  # input order, whatever the batching
+    assert torch.allclose(got.norm(dim=-1), torch.ones(len(texts)))
+    sorted_tokens = sum(widths)
+    widths.clear()
+    encode_texts(model, tokenizer, texts, batch_size=2, sort_by_length=False)
+    assert sorted_tokens < sum(widths)  # less padding than batches in input order
+    raw = encode_texts(model, real_tokenizer, texts[:2], normalize=False)
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(2))
+    assert model.training is False and encode_texts(model, real_tokenizer, []).shape == (0, 128)
+
+
+def test_embedding_cache_encodes_each_key_once_and_score_uses_the_same_encoder(tiny, tmp_path):
+    from PIL import Image
+
+    from hf_negationclip.modeling import EmbeddingCache, encode_images
+
+    model, processor = tiny
+    paths = []
+    for i, colour in enumerate(("red", "blue", "green")):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (64, 64), colour).save(paths[-1])
+    rendered = []
+
+    def render(keys):
+        rendered.extend(keys)
+        return (Image.open(k).convert("RGB") for k in keys)
+
+    cache = EmbeddingCache(model, processor, batch_size=2)
+    cache.add_images(paths[:2], render)
+    cache.add_images([paths[1], paths[2], paths[0]], render)
+    cache.add_texts(["a red square", "a blue square", "a red square"])
+    assert rendered == paths and len(cache.text_rows) == 2
+    direct = encode_images(model, processor, [paths[2], paths[0]])
+    assert torch.allclose(cache.images([paths[2], paths[0]]), direct, atol=1e-6)
+    images = [Image.open(p).convert("RGB") for p in paths]
+    texts = ["a red square", "a blue square"]
+    probs = model.score(images, texts, processor, batch_size=2)
+    expected = (model.logit_scale.exp() * cache.images(paths) @ cache.texts(texts).T).softmax(-1)
+    assert torch.allclose(probs, expected, atol=1e-5)
+
+
+def test_world_probe_accuracies_carry_a_wilson_interval():
+    from hf_negationclip.evaluation import Accuracy, wilson_interval
+
+    entry = Accuracy(1.0, 0.5, 100).to_dict()
+    assert entry["ci95"] == [round(x, 4) for x in wilson_interval(100, 100)] and entry["ci95"][0] < 0.97
+    assert Accuracy(0.25, 0.5, 40).to_dict()["ci95"] == [round(x, 4) for x in wilson_interval(10, 40)]
+
+
+def test_one_table_writer_for_the_harness_and_the_report():
+    from hf_negationclip.evaluation import markdown_table
+
+    results = {
+        "models": {
+            "a": {"metrics": {"t/accuracy": {"value": 0.5, "chance": 0.5, "n": 4, "ci95": [0.15, 0.85]}}},
+            "b": {"metrics": {"t/accuracy": {"value": 1.0, "chance": 0.5, "n": 4}, "t/r@1": {"value": 0.25, "n": 4}}},
+        }
+    }
+    assert markdown_table(results).splitlines() == [
+        "| metric | chance | n | a | b |",
+        "|---|---|---|---|---|",
+        "| t/accuracy | 0.500 | 4 | 0.500 [0.15, 0.85] | 1.000 |",
+        "| t/r@1 |  | 4 |  | 0.250 |",
+    ]
+    rows = markdown_table(results, [("t/r@1", "recall"), ("missing", "never shown")]).splitlines()
+    assert rows[2:] == ["| recall |  | 4 |  | 0.250 |"]

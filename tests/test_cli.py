@@ -5,6 +5,8 @@ from pathlib import Path
 
 from hf_negationclip.apps.cli import main
 
+sys.path.insert(0, str(Path(__file__).parent))  # negation_fixture
+
 
 def test_help_lists_every_subcommand(capsys):
     assert main(["--help"]) == 0
@@ -76,8 +78,8 @@ def test_pretrain_then_evaluate_a_saved_checkpoint(world, tmp_path, capsys):
                 "ccneg",
                 "--output_dir",
                 str(tmp_path / "eval"),
-                "--bootstrap",
-                "0",
+                "--intervals",
+                "false",
                 "--show_progress",
                 "false",
             ]
@@ -87,3 +89,32 @@ def test_pretrain_then_evaluate_a_saved_checkpoint(world, tmp_path, capsys):
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["models"]["ckpt"]["path"] == str(out)
     assert results["models"]["ckpt"]["metrics"]["scene-ccneg/accuracy"]["n"] == 6
+
+
+def test_a_missing_checkpoint_is_one_plain_line_for_every_command(world, tmp_path, capsys):
+    from negation_fixture import write_negation_fixture
+
+    missing = "/no/such/dir"
+    expected = f"error: no checkpoint at {missing} (and it is not a Hub id)"
+    assert main(["evaluate", "--model", missing, "--world_dir", str(world), "--output_dir", str(tmp_path / "e")]) == 2
+    assert capsys.readouterr().err.strip() == expected
+    corpus = tmp_path / "corpus"
+    write_negation_fixture(world, corpus, "train", max_images=4)
+    args = ["finetune", "--preset", missing, "--corpus_dir", str(corpus), "--world_dir", str(world)]
+    assert main([*args, "--output_dir", str(tmp_path / "f"), "--show_progress", "false"]) == 2
+    assert capsys.readouterr().err.strip() == expected
+
+
+def test_a_small_world_pretrains_with_zero_shot_skipped_and_said_so(tmp_path, capsys, caplog):
+    world = tmp_path / "w"
+    # seed 3: the 6 val images all hold 2+ objects, so there is no single-object image for zero-shot
+    assert main(["world", "--out", str(world), "--images", "60", "--seed", "3", "--show_progress", "false"]) == 0
+    out = tmp_path / "o"
+    args = ["pretrain", "--world_dir", str(world), "--output_dir", str(out), "--max_steps", "1", "--batch_size", "8"]
+    assert main([*args, "--show_progress", "false", "--save_steps", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "zero_shot_shape_accuracy     skipped (split 'val' has no single-object images)" in printed
+    assert "zero-shot shape and colour evaluation skipped" in caplog.text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["zero_shot_color_accuracy"] == {"skipped": "split 'val' has no single-object images"}
+    assert metrics["negation_probe_accuracy"]["n"] == 200 and "value" in metrics["image_to_text_r@1"]

@@ -177,7 +177,6 @@ def test_official_json_end_to_end_with_stand_in_images(tmp_path, caplog):
             {"tiny": "tiny"},
             {"negrefcocog": {"kind": "negrefcocog", "json": str(OFFICIAL), "image_dir": str(folder)}},
             str(tmp_path / "eval"),
-            bootstrap=50,
             show_progress=False,
         )
     )

@@ -103,8 +103,8 @@ def test_evaluate_cli_two_models_writes_results_table_and_chart(world, bench, tm
         str(out),
         "--output_dir",
         str(tmp_path),
-        "--bootstrap",
-        "100",
+        "--intervals",
+        "true",
         "--show_progress",
         "false",
         "--tasks",
@@ -137,7 +137,7 @@ def test_evaluate_cli_two_models_writes_results_table_and_chart(world, bench, tm
 
 def test_evaluate_cli_plain_errors_for_bad_models(tmp_path, capsys, monkeypatch):
     assert main(["evaluate", "--model", str(tmp_path / "nonexistent")]) == 2
-    assert "neither a checkpoint folder nor a valid Hub id" in capsys.readouterr().err
+    assert f"no checkpoint at {tmp_path / 'nonexistent'} (and it is not a Hub id)" in capsys.readouterr().err
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time, so not via the env
@@ -176,7 +176,6 @@ def test_scene_negrefcocog_candidates_are_isolated_and_each_rendering_encoded_on
     calls, real = [], harness.render_candidate
     monkeypatch.setattr(harness, "render_candidate", lambda image, ref: calls.append(ref) or real(image, ref))
     refs = isolated.image_refs() + cropped.image_refs() + isolated.image_refs()
-    cache = harness.EmbeddingCache(*harness.load_checkpoint("tiny"), batch_size=7)
-    cache.encode(refs, [])
+    cache = harness.encode_once(*harness.load_checkpoint("tiny"), refs, [], batch_size=7)
     assert len(calls) == len(set(calls)) == 2 * len(set(isolated.image_refs()))  # each rendering once
     assert cache.images(isolated.image_refs()[:2]).shape[0] == 2

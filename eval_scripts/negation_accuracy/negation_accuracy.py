@@ -1,16 +1,20 @@
-"""negation_accuracy: accuracy of multiple-choice negation benchmarks, with chance, a bootstrap interval and breakdowns.
+"""negation_accuracy: accuracy of multiple-choice negation benchmarks, with chance, a Wilson interval and breakdowns.
 
 Predictions are the index of the chosen candidate, or -1 for a tie (a tie is
 always wrong). Optional group columns (``cue``, ``position``, ``template`` or
-any other name passed in ``groups``) give one accuracy per group value.
+any other name passed in ``groups``) give one accuracy per group value. The
+95% interval is the Wilson score interval (scipy), the package's one interval
+method (``hf_negationclip.evaluation.stats.wilson_interval``): it does not
+collapse to [1, 1] when every item is right and needs no resampling.
 """
 
 import datasets
 import evaluate
 import numpy as np
+from scipy.stats import binomtest
 
 _DESCRIPTION = """Accuracy for negation benchmarks (NegRefCOCOg, VALSE existence, NegBench MCQ, CC-Neg):
-the chance level, a percentile bootstrap 95% interval and per-group accuracies (cue, position, template)."""
+the chance level, a 95% Wilson score interval and per-group accuracies (cue, position, template)."""
 
 _KWARGS_DESCRIPTION = """
 Args:
@@ -19,13 +23,12 @@ Args:
     num_choices (int or list of int, optional): candidates per item; gives the chance level and checks the indices.
     chance (float, optional): the chance level, when it is not 1 / num_choices (e.g. recall at k).
     groups (dict of str -> list of str, optional): group label per item, e.g. {"cue": [...], "position": [...]}.
-    bootstrap (int, optional): bootstrap resamples for the 95% interval (default 1000; 0 turns it off).
-    seed (int, optional): seed of the bootstrap (default 0).
+    ci (bool, optional): compute the 95% Wilson interval (default True; False gives ci95 None).
 Returns:
     accuracy, chance, n, ci95 [lo, hi], breakdown {group: {value: {accuracy, n}}}.
 Examples:
     >>> metric = evaluate.load("eval_scripts/negation_accuracy")
-    >>> metric.compute(predictions=[0, 1, -1], references=[0, 0, 1], num_choices=2, bootstrap=0)["accuracy"]
+    >>> metric.compute(predictions=[0, 1, -1], references=[0, 0, 1], num_choices=2, ci=False)["accuracy"]
     0.3333333333333333
 """
 
@@ -48,7 +51,7 @@ class NegationAccuracy(evaluate.Metric):
             features=datasets.Features({"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}),
         )
 
-    def _compute(self, predictions, references, num_choices=None, chance=None, groups=None, bootstrap=1000, seed=0):
+    def _compute(self, predictions, references, num_choices=None, chance=None, groups=None, ci=True):
         pred = np.asarray(predictions, dtype=np.int64)
         ref = np.asarray(references, dtype=np.int64)
         if pred.shape != ref.shape:
@@ -67,7 +70,7 @@ class NegationAccuracy(evaluate.Metric):
             "accuracy": float(correct.mean()),
             "chance": chance,
             "n": int(len(ref)),
-            "ci95": _bootstrap(correct, bootstrap, seed),
+            "ci95": _wilson(int(correct.sum()), len(correct)) if ci else None,
             "breakdown": _breakdown(correct, groups or {}),
         }
 
@@ -85,12 +88,10 @@ def _chance(num_choices, chance, n):
     return float(np.mean(1.0 / k))
 
 
-def _bootstrap(correct, resamples, seed):
-    if not resamples:
-        return None
-    rng = np.random.default_rng(seed)
-    means = correct[rng.integers(0, len(correct), size=(int(resamples), len(correct)))].mean(axis=1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+def _wilson(k, n, confidence=0.95):
+    """Wilson score interval; the same call as hf_negationclip.evaluation.stats.wilson_interval (a test checks)."""
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return [float(ci.low), float(ci.high)]
 
 
 def _breakdown(correct, groups):

@@ -32,8 +32,8 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from .. import world as scene_world
 from ..benchmarks import ChoiceItem, WorldImage, build_negation_probe
-from ..modeling import MAX_TEXT_LENGTH, NegationCLIPModel, load_processor
-from .cards import is_hub_id
+from ..modeling import MAX_TEXT_LENGTH, NegationCLIPModel, load_checkpoint
+from .cards import is_hub_id  # noqa: F401  (part of the app module API: tests and callers check specs with it)
 
 logger = logging.getLogger(__name__)
 
@@ -95,16 +95,8 @@ def load_models(specs: Sequence[str]) -> list[LoadedModel]:
         label, source = parse_model_spec(spec)
         if label in labels:
             raise ValueError(f"two models are labelled {label!r}: name them with --model LABEL=PATH")
-        path = Path(source)
-        if path.exists() and not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{source} is not a checkpoint folder (no config.json)")
-        if not path.exists() and not is_hub_id(source):
-            raise FileNotFoundError(f"model {source!r}: no such folder, and not a Hub id (ORG/NAME)")
-        model = NegationCLIPModel.from_pretrained(source).eval()
-        try:
-            processor = load_processor(source)
-        except OSError:  # a bare weights folder: the shipped tokenizer, images sized for the model
-            processor = load_processor(image_size=model.config.vision_config.image_size)
+        model, processor = load_checkpoint(source)
+        model.eval()
         labels.add(label)
         models.append(LoadedModel(label, source, model, processor))
         logger.info("loaded %s from %s", label, source)

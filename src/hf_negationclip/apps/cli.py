@@ -115,10 +115,8 @@ class EvaluateConfig:
         },
     )
     batch_size: int = field(default=256, metadata={"help": "images per encoding batch (texts: 4x)"})
-    bootstrap: int = field(
-        default=1000, metadata={"help": "bootstrap resamples for the 95 per cent intervals (0: none)"}
-    )
-    seed: int = field(default=0, metadata={"help": "seed of candidate shuffling, scene twins and bootstrap"})
+    intervals: bool = field(default=True, metadata={"help": "95 per cent Wilson intervals beside every accuracy"})
+    seed: int = field(default=0, metadata={"help": "seed of candidate shuffling and scene twins"})
     show_progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def real_tasks(self) -> dict[str, dict]:
@@ -354,7 +352,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             tasks,
             cfg.output_dir,
             cfg.seed,
-            cfg.bootstrap,
+            cfg.intervals,
             cfg.batch_size,
             cfg.crop_margin,
             cfg.show_progress,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -96,24 +95,9 @@ def _done(folder: Path, marker: str = "model.safetensors") -> bool:
     return (folder / marker).is_file() and (folder / "training_config.json").is_file()
 
 
-def _wilson(value: float, n: int) -> list[float]:
-    """95% Wilson interval of a proportion (the world probes have no bootstrap of their own)."""
-    if n == 0:
-        return [0.0, 1.0]
-    z, p = 1.96, value
-    centre, half = (
-        (p + z * z / (2 * n)) / (1 + z * z / n),
-        z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
-    )
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
-
-
 def _world_probe_metrics(metrics: dict) -> dict:
-    return {
-        f"world-probes/{k}": {**v, "ci95": _wilson(v["value"], v["n"])}
-        for k, v in metrics.items()
-        if isinstance(v, dict) and "value" in v
-    }
+    """The world evaluator's metrics (each with its Wilson ``ci95``) under ``world-probes/``; skipped ones left out."""
+    return {f"world-probes/{k}": v for k, v in metrics.items() if isinstance(v, dict) and "value" in v}
 
 
 def build_data(cfg: DemoConfig, out: Path) -> tuple[Path, dict]:
@@ -193,7 +177,8 @@ def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
 
 def evaluate_all(cfg: DemoConfig, out: Path, models: dict[str, Path], tasks: dict, world_eval) -> dict:
     """Stage 5: the harness on every scene twin + the world probes, every model the same way."""
-    from ..evaluation import HarnessConfig, load_checkpoint, run_harness
+    from ..evaluation import HarnessConfig, run_harness
+    from ..modeling import load_checkpoint
 
     _stage("5/6 evaluate all four the same way")
     tasks = {k: v for k, v in tasks.items() if not k.startswith("_")}
@@ -220,28 +205,16 @@ def pick_best(results: dict) -> str:
 
 def write_report(results: dict, out: Path, best: str, seconds: dict) -> str:
     """report.md: the headline table (value [95% interval]), chance and n, then every metric."""
-    labels = list(results["models"])
+    from ..evaluation import markdown_table
+
     lines = [
         "# NegationCLIP on the scene world",
         "",
         "Every model is scored the same way on the same items; a tie counts as wrong, candidate order is "
         "shuffled, chance is given beside every accuracy. *Controlled* items differ only in the negated thing.",
         "",
-        "| metric | chance | n | " + " | ".join(labels) + " |",
-        "|---|---|---|" + "---|" * len(labels),
+        markdown_table(results, HEADLINE).rstrip("\n"),
     ]
-    for key, name in HEADLINE:
-        entries = [results["models"][lab]["metrics"].get(key) for lab in labels]
-        first = next((e for e in entries if e), None)
-        if first is None:
-            continue
-        cells = [
-            f"{e['value']:.3f} [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]"
-            if e and e.get("ci95")
-            else (f"{e['value']:.3f}" if e else "")
-            for e in entries
-        ]
-        lines.append(f"| {name} | {first['chance']:.3f} | {first['n']} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Best fine-tune (highest mean of the controlled negation accuracies): **{best}**, copied to `best/`.",

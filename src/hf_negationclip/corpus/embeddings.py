@@ -75,10 +75,11 @@ class ImageEmbeddings:
         import torch
         from PIL import Image
 
-        from ..modeling import build_model, feature_tensor, load_processor
+        from ..modeling import encode_images, load_checkpoint
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model, processor = build_model(self.model_name).to(device).eval(), load_processor(self.model_name)
+        model, processor = load_checkpoint(self.model_name)
+        model = model.to(device).eval()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npy")
         out = None
@@ -96,12 +97,8 @@ class ImageEmbeddings:
                     logger.warning("clip embeddings: cannot read %s (%s); it is nobody's neighbour", path, err)
                     images.append(Image.new("RGB", (8, 8)))
                     ok.append(False)
-            with torch.no_grad():
-                pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(device)
-                feats = torch.nn.functional.normalize(
-                    feature_tensor(model.get_image_features(pixel_values=pixels)).float(), dim=-1
-                )
-            feats[~torch.tensor(ok, device=feats.device)] = 0.0
+            feats = encode_images(model, processor, images, batch_size=len(images))
+            feats[~torch.tensor(ok)] = 0.0
             if out is None:
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(ids), feats.shape[1]))
             out[start : start + len(batch)] = feats.cpu().numpy()

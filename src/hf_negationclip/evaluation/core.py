@@ -14,17 +14,16 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .. import world as scene_world
 from ..benchmarks import ChoiceItem, build_negation_probe, build_shape_probe, load_world_split, single_object_images
 from ..corpus import load_coco_captions
-from ..modeling import feature_tensor
+from ..modeling.encode import encode_images, encode_texts
+from .stats import wilson_interval
 
 logger = logging.getLogger(__name__)
 
 
-@torch.no_grad()
 def embed_images(
     model,
     processor,
@@ -32,34 +31,13 @@ def embed_images(
     batch_size: int = 64,
     show_progress: bool = False,
 ) -> torch.Tensor:
-    """L2-normalised image embeddings (N x D); paths are opened lazily, batch by batch."""
-    model.eval()
-    device = next(model.parameters()).device
-    chunks = []
-    for start in tqdm(range(0, len(images), batch_size), desc="images", disable=not show_progress, leave=False):
-        batch = [
-            im if isinstance(im, Image.Image) else Image.open(im).convert("RGB")
-            for im in images[start : start + batch_size]
-        ]
-        pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
-        chunks.append(
-            torch.nn.functional.normalize(feature_tensor(model.get_image_features(pixel_values=pixels)).float(), dim=-1)
-        )
-    return torch.cat(chunks).cpu()
+    """L2-normalised image embeddings (N x D); paths are opened lazily, batch by batch (:func:`.encode_images`)."""
+    return encode_images(model, processor, images, batch_size, show_progress=show_progress)
 
 
-@torch.no_grad()
 def embed_texts(model, processor, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised text embeddings (N x D)."""
-    model.eval()
-    device = next(model.parameters()).device
-    chunks = []
-    for start in range(0, len(texts), batch_size):
-        tok = processor.tokenizer(
-            list(texts[start : start + batch_size]), padding=True, truncation=True, return_tensors="pt"
-        ).to(device)
-        chunks.append(torch.nn.functional.normalize(feature_tensor(model.get_text_features(**tok)).float(), dim=-1))
-    return torch.cat(chunks).cpu()
+    """L2-normalised text embeddings (N x D), batched by length (:func:`.encode_texts`)."""
+    return encode_texts(model, processor, texts, batch_size)
 
 
 def strict_argmax(scores: torch.Tensor) -> torch.Tensor:
@@ -70,14 +48,36 @@ def strict_argmax(scores: torch.Tensor) -> torch.Tensor:
     return torch.where(winners.sum(-1) == 1, idx, torch.full_like(idx, -1))
 
 
+def choice_scores(queries: torch.Tensor, candidates: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Scores [n, max_k] of each query against its own candidates ([k_i, D] each); missing slots are -inf."""
+    k = max(len(c) for c in candidates)
+    cand = torch.zeros(len(candidates), k, queries.shape[-1])
+    mask = torch.ones(len(candidates), k, dtype=torch.bool)
+    for i, c in enumerate(candidates):
+        cand[i, : len(c)] = c
+        mask[i, : len(c)] = False
+    return torch.einsum("nkd,nd->nk", cand, queries).masked_fill(mask, float("-inf"))
+
+
 @dataclass(frozen=True)
 class Accuracy:
+    """An accuracy with its chance level, item count and 95% Wilson interval (``ci95``)."""
+
     value: float
     chance: float
     n: int
 
+    @property
+    def ci95(self) -> list[float]:
+        return wilson_interval(round(self.value * self.n), self.n)
+
     def to_dict(self) -> dict:
-        return {"value": round(self.value, 4), "chance": round(self.chance, 4), "n": self.n}
+        return {
+            "value": round(self.value, 4),
+            "chance": round(self.chance, 4),
+            "n": self.n,
+            "ci95": [round(x, 4) for x in self.ci95],
+        }
 
 
 def zero_shot_accuracy(image_emb: torch.Tensor, labels: Sequence[int], class_emb: torch.Tensor) -> Accuracy:
@@ -99,12 +99,12 @@ def choice_accuracy(model, processor, items: Sequence[ChoiceItem]) -> Accuracy:
     """Accuracy of picking the right image for each text among its candidates."""
     if not items:
         raise ValueError("no items to score")
-    k = len(items[0].images)
-    img = embed_images(model, processor, [im for it in items for im in it.images]).view(len(items), k, -1)
+    sizes = [len(it.images) for it in items]
+    img = embed_images(model, processor, [im for it in items for im in it.images]).split(sizes)
     txt = embed_texts(model, processor, [it.text for it in items])
-    pred = strict_argmax(torch.einsum("nkd,nd->nk", img, txt))
+    pred = strict_argmax(choice_scores(txt, img))
     correct = (pred == torch.tensor([it.answer for it in items])).float()
-    return Accuracy(correct.mean().item(), 1.0 / k, len(items))
+    return Accuracy(correct.mean().item(), sum(1.0 / k for k in sizes) / len(items), len(items))
 
 
 class WorldEvaluator:
@@ -126,8 +126,12 @@ class WorldEvaluator:
         self.world_dir, self.split = Path(world_dir), split
         self.images = load_world_split(world_dir, split)
         self.singles = single_object_images(self.images)
-        if not self.singles:
-            raise ValueError(f"{world_dir} split {split!r} has no single-object images for zero-shot evaluation")
+        if not self.singles:  # a small world: the other metrics still say something
+            logger.warning(
+                "%s split %r has no single-object images: zero-shot shape and colour evaluation skipped",
+                world_dir,
+                split,
+            )
         probe = build_negation_probe(self.images, probe_items, seed)
         self.negated = [it for it in probe if it.kind == "negated"]
         self.affirmative = [it for it in probe if it.kind == "affirmative"]
@@ -145,10 +149,18 @@ class WorldEvaluator:
                 self.retrieval_texts.append(c.caption)
                 self.retrieval_owner.append(row[c.image_id])
 
+    @property
+    def skipped_zero_shot(self) -> str:
+        return f"split {self.split!r} has no single-object images"
+
     def __call__(self, model, processor) -> dict:
-        singles = embed_images(model, processor, [im.path for im in self.singles])
+        """``{metric: {"value", "chance", "n", "ci95"}}``; a metric the split cannot give is ``{"skipped": why}``."""
         metrics = {}
+        singles = embed_images(model, processor, [im.path for im in self.singles]) if self.singles else None
         for name, classes in (("shape", scene_world.SHAPES), ("color", scene_world.COLORS)):
+            if singles is None:
+                metrics[f"zero_shot_{name}_accuracy"] = {"skipped": self.skipped_zero_shot}
+                continue
             class_emb = embed_texts(model, processor, [f"a photo of a {c}." for c in classes])
             labels = [classes.index(im.objects[0][name]) for im in self.singles]
             metrics[f"zero_shot_{name}_accuracy"] = zero_shot_accuracy(singles, labels, class_emb).to_dict()
@@ -162,9 +174,11 @@ class WorldEvaluator:
 
 
 def format_metrics(metrics: dict) -> str:
-    """One line per metric: value, chance and count."""
+    """One line per metric: value, chance and count (or why it was skipped)."""
     lines = []
     for name, m in metrics.items():
         if isinstance(m, dict) and "value" in m:
             lines.append(f"  {name:<28} {m['value']:.3f}   (chance {m['chance']:.3f}, n={m['n']})")
+        elif isinstance(m, dict) and "skipped" in m:
+            lines.append(f"  {name:<28} skipped ({m['skipped']})")
     return "\n".join(lines)

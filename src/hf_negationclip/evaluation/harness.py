@@ -4,9 +4,9 @@ A task is a name and a spec (``kind`` + file paths): the real benchmarks are
 given on the command line, the scene twins come from a ``manifest.json``
 written by :func:`hf_negationclip.benchmarks.write_scene_benchmarks`. For each
 model every distinct image, crop and text of every task is encoded ONCE, in
-batches, under ``torch.inference_mode`` (bf16 autocast on a GPU); tasks then
-only index into the cached embeddings. Accuracies go through the
-``negation_accuracy`` evaluate metric (chance, bootstrap 95% interval,
+batches (:class:`hf_negationclip.modeling.encode.EmbeddingCache`, bf16 autocast
+on a GPU); tasks then only index into the cached embeddings. Accuracies go
+through the ``negation_accuracy`` evaluate metric (chance, 95% Wilson interval,
 breakdowns). Ties count as wrong; candidate order is shuffled by the readers.
 """
 
@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..benchmarks import (
     load_ccneg,
@@ -38,8 +37,10 @@ from ..benchmarks import (
 )
 from ..benchmarks.negrefcocog import render_candidate
 from ..benchmarks.readers import ImageRef, RetrievalSet, load_negbench_retrieval
-from ..modeling import feature_tensor
-from .core import strict_argmax
+from ..modeling import load_checkpoint
+from ..modeling.encode import EmbeddingCache
+from .core import choice_scores, strict_argmax
+from .tables import markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -58,43 +59,6 @@ def _metric():
     import evaluate
 
     return evaluate.load(str(metric_path()))
-
-
-# --------------------------------------------------------------------------- loading checkpoints
-
-
-def load_checkpoint(name: str):
-    """(model, processor) from a checkpoint folder, a preset name or a Hub id, with plain errors.
-
-    A name that is neither an existing folder nor a valid Hub id, or a Hub id
-    that cannot be fetched (offline, not cached), raises ``ValueError`` /
-    ``OSError`` saying so in one line.
-    """
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    from ..modeling import PRESETS, build_model, load_processor
-
-    if name in PRESETS and PRESETS[name].checkpoint is None:
-        return build_model(name, seed=0), load_processor(name)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ValueError(f"model folder {path} holds no config.json: not a saved checkpoint")
-        return build_model(str(path)), load_processor(str(path))
-    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1)
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        looks_like_path = True
-    if looks_like_path:
-        raise ValueError(f"model {name!r} is neither a checkpoint folder nor a valid Hub id")
-    try:
-        return build_model(name), load_processor(name)
-    except OSError as err:
-        raise OSError(
-            f"cannot load model {name!r} from the Hub: it is not in the local cache and the Hub cannot be "
-            f"reached (offline?); pass a checkpoint folder instead"
-        ) from err
 
 
 # --------------------------------------------------------------------------- tasks
@@ -187,92 +151,27 @@ def _labelled_dataset(folder: Path, name: str) -> tuple[list[ImageRef], list[int
 # --------------------------------------------------------------------------- encoding once
 
 
-class EmbeddingCache:
-    """Encodes each distinct image / crop / text once per model, in batches, and hands back row indices."""
+def _render(refs: Sequence[ImageRef]):
+    """The candidate renderings of ``refs``, in order; consecutive refs of one file open it once."""
+    opened = (None, None)
+    for ref in refs:
+        if opened[0] != ref.path:
+            with Image.open(ref.path) as im:
+                opened = (ref.path, im.convert("RGB"))
+        yield render_candidate(opened[1], ref)
 
-    def __init__(self, model, processor, batch_size: int = 256, show_progress: bool = False):
-        self.model, self.processor, self.batch_size, self.show_progress = (
-            model.eval(),
-            processor,
-            batch_size,
-            show_progress,
-        )
-        self.device = next(model.parameters()).device
-        self.image_rows: dict[ImageRef, int] = {}
-        self.text_rows: dict[str, int] = {}
-        self.image_emb = self.text_emb = None
 
-    def _autocast(self):
-        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
-
-    def encode(self, refs: Sequence[ImageRef], texts: Sequence[str]) -> None:
-        self.image_rows = {ref: i for i, ref in enumerate(dict.fromkeys(refs))}
-        self.text_rows = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-        with torch.inference_mode(), self._autocast():
-            self.image_emb = self._images(list(self.image_rows))
-            self.text_emb = self._texts(list(self.text_rows))
-
-    def _pil_batches(self, refs: list[ImageRef]):
-        # refs of one file are adjacent after sorting, so each file is opened once
-        order = sorted(range(len(refs)), key=lambda i: str(refs[i].path))
-        batch, index, opened = [], [], (None, None)
-        for i in order:
-            ref = refs[i]
-            if opened[0] != ref.path:
-                with Image.open(ref.path) as im:
-                    opened = (ref.path, im.convert("RGB"))
-            batch.append(render_candidate(opened[1], ref))
-            index.append(i)
-            if len(batch) == self.batch_size:
-                yield index, batch
-                batch, index = [], []
-        if batch:
-            yield index, batch
-
-    def _images(self, refs: list[ImageRef]) -> torch.Tensor:
-        out = torch.empty(len(refs), self.model.config.projection_dim)
-        bar = tqdm(total=len(refs), desc="images", unit="img", disable=not self.show_progress, leave=False)
-        for index, batch in self._pil_batches(refs):
-            pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)
-            out[index] = self._normalise(self.model.get_image_features(pixel_values=pixels))
-            bar.update(len(batch))
-        bar.close()
-        return out
-
-    def _texts(self, texts: list[str]) -> torch.Tensor:
-        chunks = []
-        for start in range(0, len(texts), 4 * self.batch_size):
-            tok = self.processor.tokenizer(
-                texts[start : start + 4 * self.batch_size], padding=True, truncation=True, return_tensors="pt"
-            ).to(self.device)
-            chunks.append(self._normalise(self.model.get_text_features(**tok)))
-        return torch.cat(chunks) if chunks else torch.empty(0, self.model.config.projection_dim)
-
-    @staticmethod
-    def _normalise(features) -> torch.Tensor:
-        return torch.nn.functional.normalize(feature_tensor(features).float(), dim=-1).cpu()
-
-    def images(self, refs: Sequence[ImageRef]) -> torch.Tensor:
-        return self.image_emb[[self.image_rows[r] for r in refs]]
-
-    def texts(self, texts: Sequence[str]) -> torch.Tensor:
-        return self.text_emb[[self.text_rows[t] for t in texts]]
+def encode_once(
+    model, processor, refs: Sequence[ImageRef], texts: Sequence[str], batch_size: int = 256, show_progress=False
+) -> EmbeddingCache:
+    """Every distinct image rendering (``batch_size`` a batch, sorted by file) and text (4x) of the tasks, once."""
+    cache = EmbeddingCache(model, processor, batch_size, 4 * batch_size, bf16=True, show_progress=show_progress)
+    cache.add_images(sorted(dict.fromkeys(refs), key=lambda ref: str(ref.path)), _render)
+    cache.add_texts(texts)
+    return cache
 
 
 # --------------------------------------------------------------------------- scoring
-
-
-def _padded_choice_scores(queries: torch.Tensor, candidates: list[torch.Tensor]) -> torch.Tensor:
-    """Scores [n, max_k] of each query against its own candidates; missing slots are -inf."""
-    k = max(len(c) for c in candidates)
-    cand = torch.zeros(len(candidates), k, queries.shape[-1])
-    mask = torch.ones(len(candidates), k, dtype=torch.bool)
-    for i, c in enumerate(candidates):
-        cand[i, : len(c)] = c
-        mask[i, : len(c)] = False
-    return torch.einsum("nkd,nd->nk", cand, queries).masked_fill(mask, float("-inf"))
 
 
 def _summary(
@@ -281,8 +180,7 @@ def _summary(
     groups: dict | None = None,
     num_choices=None,
     chance=None,
-    bootstrap: int = 1000,
-    seed: int = 0,
+    intervals: bool = True,
 ) -> dict:
     """One results.json metric entry, computed by the negation_accuracy metric."""
     out = _metric().compute(
@@ -291,8 +189,7 @@ def _summary(
         num_choices=num_choices,
         chance=chance,
         groups=groups,
-        bootstrap=bootstrap,
-        seed=seed,
+        ci=intervals,
     )
     entry = {"value": out["accuracy"], "chance": out["chance"], "n": out["n"], "ci95": out["ci95"]}
     if out["breakdown"]:
@@ -303,14 +200,14 @@ def _summary(
     return entry
 
 
-def _choice_metrics(task: Task, cache: EmbeddingCache, bootstrap: int, seed: int) -> dict:
+def _choice_metrics(task: Task, cache: EmbeddingCache, intervals: bool) -> dict:
     if task.kind == "negrefcocog":
         queries = cache.texts([it.text for it in task.items])
         cands = [cache.images(it.images) for it in task.items]
     else:
         queries = cache.images([it.image for it in task.items])
         cands = [cache.texts(it.texts) for it in task.items]
-    pred = strict_argmax(_padded_choice_scores(queries, cands)).tolist()
+    pred = strict_argmax(choice_scores(queries, cands)).tolist()
     ref = [it.answer for it in task.items]
     k = [len(c) for c in cands]
     groups = defaultdict(list)
@@ -328,20 +225,18 @@ def _choice_metrics(task: Task, cache: EmbeddingCache, bootstrap: int, seed: int
             [pred[i] for i in aff],
             [ref[i] for i in aff],
             num_choices=[k[i] for i in aff],
-            bootstrap=bootstrap,
-            seed=seed,
+            intervals=intervals,
         )
         pred, ref, k = [pred[i] for i in keep], [ref[i] for i in keep], [k[i] for i in keep]
         groups = {g: [v[i] for i in keep] for g, v in groups.items()}
-    metrics["accuracy"] = _summary(pred, ref, groups, num_choices=k, bootstrap=bootstrap, seed=seed)
+    metrics["accuracy"] = _summary(pred, ref, groups, num_choices=k, intervals=intervals)
     for template in sorted(set(groups.get("template", []))):
         idx = [i for i, t in enumerate(groups["template"]) if t == template]
         metrics[f"{template}_accuracy"] = _summary(
             [pred[i] for i in idx],
             [ref[i] for i in idx],
             num_choices=[k[i] for i in idx],
-            bootstrap=bootstrap,
-            seed=seed,
+            intervals=intervals,
         )
     return metrics
 
@@ -352,7 +247,7 @@ def _strict_ranks(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (scores >= true).sum(1) - 1
 
 
-def _retrieval_metrics(task: Task, cache: EmbeddingCache, bootstrap: int, seed: int) -> dict:
+def _retrieval_metrics(task: Task, cache: EmbeddingCache, intervals: bool) -> dict:
     r = task.retrieval
     sim = cache.images(r.images) @ cache.texts(r.texts).T  # [images, texts]
     owner = torch.as_tensor(r.owner)
@@ -366,33 +261,32 @@ def _retrieval_metrics(task: Task, cache: EmbeddingCache, bootstrap: int, seed: 
         for direction, ranks, pool in (("text_to_image", t2i, len(r.images)), ("image_to_text", i2t, len(r.images))):
             hits = (ranks < k).long().tolist()
             metrics[f"{direction}_r@{k}"] = _summary(
-                hits, [1] * len(hits), chance=min(1.0, k / pool), bootstrap=bootstrap, seed=seed
+                hits, [1] * len(hits), chance=min(1.0, k / pool), intervals=intervals
             )
     return metrics
 
 
-def _zeroshot_metrics(task: Task, cache: EmbeddingCache, bootstrap: int, seed: int) -> dict:
+def _zeroshot_metrics(task: Task, cache: EmbeddingCache, intervals: bool) -> dict:
     refs, labels, classes = task.zeroshot
     prompts = cache.texts(task.texts()).view(len(classes), len(ZERO_SHOT_TEMPLATES), -1).mean(1)
     pred = strict_argmax(cache.images(refs) @ torch.nn.functional.normalize(prompts, dim=-1).T).tolist()
-    return {"accuracy": _summary(pred, labels, num_choices=len(classes), bootstrap=bootstrap, seed=seed)}
+    return {"accuracy": _summary(pred, labels, num_choices=len(classes), intervals=intervals)}
 
 
-def score_task(task: Task, cache: EmbeddingCache, bootstrap: int = 1000, seed: int = 0) -> dict:
+def score_task(task: Task, cache: EmbeddingCache, intervals: bool = True) -> dict:
     """``{metric: entry}`` of one task from the cached embeddings."""
     if task.kind == "retrieval":
-        return _retrieval_metrics(task, cache, bootstrap, seed)
+        return _retrieval_metrics(task, cache, intervals)
     if task.kind == "zeroshot":
-        return _zeroshot_metrics(task, cache, bootstrap, seed)
-    return _choice_metrics(task, cache, bootstrap, seed)
+        return _zeroshot_metrics(task, cache, intervals)
+    return _choice_metrics(task, cache, intervals)
 
 
 def evaluate_models(
     models: dict[str, object],
     tasks: Sequence[Task],
     batch_size: int = 256,
-    bootstrap: int = 1000,
-    seed: int = 0,
+    intervals: bool = True,
     show_progress: bool = False,
 ) -> dict:
     """results.json's ``models`` part: each model's metrics on every task (``"<task>/<metric>"`` keys).
@@ -407,11 +301,10 @@ def evaluate_models(
         model, processor = load_checkpoint(model) if isinstance(model, str) else model
         if torch.cuda.is_available():
             model = model.to("cuda")
-        cache = EmbeddingCache(model, processor, batch_size, show_progress)
-        cache.encode(refs, texts)
+        cache = encode_once(model, processor, refs, texts, batch_size, show_progress)
         metrics = {}
         for task in tasks:
-            for name, entry in score_task(task, cache, bootstrap, seed).items():
+            for name, entry in score_task(task, cache, intervals).items():
                 metrics[f"{task.name}/{name}"] = entry
         out[label] = {"path": str(path), "metrics": metrics}
     return out
@@ -421,19 +314,8 @@ def evaluate_models(
 
 
 def write_markdown(results: dict, path: str | os.PathLike) -> str:
-    """A table: one row per metric, one column per model ("value [lo, hi]"), chance and n beside."""
-    labels = list(results["models"])
-    names = list(dict.fromkeys(m for lab in labels for m in results["models"][lab]["metrics"]))
-    lines = ["| metric | chance | n | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
-    for name in names:
-        cells, first = [], None
-        for lab in labels:
-            e = results["models"][lab]["metrics"].get(name)
-            first = first or e
-            ci = f" [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}]" if e and e.get("ci95") else ""
-            cells.append(f"{e['value']:.3f}{ci}" if e else "")
-        lines.append(f"| {name} | {first['chance']:.3f} | {first['n']} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
+    """A table of every metric (:func:`.tables.markdown_table`): one column per model ("value [lo, hi]")."""
+    text = markdown_table(results)
     Path(path).write_text(text)
     return text
 
@@ -483,7 +365,8 @@ class HarnessConfig:
     tasks: dict[str, dict]
     output_dir: str = "runs/eval"
     seed: int = 0
-    bootstrap: int = 1000
+    #: 95% Wilson intervals (``ci95``) beside every accuracy; False: none
+    intervals: bool = True
     batch_size: int = 256
     crop_margin: float = 0.0
     show_progress: bool = True
@@ -501,7 +384,7 @@ def run_harness(cfg: HarnessConfig) -> dict:
     # load the models first: a bad model name fails in a second, before any benchmark is read
     loaded = {label: load_checkpoint(m) if isinstance(m, str) else m for label, m in cfg.models.items()}
     tasks = [load_task(name, spec, cfg.seed, cfg.crop_margin, cfg.crop_mode) for name, spec in cfg.tasks.items()]
-    models = evaluate_models(loaded, tasks, cfg.batch_size, cfg.bootstrap, cfg.seed, cfg.show_progress)
+    models = evaluate_models(loaded, tasks, cfg.batch_size, cfg.intervals, cfg.show_progress)
     for label, name in cfg.models.items():
         if isinstance(name, str):
             models[label]["path"] = name

@@ -1,5 +1,7 @@
-"""NegationCLIP model, model presets, the offline CLIP processor and OpenAI checkpoint conversion."""
+"""NegationCLIP model, model presets, the offline CLIP processor, the checkpoint loader, the batched encoder and
+OpenAI checkpoint conversion."""
 
+from .checkpoints import load_checkpoint, resolve_checkpoint
 from .convert_openai import (
     OPENAI_ARCHS,
     convert_openai_checkpoint,
@@ -7,6 +9,7 @@ from .convert_openai import (
     openai_clip_config,
     openai_to_hf_state_dict,
 )
+from .encode import EmbeddingCache, encode_images, encode_texts
 from .model import (
     BOS_TOKEN_ID,
     CLIP_MEAN,
@@ -33,6 +36,7 @@ __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
     "EOS_TOKEN_ID",
+    "EmbeddingCache",
     "MAX_TEXT_LENGTH",
     "ModelPreset",
     "NegationCLIPModel",
@@ -41,8 +45,11 @@ __all__ = [
     "VOCAB_SIZE",
     "build_model",
     "convert_openai_checkpoint",
+    "encode_images",
+    "encode_texts",
     "feature_tensor",
     "get_preset",
+    "load_checkpoint",
     "load_openai_state_dict",
     "load_processor",
     "load_tokenizer",
@@ -50,6 +57,7 @@ __all__ = [
     "openai_clip_config",
     "openai_to_hf_state_dict",
     "resolve_adapter_base",
+    "resolve_checkpoint",
     "tiny_clip_config",
     "tokenizer_files",
 ]

@@ -284,22 +284,12 @@ class NegationCLIPModel(CLIPModel):
         """
         if not len(images) or not len(texts):
             raise ValueError("score needs at least one image and one text")
+        from .encode import encode_images, encode_texts
+
         processor = processor or load_processor(image_size=self.config.vision_config.image_size)
-        was_training, device = self.training, next(self.parameters()).device
-        self.eval()
-        img, txt = [], []
-        for start in range(0, len(images), batch_size):
-            pixels = processor(images=list(images[start : start + batch_size]), return_tensors="pt")["pixel_values"]
-            img.append(feature_tensor(self.get_image_features(pixel_values=pixels.to(device))).float())
-        for start in range(0, len(texts), batch_size):
-            tok = processor.tokenizer(
-                list(texts[start : start + batch_size]), padding=True, truncation=True, return_tensors="pt"
-            ).to(device)
-            txt.append(feature_tensor(self.get_text_features(**tok)).float())
-        self.train(was_training)
-        img = torch.nn.functional.normalize(torch.cat(img), dim=-1)
-        txt = torch.nn.functional.normalize(torch.cat(txt), dim=-1)
-        return (self.logit_scale.exp().float() * img @ txt.T).softmax(dim=-1).cpu()
+        img = encode_images(self, processor, list(images), batch_size)
+        txt = encode_texts(self, processor, list(texts), batch_size)
+        return (self.logit_scale.exp().float().cpu() * img @ txt.T).softmax(dim=-1)
 
 
 def lora_target_regex(towers: str = "text") -> str:
@@ -343,14 +333,21 @@ def feature_tensor(features) -> torch.Tensor:
 
 
 def build_model(name_or_path: str = "tiny", seed: int | None = None) -> NegationCLIPModel:
-    """A fresh ``tiny`` model (seeded), or a checkpoint (preset name, Hub id or folder)."""
-    preset = PRESETS.get(name_or_path)
+    """A fresh ``tiny`` model (seeded), or a checkpoint (preset name, Hub id or folder; one-line errors)."""
+    from .checkpoints import hub_error, is_local, resolve_checkpoint
+
+    preset = PRESETS.get(str(name_or_path))
     if preset is not None and preset.checkpoint is None:
         if seed is not None:
             torch.manual_seed(seed)
         return NegationCLIPModel(preset.config())
-    checkpoint = preset.checkpoint if preset is not None else name_or_path
-    return NegationCLIPModel.from_pretrained(checkpoint)
+    checkpoint = resolve_checkpoint(name_or_path)
+    if is_local(checkpoint):
+        return NegationCLIPModel.from_pretrained(checkpoint)
+    try:
+        return NegationCLIPModel.from_pretrained(checkpoint)
+    except OSError as err:
+        raise hub_error(str(name_or_path)) from err
 
 
 def tokenizer_files() -> tuple[Path, Path]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..launch import launch_state
-from ..modeling import PRESETS, NegationCLIPModel, build_model, feature_tensor, load_processor
+from ..modeling import PRESETS, NegationCLIPModel, encode_texts, load_checkpoint
 from .config import SaveHook, TrainingConfig, run_save_hook
 from .data import (
     ImageTextData,
@@ -258,12 +258,10 @@ def _vision_fingerprint(model: NegationCLIPModel, processor) -> str:
 
 def _text_encoder(model: NegationCLIPModel, tokenizer) -> Callable[[list[str]], torch.Tensor]:
     """Texts -> the starting model's projected text features (the ``retain`` term's fixed anchors)."""
-    device = _on_launch_device(model)
+    _on_launch_device(model)
 
-    @torch.no_grad()
     def encode(texts: list[str]) -> torch.Tensor:
-        tok = tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(device)
-        return feature_tensor(model.get_text_features(**tok)).float().cpu()
+        return encode_texts(model, tokenizer, texts, batch_size=max(1, len(texts)), normalize=False)
 
     return encode
 
@@ -282,15 +280,6 @@ def load_records(cfg: FinetuneConfig, out: Path | None = None) -> list:
         if not records:
             raise ValueError(f"{cfg.corpus_path} has no caption with distractors: build the corpus with distractors")
     return records
-
-
-def _processor_for(preset: str, model: NegationCLIPModel):
-    """The checkpoint's own processor when it has one, else the shipped one sized for the model."""
-    saved = any(Path(preset, name).is_file() for name in ("processor_config.json", "preprocessor_config.json"))
-    hub = PRESETS.get(preset) is not None and PRESETS[preset].checkpoint is not None
-    if saved or hub or (not Path(preset).exists() and preset not in PRESETS):
-        return load_processor(preset)
-    return load_processor(image_size=model.config.vision_config.image_size)
 
 
 def _base_reference(cfg: FinetuneConfig, model: NegationCLIPModel, out: Path) -> str:
@@ -329,8 +318,7 @@ def finetune(
     out.mkdir(parents=True, exist_ok=True)
     records = load_records(cfg, out)
     train_records, val_records = split_by_image(records, cfg.val_fraction, cfg.seed)
-    model = build_model(cfg.preset, seed=cfg.seed)
-    processor = _processor_for(cfg.preset, model)
+    model, processor = load_checkpoint(cfg.preset, seed=cfg.seed)
     (out / "training_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     encoder = store = None
     if cfg.cache_image_features and cfg.train in ("text", "lora-text"):
