@@ -293,3 +293,22 @@ def test_convert_openai_pickled_model_and_torchscript_are_plain_lines(tmp_path, 
     assert "TorchScript archive" in line and "jit=False" in line
     line = _convert_error(tmp_path, capsys, "not a checkpoint at all", "text.pth")
     assert "refusing to load" in line and "weights-only" in line
+
+
+def test_debug_flag_and_env_show_the_traceback_behind_the_error(tmp_path, capsys, monkeypatch):
+    state = _OpenAICLIP().state_dict()
+    del state["ln_final.weight"]
+    torch.save(state, tmp_path / "bad.pth")
+    args = ["convert-openai", "--checkpoint", str(tmp_path / "bad.pth"), "--out", str(tmp_path / "out")]
+    monkeypatch.delenv("HF_NEGATIONCLIP_DEBUG", raising=False)
+    assert main(args) == 2
+    plain = capsys.readouterr().err
+    assert "Traceback" not in plain and plain.count("\n") == 1
+    assert main([*args, "--debug"]) == 2
+    shown = capsys.readouterr().err
+    assert shown.startswith("Traceback (most recent call last):") and "convert_openai.py" in shown
+    assert shown.rstrip().splitlines()[-1] == plain.strip()  # the same one line, after the traceback
+    monkeypatch.setenv("HF_NEGATIONCLIP_DEBUG", "1")
+    assert main(args) == 2 and "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv("HF_NEGATIONCLIP_DEBUG", "0")
+    assert main(args) == 2 and "Traceback" not in capsys.readouterr().err
