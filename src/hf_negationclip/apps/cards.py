@@ -155,7 +155,9 @@ def _pick_model(results: dict, run_dir: Path, label: str | None, path: Path) -> 
     if label is None:
         by_path = [k for k, v in models.items() if v.get("path") and _same_path(v["path"], run_dir, path.parent)]
         by_name = [k for k in models if k == run_dir.name]
-        candidates = by_path or by_name or (list(models) if len(models) == 1 else [])
+        # the demo's best/ is a copy of the fine-tune that results.json names under "best"
+        by_best = [results["best"]] if results.get("best") in models and _is_best_copy(run_dir, path.parent) else []
+        candidates = by_path or by_name or by_best or (list(models) if len(models) == 1 else [])
         if len(candidates) != 1:
             raise ValueError(
                 f"cannot tell which model of {path} is {run_dir}: pass model_label (one of {sorted(models)})"
@@ -168,6 +170,14 @@ def _pick_model(results: dict, run_dir: Path, label: str | None, path: Path) -> 
         "metrics": models[label].get("metrics", {}),
         "others": {k: v.get("metrics", {}) for k, v in models.items() if k != label},
     }
+
+
+def _is_best_copy(run_dir: Path, base: Path) -> bool:
+    """``run_dir`` is the ``best/`` folder beside ``results.json`` (``hf-negationclip demo`` writes both)."""
+    try:
+        return run_dir.resolve() == (base / "best").resolve()
+    except OSError:
+        return False
 
 
 def _same_path(recorded: str, run_dir: Path, base: Path) -> bool:
@@ -234,7 +244,8 @@ def model_card_context(
     results = load_run_results(run_dir, model_label)
     rows = result_rows(results)
     dataset_ids = dict(dataset_ids or {})
-    model_name = (repo_id or run_dir.resolve().name).split("/")[-1]
+    # the repo's name on the Hub; else the run's label in results.json (the demo's best/ is "ours", not "best")
+    model_name = repo_id.split("/")[-1] if repo_id else (results["label"] if results else run_dir.resolve().name)
     eval_results = [
         EvalResult(
             task_type="zero-shot-image-classification",

@@ -20,6 +20,7 @@ A stage whose outputs exist is skipped; ``fresh=True`` starts over.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import math
@@ -274,6 +275,10 @@ def write_report(results: dict, out: Path, best: str, seconds: dict) -> str:
     return text
 
 
+#: what a run folder holds only to resume or pick its best step (the loop's checkpoints/ and best/), never published
+TRAINING_STATE = ("checkpoints", "best", "best_weights*")
+
+
 def publish_best(out: Path, best: str) -> Path:
     """``best/``: the chosen checkpoint (weights, processor, text_encoder/) with its generated model card."""
     from .cards import write_model_card
@@ -281,7 +286,14 @@ def publish_best(out: Path, best: str) -> Path:
     target = out / "best"
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(out / best, target, ignore=shutil.ignore_patterns("checkpoints", "best_weights*"))
+    source = out / best
+
+    def training_state(folder: str, names: list[str]) -> set[str]:  # top level only: text_encoder/ etc. stay whole
+        if Path(folder) != source:
+            return set()
+        return {name for name in names if any(fnmatch.fnmatch(name, p) for p in TRAINING_STATE)}
+
+    shutil.copytree(source, target, ignore=training_state)
     try:
         write_model_card(target, model_label=best)
     except (ValueError, OSError, KeyError) as err:  # a card problem never costs the run
