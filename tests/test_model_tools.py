@@ -6,7 +6,7 @@ from collections import OrderedDict
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModel, CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
+from transformers import AutoModel, CLIPModel, CLIPProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
 
 from hf_negationclip import NegationCLIPModel, load_processor, tiny_clip_config
 from hf_negationclip.apps.cli import main
@@ -312,3 +312,39 @@ def test_debug_flag_and_env_show_the_traceback_behind_the_error(tmp_path, capsys
     assert main(args) == 2 and "Traceback" in capsys.readouterr().err
     monkeypatch.setenv("HF_NEGATIONCLIP_DEBUG", "0")
     assert main(args) == 2 and "Traceback" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- text clean-up as OpenAI's tokenizer does it
+
+CLEANED = [  # (raw text, what OpenAI's tokenizer reads after ftfy + HTML unescaping + whitespace collapse)
+    ("there isn’t a cat", "there isn't a cat"),
+    ("a dog &amp; a cat", "a dog & a cat"),
+    ("a dog &amp;amp; a cat", "a dog & a cat"),
+    ("  “no”   dogs\n", '"no" dogs'),
+]
+
+
+def test_load_processor_cleans_text_like_openai_and_saves_plain_clip_files(tmp_path):
+    shipped = load_processor()
+    shipped.save_pretrained(tmp_path / "ours")
+    CLIPProcessor.from_pretrained(tmp_path / "ours").save_pretrained(tmp_path / "plain")  # a folder of plain CLIP code
+    assert json.loads((tmp_path / "ours" / "tokenizer_config.json").read_text())["tokenizer_class"] == "CLIPTokenizer"
+    raw_tokenizer = CLIPTokenizer.from_pretrained(tmp_path / "ours")  # transformers' own class: no clean-up
+    for processor in (shipped, load_processor(tmp_path / "ours"), load_processor(tmp_path / "plain")):
+        tok = processor.tokenizer
+        for raw, clean in CLEANED:
+            assert raw_tokenizer(raw)["input_ids"] != raw_tokenizer(clean)["input_ids"]  # the case matters
+            assert tok(raw)["input_ids"] == tok(clean)["input_ids"] == raw_tokenizer(clean)["input_ids"]
+            assert tok.encode(raw) == raw_tokenizer.encode(clean) and tok.tokenize(raw) == raw_tokenizer.tokenize(clean)
+        batch = processor(text=[raw for raw, _ in CLEANED], padding=True, return_tensors="pt")["input_ids"]
+        want = raw_tokenizer([clean for _, clean in CLEANED], padding=True, return_tensors="pt")["input_ids"]
+        assert torch.equal(batch, want)
+        assert tok("isn’t")["input_ids"] == [49406, 2923, 713, 49407]  # isn + 't, as "isn't"
+
+
+def test_negation_cues_count_curly_apostrophes_and_entities():
+    from hf_negationclip.corpus import has_negation, negation_cues, negation_position
+
+    assert negation_cues("there isn’t a cat") == negation_cues("there isn't a cat") == ["isn't"]
+    assert has_negation("the dog doesn’t wear a hat") and negation_position("a cat that isn’t red") == "end"
+    assert negation_cues("a dog &amp; no cat") == ["no"] and not has_negation("a dog &amp; a cat")

@@ -18,6 +18,7 @@ from .model import (
     FinetuneDefaults,
     ModelPreset,
     NegationCLIPModel,
+    OpenAICleanCLIPTokenizer,
     build_model,
     feature_tensor,
     get_preset,
@@ -27,6 +28,7 @@ from .model import (
     resolve_adapter_base,
     tiny_clip_config,
     tokenizer_files,
+    with_text_cleaning,
 )
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "ModelPreset",
     "NegationCLIPModel",
     "OPENAI_ARCHS",
+    "OpenAICleanCLIPTokenizer",
     "PRESETS",
     "VOCAB_SIZE",
     "build_model",
@@ -54,4 +57,5 @@ __all__ = [
     "resolve_adapter_base",
     "tiny_clip_config",
     "tokenizer_files",
+    "with_text_cleaning",
 ]
