@@ -406,8 +406,10 @@ def run_convert_openai(cfg: ConvertOpenAIConfig) -> str:
 
 def run_negrefcocog(cfg: NegRefCOCOgConfig) -> Path:
     from ..benchmarks import export_negrefcocog
+    from .cards import write_negrefcocog_card
 
     out = export_negrefcocog(cfg.out, cfg.config, cfg.data_dir, cfg.image_dir, cfg.seed)
+    write_negrefcocog_card(out)  # every config exported into the folder so far
     stats = json.loads((out / "stats.json").read_text())[cfg.config]
     print(f"wrote NegRefCOCOg {cfg.config}: {stats['n']} samples, cues {stats['cue']} to {out}")
     return out
@@ -522,8 +524,15 @@ def run_negation_stats(cfg) -> dict:
 
 def run_export_corpus(cfg) -> dict:
     from ..corpus.export import run_export_corpus as export
+    from .cards import write_corpus_card
 
-    return export(cfg)
+    result = export(cfg)
+    write_corpus_card(result["output_dir"], cfg.license)
+    print(
+        f"wrote {result['output_dir']} ({result['splits']}) with its dataset card; load it with "
+        f"datasets.load_dataset({result['output_dir']!r}, 'combined')"
+    )
+    return result
 
 
 def _commands() -> dict[str, tuple[type, Callable]]:

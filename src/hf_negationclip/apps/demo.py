@@ -133,6 +133,7 @@ def build_data(cfg: DemoConfig, out: Path) -> tuple[Path, dict]:
     from ..benchmarks import export_negrefcocog, write_scene_benchmarks
     from ..corpus import CorpusConfig, run_corpus
     from ..corpus.export import export_parquet
+    from .cards import write_corpus_card, write_negrefcocog_card
 
     world, corpus = out / "world", out / "corpus"
     _stage("3/6 negated-caption corpus (both pipelines, minimal pairs) and scene benchmarks")
@@ -149,10 +150,12 @@ def build_data(cfg: DemoConfig, out: Path) -> tuple[Path, dict]:
         )
     stats = json.loads((corpus / "corpus_stats.json").read_text()) if (corpus / "corpus_stats.json").is_file() else {}
     datasets = out / "datasets"
-    if not (datasets / "negation_captions" / "README.md").is_file():
-        export_parquet(corpus, datasets / "negation_captions", str(world / "images" / "train"))
+    if not (datasets / "negation_captions" / "README.md").is_file():  # the library writes data, the card is ours
+        write_corpus_card(
+            export_parquet(corpus, datasets / "negation_captions", str(world / "images" / "train"))["output_dir"]
+        )
     if not (datasets / "negrefcocog" / "README.md").is_file():
-        export_negrefcocog(datasets / "negrefcocog", "scene", world, seed=cfg.seed)
+        write_negrefcocog_card(export_negrefcocog(datasets / "negrefcocog", "scene", world, seed=cfg.seed))
     manifest = write_scene_benchmarks(world, out / "benchmarks", "val", cfg.n_items, cfg.seed)
     print(
         f"corpus: {corpus / 'negated_captions_train.json'}; benchmarks: {len(manifest['tasks'])} scene tasks in "
