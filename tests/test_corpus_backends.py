@@ -5,6 +5,7 @@ import logging
 import re
 import threading
 import time
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -164,7 +165,9 @@ def test_openai_backend_survives_a_misbehaving_server(world, tmp_path, monkeypat
     assert all(r["reason"] for r in records if r["status"] == "rejected")
     for rec in accepted:  # the endpoint's caption went through validation and the annotation check
         assert rec["negated"] == "star" and "with no star" in rec["negated_caption"] and rec["form"] == "openai-rewrite"
-    assert server.n > 20 + 5 and 2 <= server.max_in_flight <= 3
+    # the SDK retried each transient failure (429, 500, dropped, timed out, 500); the malformed reply is a counted skip
+    assert server.n >= 20 + 5 and 2 <= server.max_in_flight <= 3
+    assert sum(r["reason"] == "openai: MalformedResponse" for r in records) == 1
     assert server.auth == {f"Bearer {SECRET}"}
     assert SECRET not in caplog.text
     for path in tmp_path.rglob("*"):
@@ -180,6 +183,105 @@ def test_openai_backend_rejects_when_the_server_never_answers_properly(world, tm
         server.close()
     records = list(iter_split_records(tmp_path, "val"))
     assert records and all(r["status"] == "rejected" and r["reason"] == "openai: MalformedResponse" for r in records)
+
+
+class _MockEndpoint:
+    """An ``httpx.MockTransport`` chat endpoint: ``plan`` maps request number -> reply (default: a good completion)."""
+
+    def __init__(self, plan=None, always=None):
+        import httpx
+
+        self.plan, self.always, self.requests = plan or {}, always, []
+        self.client = httpx.Client(transport=httpx.MockTransport(self.handle))
+
+    def handle(self, request):
+        import httpx
+
+        self.requests.append(request)
+        mode = self.always or self.plan.get(len(self.requests), "ok")
+        if mode == "timeout":
+            raise httpx.ReadTimeout("the model is thinking", request=request)
+        if mode == "drop":
+            raise httpx.RemoteProtocolError("server disconnected", request=request)
+        if mode == "429":
+            return httpx.Response(429, json={"error": "rate limited"}, headers={"Retry-After": "2"})
+        if mode == "500":
+            return httpx.Response(500, text="internal error")
+        if mode == "400":
+            return httpx.Response(400, json={"error": {"message": "bad request"}})
+        if mode == "401":  # a careless server that echoes the credentials it refused
+            return httpx.Response(401, json={"error": {"message": f"bad key {request.headers['authorization']}"}})
+        if mode == "not-json":
+            return httpx.Response(200, content=b'{"choices": [ garbage', headers={"content-type": "application/json"})
+        if mode == "no-choices":
+            return httpx.Response(200, json={"id": "x", "object": "chat.completion", "choices": []})
+        if mode == "list-content":
+            return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": [1, 2]}}]})
+        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": "A star."}}]})
+
+
+@pytest.fixture
+def sdk_sleeps(monkeypatch):
+    """The seconds the openai SDK waits between retries (recorded, not slept)."""
+    import openai._base_client
+
+    waits = []
+    monkeypatch.setattr(openai._base_client.time, "sleep", waits.append)
+    return waits
+
+
+def _client(endpoint, **kw):
+    from hf_negationclip.corpus.backends.openai_api import OpenAIClient
+
+    return OpenAIClient("http://endpoint.test/v1", "tiny-test", http_client=endpoint.client, **kw)
+
+
+MESSAGES = [{"role": "user", "content": "Name one object."}]
+
+
+def test_openai_client_rides_the_sdk_retries_and_honours_retry_after(sdk_sleeps):
+    endpoint = _MockEndpoint(plan={1: "429", 2: "500", 3: "timeout", 4: "drop"})
+    assert _client(endpoint, max_retries=4, api_key=SECRET).chat(MESSAGES) == "A star."
+    assert len(endpoint.requests) == 5 and len(sdk_sleeps) == 4
+    assert sdk_sleeps[0] == 2.0  # the 429's Retry-After; then the SDK's own exponential backoff
+    assert all(0 < w <= 8 for w in sdk_sleeps[1:])
+    assert {r.url.path for r in endpoint.requests} == {"/v1/chat/completions"}
+    assert {r.headers["authorization"] for r in endpoint.requests} == {f"Bearer {SECRET}"}
+
+
+def test_openai_client_gives_up_with_counted_errors(sdk_sleeps):
+    from hf_negationclip.corpus.backends.openai_api import EndpointError, MalformedResponse
+
+    endpoint = _MockEndpoint(always="timeout")
+    with pytest.raises(EndpointError, match="gave up after 3 tries: timeout"):
+        _client(endpoint, max_retries=2).chat(MESSAGES)
+    assert len(endpoint.requests) == 3
+    endpoint = _MockEndpoint(always="400")
+    with pytest.raises(EndpointError, match="HTTP 400"):
+        _client(endpoint, max_retries=2).chat(MESSAGES)
+    assert len(endpoint.requests) == 1  # a bad request is not retried
+    for garbage in ("not-json", "no-choices", "list-content"):
+        with pytest.raises(MalformedResponse):
+            _client(_MockEndpoint(always=garbage), max_retries=1).chat(MESSAGES)
+    # chat_many turns every failure into a value, so the pipeline rejects (and counts) that item only
+    endpoint = _MockEndpoint(plan={1: "not-json", 2: "400"})
+    out = _client(endpoint, max_retries=0, max_in_flight=1).chat_many([MESSAGES] * 3)
+    assert [type(o).__name__ for o in out] == ["MalformedResponse", "EndpointError", "str"] and out[2] == "A star."
+
+
+def test_openai_client_never_leaks_the_key(sdk_sleeps, caplog):
+    from hf_negationclip.corpus.backends.openai_api import EndpointError
+
+    caplog.set_level(logging.DEBUG)
+    endpoint = _MockEndpoint(always="401")
+    client = _client(endpoint, max_retries=1, api_key=SECRET)
+    with pytest.raises(EndpointError) as err:
+        client.chat(MESSAGES)
+    shown = "".join(traceback.format_exception(err.value))  # what --debug would print
+    assert str(err.value) == "HTTP 401" and SECRET not in shown and SECRET not in caplog.text
+    keyless = _MockEndpoint()
+    _client(keyless).chat(MESSAGES)  # a local server without a key still gets a request
+    assert keyless.requests[0].headers["authorization"] == "Bearer EMPTY"
 
 
 def test_openai_backend_needs_an_endpoint(world, tmp_path, monkeypatch):

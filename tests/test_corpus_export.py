@@ -12,6 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from hf_negationclip.apps import cards
+from hf_negationclip.apps.cards import write_corpus_card
 from hf_negationclip.apps.cli import main
 from hf_negationclip.corpus import CorpusConfig, run_corpus
 from hf_negationclip.corpus.export import export_parquet
@@ -30,6 +32,8 @@ def small_corpus(world, tmp_path_factory):
 def test_parquet_export_loads_offline_with_embedded_images(small_corpus, tmp_path):
     folder = tmp_path / "dataset"
     export_parquet(small_corpus, folder, rows_per_file=150)
+    assert not (folder / "README.md").exists()  # the library writes data; the card is the applications' job
+    write_corpus_card(folder)
     expected = {
         s: len(json.loads((small_corpus / f"negated_captions_{s}.json").read_text())["annotations"])
         for s in ("val", "test")
@@ -52,6 +56,51 @@ def test_parquet_export_loads_offline_with_embedded_images(small_corpus, tmp_pat
     data = DatasetCard.load(folder / "README.md").data
     assert {c["config_name"] for c in data.configs} == {"combined", "pipeline1", "pipeline2"}
     assert "| no |" in card or "| not |" in card  # the cue histogram
+    assert cards.PAPER_CITATION in card  # the one citation, authors and all
+    rows = {  # the configs table: row counts per split, read off the parquet files
+        (c, s): sum(pq.ParquetFile(f).metadata.num_rows for f in (folder / "data" / c).glob(f"{s}-*.parquet"))
+        for c in ("pipeline1", "pipeline2")
+        for s in ("test", "val")
+    }
+    assert (
+        f"| `pipeline1` | absent objects: an unmentioned object, verified absent, negated into the caption | "
+        f"{rows['pipeline1', 'test']} | {rows['pipeline1', 'val']} |" in card
+    )
+    total = {s: rows["pipeline1", s] + rows["pipeline2", s] for s in ("test", "val")}
+    assert (
+        f"| `combined` | both pipelines | {total['test']} | {total['val']} |" in card
+        and total["val"] == expected["val"]
+    )
+
+
+def test_export_corpus_cli_writes_the_card_and_push_dataset_stages_it(small_corpus, tmp_path, fake_hub, capsys):
+    folder = tmp_path / "exported"
+    args = ["export-corpus", "--corpus_dir", str(small_corpus), "--output_dir", str(folder), "--license", "cc-by-4.0"]
+    assert main(args) == 0
+    meta = _card_meta(folder)
+    assert meta["license"] == "cc-by-4.0" and meta["configs"][0]["config_name"] == "combined"
+    assert meta["configs"][0]["data_files"][0]["path"] == [
+        "data/pipeline1/test-*.parquet",
+        "data/pipeline2/test-*.parquet",
+    ]
+    stage = tmp_path / "stage"
+    assert (
+        main(
+            ["push-dataset", str(folder), "--repo_id", "org/negation-captions", "--dry_run", "--stage_dir", str(stage)]
+        )
+        == 0
+    )
+    assert (stage / "README.md").read_text() == (folder / "README.md").read_text()
+    assert sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*.parquet")) == sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*.parquet")
+    )
+    assert fake_hub.requests == []
+
+
+def _card_meta(folder: Path) -> dict:
+    from huggingface_hub import DatasetCard
+
+    return DatasetCard.load(folder / "README.md").data.to_dict()
 
 
 def test_builder_reads_the_corpus_folder(small_corpus, tmp_path, monkeypatch):

@@ -477,3 +477,79 @@ def test_many_files_go_through_huggingface_hubs_batched_uploader(tmp_path, fake_
     assert len(messages) >= 2 and messages[0] == "Upload big" and messages[1] == "Upload big (part 2)"
     assert main(["pull", "org/big", "--repo_type", "dataset", "--local_dir", str(tmp_path / "copy")]) == 0
     assert len(list((tmp_path / "copy").glob("shard_*/*.json"))) == 300
+
+
+@pytest.fixture
+def demo_out(tmp_path):
+    """A finished demo's folder as ``run_demo`` leaves it before ``publish_best``: runs + results.json naming the best."""
+    out = tmp_path / "demo"
+    for label, seed in (("baseline", 0), ("ours", 1)):
+        torch.manual_seed(seed)
+        NegationCLIPModel(tiny_clip_config()).save_pretrained(out / label)
+        load_processor().save_pretrained(out / label)
+        (out / label / "training_config.json").write_text(json.dumps({"preset": "tiny", "corpus_dir": None}))
+    (out / "ours" / "best").mkdir()  # the loop's best-step state and a resumable checkpoint: training state only
+    (out / "ours" / "best" / "trainable.safetensors").write_bytes(b"\0" * 32)
+    (out / "ours" / "best" / "best.json").write_text(json.dumps({"step": 4, "score": 0.9}))
+    (out / "ours" / "checkpoints" / "step_4").mkdir(parents=True)
+    (out / "ours" / "checkpoints" / "step_4" / "optimizer.bin").write_bytes(b"\0" * 32)
+    metric = lambda v: {"value": v, "chance": 0.5, "n": 200, "ci95": [v - 0.05, v + 0.05]}  # noqa: E731
+    results = {
+        "tasks": ["world-probes"],
+        "models": {
+            label: {"path": str(out / label), "metrics": {"world-probes/negation_probe_accuracy": metric(v)}}
+            for label, v in (("baseline", 0.015), ("ours", 0.97))
+        },
+        "best": "ours",
+    }
+    (out / "results.json").write_text(json.dumps(results))
+    return out
+
+
+def test_demo_best_publishes_as_it_is(demo_out, tmp_path, fake_hub, capsys):
+    from hf_negationclip.apps.demo import publish_best
+
+    best = publish_best(demo_out, "ours")
+    assert not (best / "best").exists() and not (best / "checkpoints").exists()  # no training state in best/
+    assert (best / "model.safetensors").is_file() and (best / "tokenizer.json").is_file()
+    meta = _front_matter((best / "README.md").read_text())
+    assert meta["model-index"][0]["name"] == "ours"  # the run's name, not the folder's
+    assert _model_index_values(meta) == {"world-probes/negation_probe_accuracy": 0.97}
+    stage = tmp_path / "stage"
+    args = ["push-model", str(best), "--repo_id", "org/negationclip-demo", "--dry_run", "--stage_dir", str(stage)]
+    assert main(args) == 0, capsys.readouterr().err
+    staged = _front_matter((stage / "README.md").read_text())
+    assert staged["model-index"][0]["name"] == "negationclip-demo"
+    assert _model_index_values(staged) == {"world-probes/negation_probe_accuracy": 0.97}  # ours', not the baseline's
+    assert not any(p.name in ("best.json", "trainable.safetensors") for p in stage.rglob("*"))
+    assert fake_hub.requests == []
+    push_model(best, "org/negationclip-demo")
+    assert "model.safetensors" in fake_hub.files("org/negationclip-demo")
+    assert not any(path.startswith("best/") for path in fake_hub.files("org/negationclip-demo"))
+
+
+def test_the_library_never_imports_the_applications():
+    """world, corpus, benchmarks, training, evaluation, modeling, io, text: no import of ``apps`` (lazy ones too)."""
+    import ast
+
+    import hf_negationclip
+
+    root = Path(hf_negationclip.__file__).parent
+    # training/pretrain.py's card import is replaced by a save hook on another branch: drop it from here on merge
+    pending = {"training/pretrain.py"}
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("apps/") or rel in pending:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                parts = name.lstrip(".").split(".")
+                if "apps" in parts and (name.startswith(".") or parts[0] == "hf_negationclip"):
+                    offenders.append(f"{rel}:{node.lineno} imports {name}")
+    assert offenders == []

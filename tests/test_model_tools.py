@@ -6,7 +6,7 @@ from collections import OrderedDict
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModel, CLIPModel, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
+from transformers import AutoModel, CLIPModel, CLIPProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
 
 from hf_negationclip import NegationCLIPModel, load_processor, tiny_clip_config
 from hf_negationclip.apps.cli import main
@@ -214,3 +214,137 @@ def test_convert_openai_refuses_pickled_code_and_wrong_arch(tmp_path, capsys):
         == 2
     )
     assert "does not match ViT-B/32" in capsys.readouterr().err
+
+
+def _convert_error(tmp_path, capsys, state_or_object, name="ckpt.pth") -> str:
+    """Run ``convert-openai`` on a saved object; return its stderr, which must be ONE ``error:`` line (exit 2)."""
+    path = tmp_path / name
+    if isinstance(state_or_object, (str, bytes)):
+        path.write_bytes(state_or_object if isinstance(state_or_object, bytes) else state_or_object.encode())
+    else:
+        torch.save(state_or_object, path)
+    capsys.readouterr()
+    with _no_warnings():
+        code = main(["convert-openai", "--checkpoint", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "\x1b" not in err, err
+    assert "Traceback" not in err and not (tmp_path / "out" / "model.safetensors").exists()
+    return lines[0]
+
+
+class _no_warnings:
+    """Fail when anything warns (torch's UserWarning before its own error, say)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._catcher = warnings.catch_warnings(record=True)
+        self._seen = self._catcher.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._catcher.__exit__(*exc)
+        assert [str(w.message) for w in self._seen] == []
+        return False
+
+
+def test_convert_openai_resnet_state_dict_says_resnet(tmp_path, capsys):
+    state = {k: v for k, v in _OpenAICLIP().state_dict().items() if not k.startswith("visual.")}
+    state.update(
+        {  # a ResNet CLIP's vision tower: a conv stem (conv1, like a ViT's patch embedding), stages, attention pool
+            "visual.conv1.weight": torch.zeros(32, 3, 3, 3),
+            "visual.layer1.0.conv1.weight": torch.zeros(32, 32, 1, 1),
+            "visual.attnpool.positional_embedding": torch.zeros(50, 128),
+        }
+    )
+    line = _convert_error(tmp_path, capsys, state)
+    assert "ResNet" in line and "only ViT" in line and "ckpt.pth" in line
+
+
+def test_convert_openai_missing_key_names_what_is_expected(tmp_path, capsys):
+    state = _OpenAICLIP().state_dict()
+    del state["ln_final.weight"]
+    line = _convert_error(tmp_path, capsys, state)
+    assert "lacks 'ln_final.weight'" in line and "expected an OpenAI-clip ViT state dict" in line
+    state = _OpenAICLIP().state_dict()
+    del state["transformer.resblocks.1.mlp.c_fc.bias"]
+    assert "lacks 'transformer.resblocks.1.mlp.c_fc.bias'" in _convert_error(tmp_path, capsys, state)
+    line = _convert_error(tmp_path, capsys, {"fc.weight": torch.zeros(2, 2)})
+    assert "not an OpenAI-clip state dict" in line and "fc.weight" in line
+    line = _convert_error(tmp_path, capsys, NegationCLIPModel(tiny_clip_config(64)).state_dict())
+    assert "transformers CLIPModel state dict" in line and "needs no conversion" in line
+
+
+def test_convert_openai_inconsistent_shapes_is_one_line_not_a_traceback(tmp_path, capsys):
+    state = _OpenAICLIP().state_dict()
+    state["token_embedding.weight"] = torch.zeros(49408, 96)  # the text width is 128 everywhere else
+    line = _convert_error(tmp_path, capsys, state)
+    assert "shapes disagree" in line and "token_embedding" in line and "[49408, 96]" in line
+
+
+def test_convert_openai_pickled_model_and_torchscript_are_plain_lines(tmp_path, capsys):
+    line = _convert_error(tmp_path, capsys, _OpenAICLIP())  # torch.save(model): pickled classes, not a state dict
+    assert "pickled Python objects" in line and "torch.save(model.state_dict()" in line and "_OpenAICLIP" in line
+    torch.jit.script(nn.Linear(2, 2)).save(tmp_path / "scripted.pt")
+    line = _convert_error(tmp_path, capsys, (tmp_path / "scripted.pt").read_bytes(), "ts.pt")
+    assert "TorchScript archive" in line and "jit=False" in line
+    line = _convert_error(tmp_path, capsys, "not a checkpoint at all", "text.pth")
+    assert "refusing to load" in line and "weights-only" in line
+
+
+def test_debug_flag_and_env_show_the_traceback_behind_the_error(tmp_path, capsys, monkeypatch):
+    state = _OpenAICLIP().state_dict()
+    del state["ln_final.weight"]
+    torch.save(state, tmp_path / "bad.pth")
+    args = ["convert-openai", "--checkpoint", str(tmp_path / "bad.pth"), "--out", str(tmp_path / "out")]
+    monkeypatch.delenv("HF_NEGATIONCLIP_DEBUG", raising=False)
+    assert main(args) == 2
+    plain = capsys.readouterr().err
+    assert "Traceback" not in plain and plain.count("\n") == 1
+    assert main([*args, "--debug"]) == 2
+    shown = capsys.readouterr().err
+    assert shown.startswith("Traceback (most recent call last):") and "convert_openai.py" in shown
+    assert shown.rstrip().splitlines()[-1] == plain.strip()  # the same one line, after the traceback
+    monkeypatch.setenv("HF_NEGATIONCLIP_DEBUG", "1")
+    assert main(args) == 2 and "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv("HF_NEGATIONCLIP_DEBUG", "0")
+    assert main(args) == 2 and "Traceback" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- text clean-up as OpenAI's tokenizer does it
+
+CLEANED = [  # (raw text, what OpenAI's tokenizer reads after ftfy + HTML unescaping + whitespace collapse)
+    ("there isn’t a cat", "there isn't a cat"),
+    ("a dog &amp; a cat", "a dog & a cat"),
+    ("a dog &amp;amp; a cat", "a dog & a cat"),
+    ("  “no”   dogs\n", '"no" dogs'),
+]
+
+
+def test_load_processor_cleans_text_like_openai_and_saves_plain_clip_files(tmp_path):
+    shipped = load_processor()
+    shipped.save_pretrained(tmp_path / "ours")
+    CLIPProcessor.from_pretrained(tmp_path / "ours").save_pretrained(tmp_path / "plain")  # a folder of plain CLIP code
+    assert json.loads((tmp_path / "ours" / "tokenizer_config.json").read_text())["tokenizer_class"] == "CLIPTokenizer"
+    raw_tokenizer = CLIPTokenizer.from_pretrained(tmp_path / "ours")  # transformers' own class: no clean-up
+    for processor in (shipped, load_processor(tmp_path / "ours"), load_processor(tmp_path / "plain")):
+        tok = processor.tokenizer
+        for raw, clean in CLEANED:
+            assert raw_tokenizer(raw)["input_ids"] != raw_tokenizer(clean)["input_ids"]  # the case matters
+            assert tok(raw)["input_ids"] == tok(clean)["input_ids"] == raw_tokenizer(clean)["input_ids"]
+            assert tok.encode(raw) == raw_tokenizer.encode(clean) and tok.tokenize(raw) == raw_tokenizer.tokenize(clean)
+        batch = processor(text=[raw for raw, _ in CLEANED], padding=True, return_tensors="pt")["input_ids"]
+        want = raw_tokenizer([clean for _, clean in CLEANED], padding=True, return_tensors="pt")["input_ids"]
+        assert torch.equal(batch, want)
+        assert tok("isn’t")["input_ids"] == [49406, 2923, 713, 49407]  # isn + 't, as "isn't"
+
+
+def test_negation_cues_count_curly_apostrophes_and_entities():
+    from hf_negationclip.corpus import has_negation, negation_cues, negation_position
+
+    assert negation_cues("there isn’t a cat") == negation_cues("there isn't a cat") == ["isn't"]
+    assert has_negation("the dog doesn’t wear a hat") and negation_position("a cat that isn’t red") == "end"
+    assert negation_cues("a dog &amp; no cat") == ["no"] and not has_negation("a dog &amp; a cat")

@@ -189,9 +189,16 @@ def test_official_json_end_to_end_with_stand_in_images(tmp_path, caplog):
 def test_scene_config_exports_loadable_parquet_with_card(world, tmp_path):
     from datasets import load_dataset
 
+    from hf_negationclip.apps.cards import PAPER_CITATION, write_negrefcocog_card
+
     out = export_negrefcocog(tmp_path / "negrefcocog", "scene", world, cache_dir=tmp_path / "cache")
-    card = (out / "README.md").read_text()
-    assert "config_name: scene" in card and "scene/test-*.parquet" in card
+    assert not (out / "README.md").exists()  # the library writes data; the card is the applications' job
+    assert list((tmp_path / "cache").iterdir()) == []  # the staged examples are gone: no stale cache next time
+    card = write_negrefcocog_card(out).read_text()
+    assert "config_name: scene" in card and "scene/test-*" in card and PAPER_CITATION in card
+    stats = json.loads((out / "stats.json").read_text())["scene"]
+    cues = ", ".join(f"{k} {v}" for k, v in stats["cue"].items())
+    assert f"| `scene` | {stats['n']} | {stats['images']} | {cues} |" in card
     ds = load_dataset(str(out), "scene", split="test")
     row = ds[0]
     assert row["image"].size == (128, 128) and len(row["boxes"]) >= 2 and 0 <= row["target"] < len(row["boxes"])
@@ -243,3 +250,38 @@ def test_render_candidate_modes_keep_the_objects_scale_and_panel():
     assert {r.mode for r in sample.to_choice(mode="blur").images} == {"blur"}
     with pytest.raises(ValueError, match="crop mode"):
         sample.to_choice(mode="zoom")
+
+
+def test_builder_lives_in_dataset_builders_and_reads_the_same_samples(world, tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    import hf_negationclip.benchmarks.negrefcocog as library
+    from hf_negationclip.benchmarks.negrefcocog import samples_for_config
+
+    assert not hasattr(library, "NegRefCOCOgBuilder")  # one home per builder: dataset_builders/
+    path = Path(__file__).resolve().parents[1] / "dataset_builders" / "negrefcocog" / "negrefcocog.py"
+    spec = importlib.util.spec_from_file_location("negrefcocog", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "negrefcocog", module)  # datasets re-imports the builder's module by name
+    spec.loader.exec_module(module)
+    builder = module.NegRefCOCOg(config_name="scene", data_dir=str(world), cache_dir=str(tmp_path))
+    builder.download_and_prepare()
+    ds = builder.as_dataset(split="test")
+    samples = samples_for_config("scene", world)
+    assert ds["phrase"] == [s.phrase for s in samples] and ds["target"] == [s.target for s in samples]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        module.NegRefCOCOg(
+            config_name="scene", data_dir=str(tmp_path / "nope"), cache_dir=str(tmp_path)
+        ).download_and_prepare()
+
+
+def test_negrefcocog_cli_writes_the_card_of_every_exported_config(world, tmp_path, capsys):
+    from huggingface_hub import DatasetCard
+
+    from hf_negationclip.apps.cli import main
+
+    out = tmp_path / "negrefcocog"
+    assert main(["negrefcocog", "--config", "scene", "--data_dir", str(world), "--out", str(out)]) == 0
+    configs = DatasetCard.load(out / "README.md").data.to_dict()["configs"]
+    assert [c["config_name"] for c in configs] == ["scene"] and "wrote NegRefCOCOg scene" in capsys.readouterr().out

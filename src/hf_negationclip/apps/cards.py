@@ -3,16 +3,21 @@
 The templates live in the repository's top-level ``model_cards/`` folder; the
 package reaches them through the ``hf_negationclip/model_cards`` link, so they
 ship inside the wheel as package data and an installed user renders the same
-cards as a checkout. This module imports nothing from a later stage (the
-modeling presets are looked up lazily), so any stage (corpus, benchmarks,
-training, hub) may use it:
+cards as a checkout. It is an application module: the library (corpus,
+benchmarks, training, ...) never imports it; ``cli``, ``demo`` and ``hub``
+call it after the library has written the files a card describes:
 
 - :func:`write_model_card` writes ``RUN_DIR/README.md`` from the run's
   ``training_config.json`` and ``results.json`` (``model-index`` included); the
   trainer calls it on every save, and it is idempotent (same files, same bytes).
 - :func:`write_dataset_card` writes ``FOLDER/README.md`` for a parquet folder
-  laid out as ``<config>/<split>-*.parquet``, with ``configs:``, features and
-  row counts filled in, from any template in ``model_cards/``.
+  laid out as ``<config>/<split>-*.parquet`` (or given ``configs``), with
+  ``configs:``, features and row counts filled in, from any template in
+  ``model_cards/``; :func:`write_corpus_card` and :func:`write_negrefcocog_card`
+  use it for the package's two dataset exports (the library writes the parquet
+  files, the applications write the cards).
+
+:data:`PAPER_CITATION` is the one citation of the paper; every card cites it.
 """
 
 from __future__ import annotations
@@ -155,7 +160,9 @@ def _pick_model(results: dict, run_dir: Path, label: str | None, path: Path) -> 
     if label is None:
         by_path = [k for k, v in models.items() if v.get("path") and _same_path(v["path"], run_dir, path.parent)]
         by_name = [k for k in models if k == run_dir.name]
-        candidates = by_path or by_name or (list(models) if len(models) == 1 else [])
+        # the demo's best/ is a copy of the fine-tune that results.json names under "best"
+        by_best = [results["best"]] if results.get("best") in models and _is_best_copy(run_dir, path.parent) else []
+        candidates = by_path or by_name or by_best or (list(models) if len(models) == 1 else [])
         if len(candidates) != 1:
             raise ValueError(
                 f"cannot tell which model of {path} is {run_dir}: pass model_label (one of {sorted(models)})"
@@ -168,6 +175,14 @@ def _pick_model(results: dict, run_dir: Path, label: str | None, path: Path) -> 
         "metrics": models[label].get("metrics", {}),
         "others": {k: v.get("metrics", {}) for k, v in models.items() if k != label},
     }
+
+
+def _is_best_copy(run_dir: Path, base: Path) -> bool:
+    """``run_dir`` is the ``best/`` folder beside ``results.json`` (``hf-negationclip demo`` writes both)."""
+    try:
+        return run_dir.resolve() == (base / "best").resolve()
+    except OSError:
+        return False
 
 
 def _same_path(recorded: str, run_dir: Path, base: Path) -> bool:
@@ -234,7 +249,8 @@ def model_card_context(
     results = load_run_results(run_dir, model_label)
     rows = result_rows(results)
     dataset_ids = dict(dataset_ids or {})
-    model_name = (repo_id or run_dir.resolve().name).split("/")[-1]
+    # the repo's name on the Hub; else the run's label in results.json (the demo's best/ is "ours", not "best")
+    model_name = repo_id.split("/")[-1] if repo_id else (results["label"] if results else run_dir.resolve().name)
     eval_results = [
         EvalResult(
             task_type="zero-shot-image-classification",
@@ -350,30 +366,63 @@ def parquet_layout(folder: str | Path) -> dict[str, dict[str, list[str]]]:
     return layout
 
 
-def dataset_card_context(folder: str | Path) -> dict:
-    """``configs`` (the YAML list), ``stats`` (rows and files per config/split) and ``features`` per config."""
+def config_files(folder: str | Path, config: dict) -> dict[str, list[Path]]:
+    """``{split: [parquet files]}`` that one ``configs:`` entry names (a ``path`` may be a glob or a list of globs)."""
+    files = {}
+    for entry in config["data_files"]:
+        patterns = [entry["path"]] if isinstance(entry["path"], str) else list(entry["path"])
+        files[entry["split"]] = sorted({p for pattern in patterns for p in Path(folder).glob(pattern)})
+    return files
+
+
+def dataset_card_context(folder: str | Path, configs: list[dict] | None = None) -> dict:
+    """``configs`` (the YAML list), ``stats`` (rows and files per config/split) and ``features`` per config.
+
+    ``configs`` defaults to one config per ``<config>/`` folder (:func:`parquet_layout`); pass your own
+    (``[{"config_name", "data_files": [{"split", "path"}]}]``) for other layouts or configs that share files.
+    """
     import pyarrow.parquet as pq
     from datasets import Features
 
-    layout = parquet_layout(folder)
-    configs, stats, features = [], {}, {}
-    for config, splits in layout.items():
-        configs.append(
-            {"config_name": config, "data_files": [{"split": s, "path": f"{config}/{s}-*"} for s in sorted(splits)]}
-        )
-        stats[config] = {
-            s: {"rows": sum(pq.ParquetFile(Path(folder) / f).metadata.num_rows for f in files), "files": len(files)}
-            for s, files in sorted(splits.items())
+    folder = Path(folder)
+    if configs is None:
+        configs = [
+            {"config_name": c, "data_files": [{"split": s, "path": f"{c}/{s}-*"} for s in sorted(splits)]}
+            for c, splits in parquet_layout(folder).items()
+        ]
+    configs = [dict(c) for c in configs]
+    stats, features = {}, {}
+    for config in configs:
+        name, files = config["config_name"], config_files(folder, config)
+        empty = [split for split, paths in files.items() if not paths]
+        if empty:
+            raise ValueError(f"dataset config {name!r} names no file for split(s) {empty} in {folder}")
+        stats[name] = {
+            split: {"rows": sum(pq.ParquetFile(p).metadata.num_rows for p in paths), "files": len(paths)}
+            for split, paths in files.items()
         }
-        schema = pq.read_schema(Path(folder) / next(iter(splits.values()))[0])
+        schema = pq.read_schema(next(iter(files.values()))[0])
         try:
             feats = Features.from_arrow_schema(schema)
-            features[config] = {name: _feature_name(f) for name, f in feats.items()}
+            features[name] = {column: _feature_name(f) for column, f in feats.items()}
         except (ValueError, TypeError, KeyError):
-            features[config] = {f.name: str(f.type) for f in schema}
-    if configs:
+            features[name] = {f.name: str(f.type) for f in schema}
+    if configs and not any(c.get("default") for c in configs):
         configs[0]["default"] = True
     return {"configs": configs, "stats": stats, "features": features}
+
+
+def value_counts(folder: str | Path, config: dict, column: str) -> dict[str, int]:
+    """How often each value of ``column`` occurs in one config's files (all splits), most common first."""
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    counts: Counter = Counter()
+    for paths in config_files(folder, config).values():
+        for path in paths:
+            counts.update(pq.read_table(path, columns=[column]).column(column).to_pylist())
+    return dict(counts.most_common())
 
 
 def _feature_name(feature) -> str:
@@ -382,30 +431,102 @@ def _feature_name(feature) -> str:
     return f"{kind}({dtype})" if kind == "Value" else kind
 
 
-def write_dataset_card(folder: str | Path, template: str, context: dict | None = None, **card_data) -> Path:
-    """Render ``model_cards/<template>`` into ``FOLDER/README.md`` with valid YAML ``configs:``.
+def write_dataset_card(
+    folder: str | Path,
+    template: str,
+    context: dict | None = None,
+    configs: list[dict] | None = None,
+    **card_data,
+) -> Path:
+    """Render ``model_cards/<template>`` into ``FOLDER/README.md`` with valid YAML ``configs:``: THE dataset-card writer.
 
     The template gets ``card_data`` (the YAML front matter to put between
     ``---`` lines: ``configs``, plus ``card_data`` keyword arguments such as
     ``license``, ``pretty_name``, ``task_categories``), ``configs``, ``stats``
     (``{config: {split: {"rows", "files"}}}``), ``features``
-    (``{config: {column: type}}``) and the caller's ``context``. The written
-    card is parsed back and every ``configs`` path checked against the folder.
+    (``{config: {column: type}}``), ``citation`` / ``paper_url`` (the paper)
+    and the caller's ``context``. ``configs`` defaults to one per
+    ``<config>/`` folder (see :func:`dataset_card_context`). The written card
+    is parsed back and every ``configs`` path checked against the folder.
     """
     from huggingface_hub import DatasetCard, DatasetCardData
 
     folder = Path(folder)
-    auto = dataset_card_context(folder)
+    auto = dataset_card_context(folder, configs)
     data = DatasetCardData(configs=auto["configs"], **card_data)
-    text = render_template(template, **{**auto, **(context or {}), "card_data": data.to_yaml()})
+    paper = {"citation": PAPER_CITATION, "paper_url": PAPER_URL}
+    text = render_template(template, **{**paper, **auto, **(context or {}), "card_data": data.to_yaml()})
     card = DatasetCard(text)  # raises on broken front matter
     for config in card.data.to_dict().get("configs") or []:
-        for entry in config["data_files"]:
-            if not list(folder.glob(entry["path"])):
+        for split, paths in config_files(folder, config).items():
+            if not paths:
                 raise ValueError(
-                    f"dataset card config {config['config_name']!r} names {entry['path']!r}, "
-                    f"which matches no file in {folder}"
+                    f"dataset card config {config['config_name']!r} names no file for split {split!r} in {folder}"
                 )
     target = folder / "README.md"
     _write_atomic(target, text)
     return target
+
+
+# ------------------------------------------------------------------ the package's own dataset cards
+def write_corpus_card(folder: str | Path, license: str = "cc0-1.0") -> Path:
+    """The card of a negated-caption parquet folder (``hf-negationclip export-corpus``; the demo's datasets/)."""
+    from ..corpus.export import LICENSE_NOTE, corpus_card_configs
+
+    folder = Path(folder)
+    configs = corpus_card_configs(folder)
+    combined = next(c for c in configs if c["config_name"] == "combined")
+    return write_dataset_card(
+        folder,
+        "negation_captions_card.md.j2",
+        {
+            "forms": value_counts(folder, combined, "form"),
+            "positions": value_counts(folder, combined, "position"),
+            "cues": value_counts(folder, combined, "cue"),
+            "license": license,
+            "license_note": LICENSE_NOTE,
+        },
+        configs,
+        license=license,
+        language=["en"],
+        pretty_name="Negated captions (hf-negationclip)",
+        task_categories=["zero-shot-image-classification", "image-to-text"],
+        tags=["negation", "clip", "synthetic", "minimal-pairs"],
+    )
+
+
+def write_negrefcocog_card(folder: str | Path) -> Path:
+    """The card of a NegRefCOCOg parquet folder (``hf-negationclip negrefcocog``; the demo's datasets/): every
+    config exported into it so far, with its samples, images, cues and cue positions."""
+    from ..benchmarks.negrefcocog import CONFIGS, SPLIT
+
+    folder = Path(folder)
+    present = parquet_layout(folder)
+    configs = [
+        {"config_name": c, "data_files": [{"split": SPLIT, "path": f"{c}/{SPLIT}-*"}]} for c in CONFIGS if c in present
+    ]
+    if not configs:
+        raise FileNotFoundError(f"no NegRefCOCOg config ({', '.join(CONFIGS)}) in {folder}")
+    rows = []
+    for config in configs:
+        images = value_counts(folder, config, "image_id")
+        rows.append(
+            {
+                "name": config["config_name"],
+                "n": sum(images.values()),
+                "images": len(images),
+                "cue": value_counts(folder, config, "cue"),
+                "position": value_counts(folder, config, "position"),
+            }
+        )
+    return write_dataset_card(
+        folder,
+        "negrefcocog_card.md.j2",
+        {"rows": rows, "split": SPLIT},
+        configs,
+        license="mit",
+        language=["en"],
+        pretty_name="NegRefCOCOg",
+        task_categories=["zero-shot-image-classification"],
+        tags=["negation", "clip", "referring-expressions"],
+    )

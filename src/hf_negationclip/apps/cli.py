@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,8 +406,10 @@ def run_convert_openai(cfg: ConvertOpenAIConfig) -> str:
 
 def run_negrefcocog(cfg: NegRefCOCOgConfig) -> Path:
     from ..benchmarks import export_negrefcocog
+    from .cards import write_negrefcocog_card
 
     out = export_negrefcocog(cfg.out, cfg.config, cfg.data_dir, cfg.image_dir, cfg.seed)
+    write_negrefcocog_card(out)  # every config exported into the folder so far
     stats = json.loads((out / "stats.json").read_text())[cfg.config]
     print(f"wrote NegRefCOCOg {cfg.config}: {stats['n']} samples, cues {stats['cue']} to {out}")
     return out
@@ -520,8 +524,15 @@ def run_negation_stats(cfg) -> dict:
 
 def run_export_corpus(cfg) -> dict:
     from ..corpus.export import run_export_corpus as export
+    from .cards import write_corpus_card
 
-    return export(cfg)
+    result = export(cfg)
+    write_corpus_card(result["output_dir"], cfg.license)
+    print(
+        f"wrote {result['output_dir']} ({result['splits']}) with its dataset card; load it with "
+        f"datasets.load_dataset({result['output_dir']!r}, 'combined')"
+    )
+    return result
 
 
 def _commands() -> dict[str, tuple[type, Callable]]:
@@ -576,6 +587,7 @@ _POSITIONAL = {"push-model": "run_dir", "push-dataset": "folder", "pull": "repo_
 def _usage() -> str:
     lines = [
         "usage: hf-negationclip <command> [options]   (hf-negationclip <command> --help for options)",
+        "       --debug (or HF_NEGATIONCLIP_DEBUG=1): show the traceback behind an 'error:' line",
         "",
         "commands:",
     ]
@@ -631,8 +643,15 @@ def _apply_config_file(parser, config_cls, args: list[str]) -> list[str]:
     return args[:i] + args[i + 2 :]
 
 
+def _debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
+    """``--debug`` (anywhere on the line) or ``HF_NEGATIONCLIP_DEBUG=1``; returns the flag and argv without it."""
+    env = os.environ.get("HF_NEGATIONCLIP_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    return env or "--debug" in argv, [a for a in argv if a != "--debug"]
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run one subcommand; a known failure prints one ``error:`` line (``--debug``: the traceback above it)."""
+    debug, argv = _debug_requested(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -657,6 +676,8 @@ def main(argv: list[str] | None = None) -> int:
         (cfg,) = parser.parse_args_into_dataclasses(rest)
         fn(cfg)
     except (ValueError, OSError, KeyError, ImportError, FormatError, HubError) as err:
+        if debug:
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -20,6 +20,7 @@ A stage whose outputs exist is skipped; ``fresh=True`` starts over.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import shutil
@@ -105,6 +106,7 @@ def build_data(cfg: DemoConfig, out: Path) -> tuple[Path, dict]:
     from ..benchmarks import export_negrefcocog, write_scene_benchmarks
     from ..corpus import CorpusConfig, run_corpus
     from ..corpus.export import export_parquet
+    from .cards import write_corpus_card, write_negrefcocog_card
 
     world, corpus = out / "world", out / "corpus"
     _stage("3/6 negated-caption corpus (both pipelines, minimal pairs) and scene benchmarks")
@@ -121,10 +123,12 @@ def build_data(cfg: DemoConfig, out: Path) -> tuple[Path, dict]:
         )
     stats = json.loads((corpus / "corpus_stats.json").read_text()) if (corpus / "corpus_stats.json").is_file() else {}
     datasets = out / "datasets"
-    if not (datasets / "negation_captions" / "README.md").is_file():
-        export_parquet(corpus, datasets / "negation_captions", str(world / "images" / "train"))
+    if not (datasets / "negation_captions" / "README.md").is_file():  # the library writes data, the card is ours
+        write_corpus_card(
+            export_parquet(corpus, datasets / "negation_captions", str(world / "images" / "train"))["output_dir"]
+        )
     if not (datasets / "negrefcocog" / "README.md").is_file():
-        export_negrefcocog(datasets / "negrefcocog", "scene", world, seed=cfg.seed)
+        write_negrefcocog_card(export_negrefcocog(datasets / "negrefcocog", "scene", world, seed=cfg.seed))
     manifest = write_scene_benchmarks(world, out / "benchmarks", "val", cfg.n_items, cfg.seed)
     print(
         f"corpus: {corpus / 'negated_captions_train.json'}; benchmarks: {len(manifest['tasks'])} scene tasks in "
@@ -230,12 +234,23 @@ def write_report(results: dict, out: Path, best: str, seconds: dict) -> str:
     return text
 
 
+#: what a run folder holds only to resume or pick its best step (the loop's checkpoints/ and best/), never published
+TRAINING_STATE = ("checkpoints", "best", "best_weights*")
+
+
 def publish_best(out: Path, best: str) -> Path:
     """``best/``: the chosen checkpoint (weights, processor, text_encoder/) with its generated model card."""
     target = out / "best"
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(out / best, target, ignore=shutil.ignore_patterns("checkpoints", "best_weights*"))
+    source = out / best
+
+    def training_state(folder: str, names: list[str]) -> set[str]:  # top level only: text_encoder/ etc. stay whole
+        if Path(folder) != source:
+            return set()
+        return {name for name in names if any(fnmatch.fnmatch(name, p) for p in TRAINING_STATE)}
+
+    shutil.copytree(source, target, ignore=training_state)
     try:
         write_model_card(target, model_label=best)
     except (ValueError, OSError, KeyError) as err:  # a card problem never costs the run

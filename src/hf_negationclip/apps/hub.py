@@ -1,7 +1,9 @@
 """Publish runs and datasets on the Hugging Face Hub, and read them back.
 
-The last stage of the data flow: it may import everything below it, nothing
-imports it but ``cli``. Every push works the same way:
+The last stage of the data flow: it may import everything below it; of the
+applications, ``cli`` (push-model / push-dataset / pull) and ``space``
+(``push_space`` hands its staged folder to :func:`push_folder`) call it, and
+the library never does. Every push works the same way:
 
 1. **stage**: copy what belongs on the Hub into a fresh folder (a run's
    checkpoint, processor, ``text_encoder/``, results, logs, plots and a model
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from .cards import (
     HUB_ID_PATTERN,
+    config_files,
     is_hub_id,
     load_run_results,
     public_training_config,  # noqa: F401 (re-exported)
@@ -241,11 +244,9 @@ def stage_dataset(folder: str | Path, stage_dir: str | Path, repo_id: str) -> St
     if not configs:
         raise ValueError(f"{readme} has no 'configs:' in its YAML front matter: load_dataset could not find the data")
     for config in configs:
-        for entry in config.get("data_files", []):
-            if not list(folder.glob(entry["path"])):
-                raise ValueError(
-                    f"{readme}: config {config['config_name']!r} names {entry['path']!r}, which matches no file"
-                )
+        for split, paths in config_files(folder, config).items():
+            if not paths:
+                raise ValueError(f"{readme}: config {config['config_name']!r} names no file for split {split!r}")
     stage.mkdir(parents=True, exist_ok=True)
     if any(stage.iterdir()):
         raise ValueError(f"staging folder {stage} is not empty")

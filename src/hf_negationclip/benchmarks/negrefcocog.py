@@ -1,4 +1,4 @@
-"""NegRefCOCOg: referring expressions with negation, built as the paper does, and its ``datasets`` builder.
+"""NegRefCOCOg: referring expressions with negation, built as the paper does, and its parquet export.
 
 Three sources, one record type (:class:`NegRefCOCOgSample`):
 
@@ -10,8 +10,10 @@ Three sources, one record type (:class:`NegRefCOCOgSample`):
 
 Candidate boxes are shuffled per sample with a fixed seed (the official file
 always lists the answer first). :func:`export_negrefcocog` writes parquet with
-the images embedded and a generated dataset card, so ``load_dataset(folder,
-"scene")`` works offline and ``push_to_hub`` works unchanged.
+the images embedded; with the dataset card the applications write next to it
+(``apps.cards.write_negrefcocog_card``), ``load_dataset(folder, "scene")`` works
+offline and ``push_to_hub`` works unchanged. The ``datasets`` builder lives in
+``dataset_builders/negrefcocog/`` and reads :func:`iter_examples`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,51 +289,11 @@ def samples_for_config(
     return negrefcocog_from_refcocog(load_refcocog(data_dir), image_dir, seed)
 
 
-# --------------------------------------------------------------------------- datasets builder and export
-
-
-def _builder_class():
-    """The ``datasets`` builder, defined lazily so that importing the package does not import ``datasets``."""
-    import datasets
-
-    class NegRefCOCOgConfig(datasets.BuilderConfig):
-        def __init__(self, image_dir: str | None = None, seed: int = 0, **kwargs):
-            super().__init__(**kwargs)
-            self.image_dir, self.seed = image_dir, seed
-
-    class NegRefCOCOgBuilder(datasets.GeneratorBasedBuilder):
-        """NegRefCOCOg: ``config_name`` in refcocog / official / scene, ``data_dir=`` and ``image_dir=`` as in
-        :func:`samples_for_config`."""
-
-        BUILDER_CONFIG_CLASS = NegRefCOCOgConfig
-        BUILDER_CONFIGS = [NegRefCOCOgConfig(name=name, version=datasets.Version("1.0.0")) for name in CONFIGS]
-        DEFAULT_CONFIG_NAME = "scene"
-
-        def _info(self):
-            return datasets.DatasetInfo(description=__doc__, features=features(), license="MIT (annotations)")
-
-        def _split_generators(self, dl_manager):
-            if not self.config.data_dir:
-                raise ValueError(f"NegRefCOCOg {self.config.name}: pass data_dir= (see the dataset card)")
-            return [datasets.SplitGenerator(name=SPLIT)]
-
-        def _generate_examples(self):
-            samples = samples_for_config(
-                self.config.name, self.config.data_dir, self.config.image_dir, self.config.seed
-            )
-            missing = 0
-            for index, s in enumerate(samples):
-                if not s.image.is_file():
-                    missing += 1
-                    continue
-                yield index, sample_to_example(s)
-            if missing:
-                logger.warning("NegRefCOCOg %s: skipped %d samples whose image is missing", self.config.name, missing)
-
-    return NegRefCOCOgBuilder
+# --------------------------------------------------------------------------- examples and the parquet export
 
 
 def features():
+    """The ``datasets`` features of a NegRefCOCOg example (the builder's and the parquet export's)."""
     import datasets
 
     return datasets.Features(
@@ -363,10 +325,26 @@ def sample_to_example(s: NegRefCOCOgSample) -> dict:
     }
 
 
-def __getattr__(name: str):
-    if name == "NegRefCOCOgBuilder":
-        return _builder_class()
-    raise AttributeError(name)
+def iter_examples(
+    config: str, data_dir: str | os.PathLike, image_dir: str | os.PathLike | None = None, seed: int = 0
+) -> Iterator[tuple[int, dict]]:
+    """``(index, example)`` of one config; samples whose image file is missing are skipped, counted and logged.
+
+    The ``datasets`` builder (``dataset_builders/negrefcocog/``) and :func:`export_negrefcocog` both read this.
+    """
+    missing = 0
+    for index, s in enumerate(samples_for_config(config, data_dir, image_dir, seed)):
+        if not s.image.is_file():
+            missing += 1
+            continue
+        yield index, sample_to_example(s)
+    if missing:
+        logger.warning("NegRefCOCOg %s: skipped %d samples whose image is missing", config, missing)
+
+
+def _examples(config: str, data_dir: str, image_dir: str | None, seed: int) -> Iterator[dict]:
+    for _, example in iter_examples(config, data_dir, image_dir, seed):
+        yield example
 
 
 def export_negrefcocog(
@@ -377,46 +355,49 @@ def export_negrefcocog(
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Build one config and write ``<out_dir>/<config>/test-00000-of-00001.parquet`` (images embedded) + README.md.
+    """Build one config and write ``<out_dir>/<config>/test-00000-of-00001.parquet`` (images embedded) + stats.json.
 
-    The card lists every config already exported into ``out_dir``, so exporting
-    several configs one after another gives one loadable folder.
+    Exporting several configs one after another fills one folder. Its dataset
+    card (``README.md`` with ``configs:``, which ``load_dataset(out_dir,
+    config)`` needs) is the applications' job:
+    ``hf_negationclip.apps.cards.write_negrefcocog_card(out_dir)``
+    (``hf-negationclip negrefcocog`` and the demo call it). The examples are
+    staged in a fresh folder under ``cache_dir`` (default: the system's
+    temporary folder) that is removed afterwards, so a rebuilt source is never
+    answered from an old cache.
     """
+    import tempfile
+
+    from datasets import Dataset
     from datasets.table import embed_table_storage
 
-    check_config(config, data_dir, image_dir)  # datasets would wrap these errors in DatasetGenerationError
-    builder = _builder_class()(
-        config_name=config,
-        data_dir=str(data_dir),
-        image_dir=str(image_dir) if image_dir else None,
-        seed=seed,
-        cache_dir=str(cache_dir) if cache_dir else None,
-    )
-    builder.download_and_prepare()
-    ds = builder.as_dataset(split=SPLIT)
-    # to_parquet stores image paths only: embed the bytes first so the folder is self-contained
-    ds = ds.with_format("arrow").map(embed_table_storage, batched=True).with_format(None)
+    check_config(config, data_dir, image_dir)  # before datasets would wrap these errors in its own
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
     out = Path(out_dir)
     (out / config).mkdir(parents=True, exist_ok=True)
-    ds.to_parquet(str(out / config / f"{SPLIT}-00000-of-00001.parquet"))
-    stats = json.loads((out / "stats.json").read_text()) if (out / "stats.json").is_file() else {}
-    stats[config] = {
-        "n": len(ds),
-        "images": len(set(ds["image_id"])),
-        "cue": dict(Counter(ds["cue"]).most_common()),
-        "position": dict(Counter(ds["position"]).most_common()),
-    }
+    with tempfile.TemporaryDirectory(prefix="negrefcocog-", dir=cache_dir) as staging:
+        ds = Dataset.from_generator(
+            _examples,
+            features=features(),
+            cache_dir=staging,
+            gen_kwargs={
+                "config": config,
+                "data_dir": str(data_dir),
+                "image_dir": str(image_dir) if image_dir else None,
+                "seed": seed,
+            },
+        )
+        # to_parquet stores image paths only: embed the bytes first so the folder is self-contained
+        ds = ds.with_format("arrow").map(embed_table_storage, batched=True).with_format(None)
+        ds.to_parquet(str(out / config / f"{SPLIT}-00000-of-00001.parquet"))
+        stats = json.loads((out / "stats.json").read_text()) if (out / "stats.json").is_file() else {}
+        stats[config] = {
+            "n": len(ds),
+            "images": len(set(ds["image_id"])),
+            "cue": dict(Counter(ds["cue"]).most_common()),
+            "position": dict(Counter(ds["position"]).most_common()),
+        }
+        del ds  # release the staged arrow files before the folder goes
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
-    write_card(out, stats)
     return out
-
-
-def write_card(out_dir: Path, stats: dict) -> Path:
-    from ..apps.cards import render_template
-
-    text = render_template(
-        "negrefcocog_card.md.j2", configs=[{"name": c, **stats[c]} for c in CONFIGS if c in stats], split=SPLIT
-    )
-    path = Path(out_dir) / "README.md"
-    path.write_text(text)
-    return path

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io import FormatError, read_json
+from ..text import clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,12 @@ _CUE_RE = re.compile(
 
 
 def negation_cues(text: str) -> list[str]:
-    """The negation cues in ``text``, lower-cased, in order ("a street with no cars" -> ["no"])."""
-    return [m.group(0).lower() for m in _CUE_RE.finditer(text)]
+    """The negation cues in ``text``, lower-cased, in order ("a street with no cars" -> ["no"]).
+
+    The text is cleaned as the tokenizer cleans it first (:func:`hf_negationclip.text.clean_text`), so a curly
+    apostrophe ("isn’t") or an HTML entity counts as the tokenizer will see it.
+    """
+    return [m.group(0).lower() for m in _CUE_RE.finditer(clean_text(text))]
 
 
 def has_negation(text: str) -> bool:
@@ -78,6 +83,7 @@ def negation_position(text: str) -> str | None:
     front below 1/3, end from 2/3 on. "no dogs on the beach" -> front,
     "a green umbrella with no one under it" -> middle, "a dog with no hat" -> end.
     """
+    text = clean_text(text)
     match = _CUE_RE.search(text)
     if match is None:
         return None

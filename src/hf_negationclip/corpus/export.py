@@ -1,4 +1,4 @@
-"""Exports of a corpus run: the interchange COCO JSON, run statistics, and a loadable parquet folder + card.
+"""Exports of a corpus run: the interchange COCO JSON, run statistics, and a loadable parquet folder.
 
 ``negated_captions_<split>.json`` is COCO captions JSON with the paper's
 ``updated_caption`` field (so files of the official NegationCLIP repository and
@@ -28,12 +28,6 @@ LICENSE_NOTE = (
     "The scene world is CC0 1.0. Negated captions built from COCO follow the COCO annotations' license "
     "(CC BY 4.0); the images keep their Flickr terms."
 )
-CITATION = """@inproceedings{park2025negationclip,
-  title     = {Know "No" Better: A Data-Driven Approach for Enhancing Negation Awareness in CLIP},
-  author    = {Park, Junsung and Kim, Jungbeom and Kim, Jihwan and Ko, Juhyeon and Kim, Jin-Hwa and Byun, Hyeran},
-  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
-  year      = {2025}
-}"""
 
 
 def _annotation(rec: dict, ann_id: int) -> dict:
@@ -163,12 +157,12 @@ def form_position_histogram(annotations) -> dict[str, dict[str, int]]:
     }
 
 
-# --------------------------------------------------------------------------- parquet folder + dataset card
+# --------------------------------------------------------------------------- parquet folder (its card: apps.cards)
 
 
 @dataclass
 class ExportCorpusConfig:
-    """Export a corpus run as parquet (images embedded) + README.md card: ``load_dataset(folder, "combined")``."""
+    """Export a corpus run as parquet (images embedded) + a dataset card: ``load_dataset(folder, "combined")``."""
 
     corpus_dir: str = field(default="runs/corpus", metadata={"help": "output folder of `hf-negationclip corpus`"})
     output_dir: str = field(default="runs/corpus_dataset", metadata={"help": "where the dataset folder goes"})
@@ -255,14 +249,18 @@ def export_parquet(
     corpus_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     image_dir: str | None = None,
-    license: str = "cc0-1.0",
     rows_per_file: int = 2000,
 ) -> dict:
-    """Write ``data/pipeline{1,2}/<split>-NNNNN-of-NNNNN.parquet`` + README.md; returns the card's statistics."""
+    """Write ``data/pipeline{1,2}/<split>-NNNNN-of-NNNNN.parquet``; returns ``{"output_dir", "splits"}`` (row counts).
+
+    The library writes the data only; its dataset card (``README.md``, which
+    ``load_dataset(folder, "combined")`` needs for the configs) is written by
+    the applications: ``hf_negationclip.apps.cards.write_corpus_card(output_dir)``
+    (``hf-negationclip export-corpus`` and the demo call it).
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    stats: dict = {"splits": {}, "forms": Counter(), "positions": Counter(), "cues": Counter()}
-    data_files: dict[str, dict[str, list[str]]] = {"pipeline1": {}, "pipeline2": {}}
+    counts: dict[str, dict[str, int]] = {}
     for split in corpus_splits(corpus_dir):
         for config in ("pipeline1", "pipeline2"):
             rows = list(iter_corpus_rows(corpus_dir, split, CONFIGS[config], image_dir))
@@ -275,66 +273,31 @@ def export_parquet(
                 chunk = rows[k * rows_per_file : (k + 1) * rows_per_file]
                 if chunk or k == 0:
                     _write_parquet(chunk, folder / f"{split}-{k:05d}-of-{n_files:05d}.parquet")
-            data_files[config][split] = [f"data/{config}/{split}-*.parquet"]
-            stats["splits"].setdefault(split, {})[config] = len(rows)
-            for r in rows:
-                stats["forms"][r["form"]] += 1
-                stats["positions"][r["position"]] += 1
-                stats["cues"][r["cue"]] += 1
-    configs = [
-        {
-            "config_name": "combined",
-            "default": True,
-            "data_files": [
-                {"split": s, "path": data_files["pipeline1"][s] + data_files["pipeline2"][s]}
-                for s in data_files["pipeline1"]
-            ],
-        }
+            counts.setdefault(split, {})[config] = len(rows)
+    return {"output_dir": str(out), "splits": counts}
+
+
+def corpus_card_configs(folder: str | os.PathLike) -> list[dict]:
+    """The ``configs:`` of an exported corpus folder: ``combined`` (both pipelines, the default), then each pipeline."""
+    folder = Path(folder)
+    splits = sorted({p.name.split("-")[0] for p in folder.glob("data/pipeline*/*.parquet")})
+    if not splits:
+        raise FileNotFoundError(f"no data/pipeline1|2/<split>-*.parquet in {folder}: run export-corpus first")
+
+    def path(config: str, split: str) -> str:
+        return f"data/{config}/{split}-*.parquet"
+
+    combined = [{"split": s, "path": [path("pipeline1", s), path("pipeline2", s)]} for s in splits]
+    return [
+        {"config_name": "combined", "default": True, "data_files": combined},
+        *(
+            {"config_name": c, "data_files": [{"split": s, "path": path(c, s)} for s in splits]}
+            for c in CONFIGS
+            if c != "combined"
+        ),
     ]
-    configs += [
-        {"config_name": c, "data_files": [{"split": s, "path": p} for s, p in data_files[c].items()]}
-        for c in ("pipeline1", "pipeline2")
-    ]
-    write_card(out, configs, stats, license)
-    return {"output_dir": str(out), "splits": stats["splits"]}
-
-
-def write_card(out: Path, configs: list[dict], stats: dict, license: str) -> None:
-    import yaml
-
-    from ..apps.cards import render_template
-
-    header = yaml.safe_dump(
-        {
-            "license": license,
-            "language": ["en"],
-            "pretty_name": "Negated captions (hf-negationclip)",
-            "task_categories": ["zero-shot-image-classification", "image-to-text"],
-            "tags": ["negation", "clip", "synthetic", "minimal-pairs"],
-            "configs": configs,
-        },
-        sort_keys=False,
-    )
-    total = {s: sum(v.values()) for s, v in stats["splits"].items()}
-    text = render_template(
-        "negation_captions_card.md.j2",
-        yaml_header=header.strip(),
-        splits=stats["splits"],
-        totals=total,
-        forms=dict(stats["forms"].most_common()),
-        positions=dict(stats["positions"].most_common()),
-        cues=dict(stats["cues"].most_common()),
-        license=license,
-        license_note=LICENSE_NOTE,
-        citation=CITATION,
-    )
-    (out / "README.md").write_text(text, encoding="utf-8")
 
 
 def run_export_corpus(cfg: ExportCorpusConfig) -> dict:
-    result = export_parquet(cfg.corpus_dir, cfg.output_dir, cfg.image_dir, cfg.license, cfg.rows_per_file)
-    print(
-        f"wrote {result['output_dir']} ({result['splits']}); load it with "
-        f"datasets.load_dataset({result['output_dir']!r}, 'combined')"
-    )
-    return result
+    """``hf-negationclip export-corpus`` without its card (the CLI writes that: ``apps.cards.write_corpus_card``)."""
+    return export_parquet(cfg.corpus_dir, cfg.output_dir, cfg.image_dir, cfg.rows_per_file)

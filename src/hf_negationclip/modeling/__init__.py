@@ -20,6 +20,7 @@ from .model import (
     VOCAB_SIZE,
     ModelPreset,
     NegationCLIPModel,
+    OpenAICleanCLIPTokenizer,
     build_model,
     feature_tensor,
     get_preset,
@@ -29,6 +30,7 @@ from .model import (
     resolve_adapter_base,
     tiny_clip_config,
     tokenizer_files,
+    with_text_cleaning,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "ModelPreset",
     "NegationCLIPModel",
     "OPENAI_ARCHS",
+    "OpenAICleanCLIPTokenizer",
     "PRESETS",
     "VOCAB_SIZE",
     "build_model",
@@ -60,4 +63,5 @@ __all__ = [
     "resolve_checkpoint",
     "tiny_clip_config",
     "tokenizer_files",
+    "with_text_cleaning",
 ]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -28,10 +31,71 @@ def _layer_count(state: dict, prefix: str) -> int:
     return len({k.split(".")[2 + prefix.count(".")] for k in state if k.startswith(prefix + ".resblocks.")})
 
 
+#: the tensors every OpenAI-``clip`` ViT state dict holds (besides the ``resblocks`` of both transformers)
+REQUIRED_KEYS: tuple[str, ...] = (
+    "logit_scale",
+    "token_embedding.weight",
+    "positional_embedding",
+    "ln_final.weight",
+    "ln_final.bias",
+    "text_projection",
+    "visual.class_embedding",
+    "visual.conv1.weight",
+    "visual.positional_embedding",
+    "visual.ln_pre.weight",
+    "visual.ln_pre.bias",
+    "visual.ln_post.weight",
+    "visual.ln_post.bias",
+    "visual.proj",
+)
+#: the tensors of each ``resblocks.<i>`` (OpenAI's fused q/k/v projection, then the rest)
+_BLOCK_KEYS: tuple[str, ...] = ("attn.in_proj_weight", "attn.in_proj_bias") + tuple(
+    f"{name}.{kind}"
+    for name in ("attn.out_proj", "ln_1", "ln_2", "mlp.c_fc", "mlp.c_proj")
+    for kind in ("weight", "bias")
+)
+_EXPECTED = "an OpenAI-clip ViT state dict (ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px)"
+
+
+def check_openai_state_dict(state: dict) -> None:
+    """Raise ``ValueError`` (one line: what the tensors are, what is expected) unless ``state`` is a full ViT CLIP."""
+    if "visual.attnpool.positional_embedding" in state or any(k.startswith("visual.layer1.") for k in state):
+        raise ValueError(
+            f"this is an OpenAI-clip ResNet state dict (visual.layer1.*, visual.attnpool.*), but only ViT "
+            f"checkpoints convert (transformers' CLIPModel has no ResNet tower): expected {_EXPECTED}"
+        )
+    if any(k.startswith(("text_model.", "vision_model.")) for k in state):
+        raise ValueError(
+            "this is a transformers CLIPModel state dict (text_model.*, vision_model.*), which needs no conversion: "
+            f"save it with CLIPModel.save_pretrained and load that folder; convert-openai expects {_EXPECTED}"
+        )
+    if not any(k.startswith(("visual.", "transformer.resblocks.", "token_embedding.")) for k in state):
+        found = ", ".join(sorted(state)[:3])
+        raise ValueError(f"this is not an OpenAI-clip state dict (its keys start {found}, ...): expected {_EXPECTED}")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    for prefix in ("transformer", "visual.transformer"):
+        layers = _layer_count(state, prefix)
+        if layers == 0:
+            missing.append(f"{prefix}.resblocks.0.*")
+        missing += [f"{prefix}.resblocks.{i}.{k}" for i in range(layers) for k in _BLOCK_KEYS]
+        missing = [k for k in missing if k not in state]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ValueError(
+            f"this OpenAI-clip state dict is incomplete: it lacks {missing[0]!r}{more}; expected {_EXPECTED}"
+        )
+    for key in ("visual.conv1.weight", "visual.positional_embedding", "text_projection", "visual.proj"):
+        expected_dim = {"visual.conv1.weight": 4}.get(key, 2)
+        if state[key].dim() != expected_dim:
+            raise ValueError(
+                f"this OpenAI-clip state dict has {key} of shape {list(state[key].shape)} "
+                f"({expected_dim} dimensions expected): expected {_EXPECTED}"
+            )
+
+
 def openai_clip_config(state: dict, arch: str | None = None) -> CLIPConfig:
     """A ``CLIPConfig`` read off the shapes of an OpenAI-``clip`` state dict (heads = width / 64, as OpenAI does)."""
-    if "visual.conv1.weight" not in state:
-        raise ValueError("not an OpenAI CLIP ViT state dict (no visual.conv1.weight; ResNet CLIPs are not supported)")
+    check_openai_state_dict(state)
     v_width, _, patch, _ = state["visual.conv1.weight"].shape
     grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     t_width = state["ln_final.weight"].shape[0]
@@ -120,24 +184,57 @@ def openai_to_hf_state_dict(state: dict, config: CLIPConfig) -> dict:
     return {k: v.contiguous() for k, v in out.items()}
 
 
+_SIZE_MISMATCH = re.compile(
+    r"size mismatch for (\S+): copying a param with shape torch\.Size\((\[.*?\])\) from checkpoint, "
+    r"the shape in current model is torch\.Size\((\[.*?\])\)"
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (``torch.jit.save``, OpenAI's ``clip.load(jit=True)`` files): a zip with ``code/``."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[1:2] == ["code"] or name.endswith("/constants.pkl") for name in archive.namelist())
+
+
 def load_openai_state_dict(path: str | os.PathLike) -> dict:
     """Tensors of an OpenAI-``clip`` ``.pth``/``.pt`` state dict, through ``torch.load(weights_only=True)`` only."""
+    import pickle
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle.UnpicklingError, RuntimeError for TorchScript archives, ...
+    if _is_torchscript(path):
         raise ValueError(
-            f"refusing to load {path}: not a plain weights-only state dict ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). TorchScript archives: load them with "
-            "clip.load(..., jit=False) and torch.save(model.state_dict()) first"
-        ) from err
+            f"{path} is a TorchScript archive (clip.load(..., jit=True)), not a state dict: expected a weights-only "
+            "state dict; save one with clip.load(name, jit=False) and torch.save(model.state_dict(), FILE)"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns before it raises; the error below says it all
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", _ANSI.sub("", str(err)))
+        what = f" (it needs {found.group(1)})" if found else ""
+        raise ValueError(
+            f"refusing to load {path}: it holds pickled Python objects, not only tensors{what}; expected a "
+            "weights-only state dict: torch.save(model.state_dict(), FILE)"
+        ) from None
+    except Exception as err:  # RuntimeError / EOFError for a truncated or foreign file, ...
+        first = _ANSI.sub("", str(err)).strip().splitlines()
+        raise ValueError(
+            f"refusing to load {path}: not a weights-only torch state dict ({type(err).__name__}: "
+            f"{first[0] if first else ''}); expected the .pt/.pth of torch.save(model.state_dict(), FILE)"
+        ) from None
     for wrapper in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f"{path} does not hold a state dict")
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"{path} holds a {type(state).__name__} without tensors, not a state dict: expected {_EXPECTED}"
+        )
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
@@ -146,13 +243,26 @@ def convert_openai_checkpoint(
 ) -> Path:
     """Convert an OpenAI-``clip`` ViT checkpoint into a ``NegationCLIPModel`` folder (safetensors + processor)."""
     state = load_openai_state_dict(checkpoint)
-    config = openai_clip_config(state, arch)
-    config.architectures = ["NegationCLIPModel"]
-    model = NegationCLIPModel(config)
-    missing, unexpected = model.load_state_dict(openai_to_hf_state_dict(state, config), strict=False)
+    try:
+        config = openai_clip_config(state, arch)
+        config.architectures = ["NegationCLIPModel"]
+        model = NegationCLIPModel(config)
+        missing, unexpected = model.load_state_dict(openai_to_hf_state_dict(state, config), strict=False)
+    except ValueError as err:
+        raise ValueError(f"{checkpoint}: {err}") from None
+    except RuntimeError as err:  # size mismatch: tensors that disagree about the widths
+        found = _SIZE_MISMATCH.search(str(err))
+        detail = (
+            f"{found.group(1)} would be {found.group(2)} but the other tensors' widths need {found.group(3)}"
+            if found
+            else str(err).strip().splitlines()[-1].strip()
+        )
+        raise ValueError(
+            f"{checkpoint}: an OpenAI-clip ViT state dict whose tensor shapes disagree ({detail}); expected {_EXPECTED}"
+        ) from None
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
-        raise ValueError(f"conversion left missing keys {missing[:5]} / unexpected keys {unexpected[:5]}")
+        raise ValueError(f"{checkpoint}: conversion left missing keys {missing[:5]} / unexpected keys {unexpected[:5]}")
     out = Path(out_dir)
     model.save_pretrained(out, safe_serialization=True)
     load_processor(image_size=config.vision_config.image_size).save_pretrained(out)

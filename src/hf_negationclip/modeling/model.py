@@ -24,6 +24,8 @@ import torch
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
 from transformers.utils import logging as hf_logging
 
+from ..text import clean_text
+
 logger = logging.getLogger(__name__)
 
 #: ids of the real OpenAI CLIP tokenizer; every config must keep them (text pooling reads EOS)
@@ -356,22 +358,79 @@ def tokenizer_files() -> tuple[Path, Path]:
     return Path(str(root / "vocab.json")), Path(str(root / "merges.txt"))
 
 
-def load_tokenizer() -> CLIPTokenizer:
+def _cleaned(text, split_into_words: bool):
+    """``clean_text`` on a text or a batch of texts; pre-split words and token ids pass unchanged."""
+    if split_into_words or text is None:
+        return text
+    if isinstance(text, str):
+        return clean_text(text)
+    if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
+        return [clean_text(t) for t in text]
+    return text
+
+
+class OpenAICleanCLIPTokenizer(CLIPTokenizer):
+    """``CLIPTokenizer`` that cleans text as OpenAI's tokenizer does first (:func:`hf_negationclip.text.clean_text`).
+
+    Every way in (``__call__``, ``encode``, ``tokenize``, the processor's
+    ``text=``) goes through ``_encode_plus``, so "isn’t" and "isn't", "&amp;"
+    and "&" give the same ids. It adds no state and saves plain CLIP files
+    (``tokenizer_class: CLIPTokenizer``): any CLIP code loads them, and
+    :func:`load_processor` turns the loaded tokenizer into this class again.
+    """
+
+    def _encode_plus(self, text, text_pair=None, **kwargs):
+        split = bool(kwargs.get("is_split_into_words"))
+        return super()._encode_plus(_cleaned(text, split), _cleaned(text_pair, split), **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        for name in files:
+            if str(name).endswith("tokenizer_config.json") and Path(name).is_file():
+                config = json.loads(Path(name).read_text(encoding="utf-8"))
+                if config.get("tokenizer_class") == type(self).__name__:
+                    config["tokenizer_class"] = "CLIPTokenizer"  # plain CLIP files: no class of ours needed to load
+                    Path(name).write_text(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        return files
+
+
+def with_text_cleaning(tokenizer):
+    """The same tokenizer, cleaning text like OpenAI's (a ``CLIPTokenizer`` becomes :class:`OpenAICleanCLIPTokenizer`).
+
+    The class is swapped in place (the subclass adds only methods), so a
+    tokenizer loaded from any folder or Hub repo keeps everything it loaded.
+    Another tokenizer class is returned as it is, with a warning.
+    """
+    if isinstance(tokenizer, OpenAICleanCLIPTokenizer):
+        return tokenizer
+    if type(tokenizer) is CLIPTokenizer:
+        tokenizer.__class__ = OpenAICleanCLIPTokenizer
+    else:
+        logger.warning("%s is not a CLIPTokenizer: its text is not cleaned as OpenAI's", type(tokenizer).__name__)
+    return tokenizer
+
+
+def load_tokenizer() -> OpenAICleanCLIPTokenizer:
+    """The shipped OpenAI CLIP BPE tokenizer (77 tokens), cleaning text as OpenAI's does."""
     vocab, merges = tokenizer_files()
     # transformers 5: vocab=/merges= (vocab_file= is silently ignored and gives a 3-token vocabulary)
-    return CLIPTokenizer(vocab=str(vocab), merges=str(merges), model_max_length=MAX_TEXT_LENGTH)
+    return OpenAICleanCLIPTokenizer(vocab=str(vocab), merges=str(merges), model_max_length=MAX_TEXT_LENGTH)
 
 
 def load_processor(name_or_path: str | os.PathLike | None = None, image_size: int | None = None) -> CLIPProcessor:
     """A ``CLIPProcessor``: the shipped tokenizer + an image processor for the tiny preset, or a saved one.
 
     ``name_or_path`` may be a preset name, a Hub id or a local folder. With
-    ``None`` nothing is read from the network.
+    ``None`` nothing is read from the network. Its tokenizer cleans text as
+    OpenAI's does (ftfy, HTML unescaping, whitespace: :func:`with_text_cleaning`),
+    whichever folder or repo it came from; it still saves plain CLIP files.
     """
     if name_or_path is not None:
         preset = PRESETS.get(str(name_or_path))
         if preset is None or preset.checkpoint is not None:
-            return CLIPProcessor.from_pretrained(preset.checkpoint if preset else name_or_path)
+            processor = CLIPProcessor.from_pretrained(preset.checkpoint if preset else name_or_path)
+            processor.tokenizer = with_text_cleaning(processor.tokenizer)
+            return processor
         image_size = image_size or preset.image_size
     size = image_size or PRESETS["tiny"].image_size
     verbosity = hf_logging.get_verbosity()

@@ -1,11 +1,15 @@
 """Any OpenAI-compatible chat endpoint (vLLM, TGI, Ollama, llama.cpp server) as text backend and verifier.
 
-Requests run on a thread pool of ``max_in_flight`` workers (the bound on
-concurrent requests), each with a timeout; 429, 5xx, timeouts, dropped
-connections and malformed JSON are retried with exponential backoff (a
-``Retry-After`` header is honoured, capped). An item that still fails is
-rejected with the error's type as reason; the run goes on. The API key is sent
-as a bearer header only: never logged, never written.
+Requests go through the ``openai`` SDK (``openai.OpenAI(base_url=...,
+api_key=..., max_retries=..., timeout=...)``), which retries 408/409/429/5xx,
+timeouts and dropped connections with exponential backoff and honours
+``Retry-After``. On top of it this module keeps what the SDK does not know:
+at most ``max_in_flight`` requests at a time (a thread pool), the check that a
+reply is a chat completion with text (anything else is a
+:class:`MalformedResponse`), and the rule that a failed item is rejected with
+the error's type as reason (counted by the pipeline) while the run goes on.
+The API key goes to the SDK only, which sends it as a bearer header: never
+logged, never written, never part of an error message.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import base64
 import io
 import logging
 import os
-import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .prompts import SYSTEM, GenerativeTextBackend, GenerativeVerifier
 
 logger = logging.getLogger(__name__)
+
+#: what the SDK is given as key when the endpoint needs none (local vLLM / Ollama servers ignore it)
+NO_KEY = "EMPTY"
 
 
 class EndpointError(RuntimeError):
@@ -32,7 +37,12 @@ class MalformedResponse(EndpointError):
 
 
 class OpenAIClient:
-    """A small, thread-safe chat-completions client with bounded concurrency and retries."""
+    """Chat completions through the ``openai`` SDK, at most ``max_in_flight`` at a time; thread-safe.
+
+    ``http_client`` (an ``httpx.Client``) is handed to the SDK as it is: tests
+    pass one with an ``httpx.MockTransport``, users one with a proxy or
+    custom certificates.
+    """
 
     def __init__(
         self,
@@ -42,27 +52,34 @@ class OpenAIClient:
         max_in_flight: int = 8,
         timeout: float = 60.0,
         max_retries: int = 4,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
         temperature: float = 0.6,
         top_p: float = 0.9,
         max_tokens: int = 64,
+        http_client=None,
     ):
-        import httpx
-
         if not base_url or not model:
             raise ValueError(
                 "the openai backend needs a base URL and a model (--api_base/--api_model or "
                 "OPENAI_BASE_URL/OPENAI_MODEL)"
             )
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        try:
+            import openai
+        except ImportError as err:
+            raise ImportError('the openai backend needs the openai SDK: pip install "hf-negationclip[llm]"') from err
+
+        self._openai = openai
+        self._client = openai.OpenAI(
+            base_url=base_url.rstrip("/"),
+            api_key=api_key or NO_KEY,
+            max_retries=max_retries,
+            timeout=timeout,
+            http_client=http_client,
+        )
         self.model, self.max_in_flight, self.max_retries = model, max_in_flight, max_retries
-        self.backoff, self.max_backoff = backoff, max_backoff
         self.sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
 
     @classmethod
-    def from_config(cls, cfg) -> OpenAIClient:
+    def from_config(cls, cfg, http_client=None) -> OpenAIClient:
         return cls(
             cfg.api_base or os.environ.get("OPENAI_BASE_URL", ""),
             cfg.api_model or os.environ.get("OPENAI_MODEL", ""),
@@ -70,40 +87,31 @@ class OpenAIClient:
             cfg.max_in_flight,
             cfg.request_timeout,
             cfg.max_retries,
+            http_client=http_client,
         )
 
     def chat(self, messages: list[dict]) -> str:
-        """One completion's text, retried on transient failures; raises EndpointError when it gives up."""
-        import httpx
-
-        last = "no attempt"
-        for attempt in range(self.max_retries + 1):
-            wait = min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2)
-            try:
-                resp = self._http.post(
-                    "/chat/completions", json={"model": self.model, "messages": messages, **self.sampling}
-                )
-            except (httpx.TimeoutException, httpx.TransportError) as err:
-                last = type(err).__name__
-            else:
-                if resp.status_code == 429 or resp.status_code >= 500:
-                    last = f"HTTP {resp.status_code}"
-                    retry_after = resp.headers.get("retry-after", "")
-                    if retry_after.replace(".", "", 1).isdigit():
-                        wait = min(self.max_backoff, float(retry_after))
-                elif resp.status_code >= 400:
-                    raise EndpointError(f"HTTP {resp.status_code}")  # a bad request does not get better by retrying
-                else:
-                    try:
-                        return resp.json()["choices"][0]["message"]["content"] or ""
-                    except (ValueError, KeyError, IndexError, TypeError):
-                        last = "malformed response"
-            if attempt < self.max_retries:
-                logger.debug("endpoint: %s, retry %d in %.2fs", last, attempt + 1, wait)
-                time.sleep(wait)
-        raise (MalformedResponse if last == "malformed response" else EndpointError)(
-            f"gave up after {self.max_retries + 1} tries: {last}"
-        )
+        """One completion's text (the SDK retries transient failures); raises EndpointError when it gives up."""
+        openai, tries = self._openai, self.max_retries + 1
+        try:
+            reply = self._client.chat.completions.create(model=self.model, messages=messages, **self.sampling)
+        except openai.APITimeoutError:
+            raise EndpointError(f"gave up after {tries} tries: timeout") from None
+        except openai.APIConnectionError as err:
+            raise EndpointError(
+                f"gave up after {tries} tries: connection failed ({type(err.__cause__).__name__})"
+            ) from None
+        except openai.APIStatusError as err:  # 429 / 5xx after the retries; other 4xx at once (retrying will not help)
+            raise EndpointError(f"HTTP {err.status_code}") from None
+        except ValueError as err:  # the body is not JSON
+            raise MalformedResponse(f"not JSON: {type(err).__name__}") from None
+        choices = getattr(reply, "choices", None)
+        if not isinstance(choices, list) or not choices or getattr(choices[0], "message", None) is None:
+            raise MalformedResponse("not a chat completion (no choices[0].message)")
+        content = choices[0].message.content
+        if content is not None and not isinstance(content, str):
+            raise MalformedResponse(f"message content is a {type(content).__name__}, not text")
+        return content or ""
 
     def chat_many(self, conversations: list[list[dict]]) -> list:
         """Completions for many conversations, at most ``max_in_flight`` at a time; failures come back as exceptions."""
@@ -112,13 +120,14 @@ class OpenAIClient:
             try:
                 return self.chat(messages)
             except EndpointError as err:
+                logger.debug("endpoint: %s", err)
                 return err
 
         with ThreadPoolExecutor(max_workers=self.max_in_flight) as pool:
             return list(pool.map(one, conversations))
 
     def close(self) -> None:
-        self._http.close()
+        self._client.close()
 
 
 class OpenAITextBackend(GenerativeTextBackend):
