@@ -47,3 +47,27 @@ def fake_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(_http.time, "sleep", lambda seconds: None)
     yield hub
     FakeHub.uninstall()
+
+
+@pytest.fixture
+def check_png():
+    """``check_png(path, height=None, width=None, min_width=0, colours=())``: the file decodes as a PNG of that size,
+    is not one flat colour, and shows every RGB colour in ``colours`` (e.g. a bar's fill) somewhere."""
+    from PIL import Image, ImageColor
+
+    def check(path, height=None, width=None, min_width=0, colours=()):
+        with Image.open(path) as image:
+            assert image.format == "PNG", f"{path} is {image.format}, not PNG"
+            rgb = image.convert("RGB")
+        if height is not None:
+            assert rgb.height == height, (path, rgb.size)
+        if width is not None:
+            assert rgb.width == width, (path, rgb.size)
+        assert rgb.width >= min_width, (path, rgb.size)
+        present = {colour for _, colour in rgb.getcolors(maxcolors=rgb.width * rgb.height)}
+        assert len(present) > 16, f"{path} is (almost) one flat colour: {len(present)} colours"
+        missing = [c for c in colours if ImageColor.getrgb(c) not in present]
+        assert not missing, f"{path} does not show {missing}"
+        return rgb
+
+    return check

@@ -4,9 +4,12 @@ import json
 
 import pytest
 import yaml
+from scipy.stats import binomtest
 from transformers import CLIPModel, CLIPTextModel
 
 from hf_negationclip.apps.demo import DemoConfig, run_demo
+
+pytestmark = pytest.mark.slow  # the whole demo on a 1,000-image world: the longest test by far
 
 
 @pytest.fixture(scope="module")
@@ -26,23 +29,38 @@ def demo(tmp_path_factory):
     return out, cfg, run_demo(cfg)
 
 
-def test_every_stage_writes_its_outputs(demo):
-    out, _, results = demo
+def test_every_stage_writes_its_outputs(demo, check_png):
+    out, cfg, results = demo
     assert set(results["models"]) == {"baseline", "paper", "ours", "ours-lora"}
     for label in results["models"]:
         metrics = results["models"][label]["metrics"]
+        assert metrics["world-probes/negation_probe_accuracy"]["n"] == cfg.n_items
         for key in (
             "world-probes/negation_probe_accuracy",
             "scene-negrefcocog-controlled/accuracy",
             "scene-valse-existence-controlled/accuracy",
         ):
-            assert 0.0 <= metrics[key]["value"] <= 1.0 and metrics[key]["n"] > 0 and "chance" in metrics[key]
-            lo, hi = metrics[key]["ci95"]
-            assert lo <= metrics[key]["value"] <= hi
+            value, n, (lo, hi) = metrics[key]["value"], metrics[key]["n"], metrics[key]["ci95"]
+            assert 0 < n <= cfg.n_items and metrics[key]["chance"] == 0.5
+            correct = round(value * n)
+            assert value == pytest.approx(correct / n, abs=1e-9), (label, key, value, n)  # a share of n items
+            wilson = binomtest(correct, n).proportion_ci(method="wilson")
+            if key.startswith("world-probes/"):  # the demo's own interval
+                assert (lo, hi) == pytest.approx((wilson.low, wilson.high), abs=1e-3), (label, key)
+            elif 0 < correct < n:  # the harness's interval: a real width, near Wilson's
+                assert lo < value < hi and abs(lo - wilson.low) < 0.06 and abs(hi - wilson.high) < 0.06, (label, key)
+            else:
+                assert lo <= value <= hi, (label, key)
     assert json.loads((out / "results.json").read_text())["best"] == results["best"] != "baseline"
     report = (out / "report.md").read_text()
-    assert "negation probe (controlled pairs)" in report and "chance" in report
-    assert (out / "results.png").stat().st_size > 1000
+    row = next(line for line in report.splitlines() if line.startswith("| negation probe (controlled pairs) |"))
+    expected = [
+        results["models"][label]["metrics"]["world-probes/negation_probe_accuracy"] for label in results["models"]
+    ]
+    assert row.split(" | ")[1:3] == ["0.500", str(cfg.n_items)]
+    assert [cell.split(" [")[0] for cell in row.strip(" |").split(" | ")[3:]] == [f"{e['value']:.3f}" for e in expected]
+    # one bar colour per model (matplotlib's default cycle), at 120 dpi and 4.5 inches high
+    check_png(out / "results.png", height=540, min_width=720, colours=["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"])
 
 
 def test_ours_beats_the_baseline_on_controlled_negation_and_still_sees_the_object(demo):

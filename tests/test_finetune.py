@@ -148,6 +148,23 @@ def test_lora_run_writes_an_adapter_that_loads_like_the_merged_checkpoint(setup,
     assert torch.allclose(a, b, atol=1e-4)
 
 
+# The CLI, except that the run waits forever once its first training state is saved (``stopped`` says so).
+_STOP_AFTER_FIRST_STATE = """
+import sys, time
+from pathlib import Path
+from hf_negationclip.apps.cli import main
+from hf_negationclip.training import loop
+real_save = loop._save_state
+def save_then_wait(accelerator, checkpoints, step, *args, **kwargs):
+    real_save(accelerator, checkpoints, step, *args, **kwargs)
+    (Path(checkpoints).parent / "stopped").write_text(str(step))
+    time.sleep(3600)
+loop._save_state = save_then_wait
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("train", ["text", "lora-text"])
 def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(setup, tmp_path, train):
     kw = dict(
@@ -179,18 +196,18 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(set
         ).items()
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hf_negationclip.apps.cli", "finetune", *args],
+        [sys.executable, "-c", _STOP_AFTER_FIRST_STATE, "finetune", *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 240
-    while (
-        not (cut / "checkpoints" / "step_00000002" / "done").exists() and proc.poll() is None and time.time() < deadline
-    ):
+    while not (cut / "stopped").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    assert proc.poll() is None, f"the run ended (code {proc.returncode}) before its first state was saved"
+    assert (cut / "checkpoints" / "step_00000002" / "done").exists()
+    proc.send_signal(signal.SIGKILL)  # the run waits right after its step-2 state: the kill lands there, every time
+    assert proc.wait() == -signal.SIGKILL
     assert not (cut / "model.safetensors").exists()
     resumed = finetune(_cfg(setup, cut, save_steps=2, **kw))
     assert [h["step"] for h in resumed["history"]] == [1, 2, 3, 4]
@@ -217,6 +234,15 @@ json.dump({"world": int(os.environ.get("WORLD_SIZE", 1)), "batches": seen}, open
 """
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
 def test_two_cpu_processes_train_on_the_global_batch(setup, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(_TWO_PROCESS_SCRIPT)
@@ -245,7 +271,7 @@ def test_two_cpu_processes_train_on_the_global_batch(setup, tmp_path):
             "--nproc_per_node",
             "2",
             "--master_port",
-            "29533",
+            str(_free_port()),
             str(script),
             json.dumps({**kw, "output_dir": str(tmp_path / "two")}),
         ],

@@ -91,7 +91,7 @@ def test_controlled_mcq_groups_share_options_and_differ_in_one_object(bench):
     assert Counter(it.groups["template"] for it in items).keys() == {"affirmation", "negation", "hybrid"}
 
 
-def test_evaluate_cli_two_models_writes_results_table_and_chart(world, bench, tmp_path, capsys):
+def test_evaluate_cli_two_models_writes_results_table_and_chart(world, bench, tmp_path, capsys, check_png):
     out, _ = bench
     args = [
         "evaluate",
@@ -132,7 +132,9 @@ def test_evaluate_cli_two_models_writes_results_table_and_chart(world, bench, tm
     assert set(metrics["scene-negrefcocog/accuracy"]["breakdown"]) == {"cue", "position"}
     assert results["models"]["tiny"]["metrics"] == results["models"]["tiny'"]["metrics"]  # same weights, same numbers
     assert "| scene-ccneg-controlled/accuracy | 0.500 |" in (tmp_path / "results.md").read_text()
-    assert (tmp_path / "results.png").stat().st_size > 1000
+    check_png(
+        tmp_path / "results.png", height=540, min_width=720, colours=["#1f77b4", "#ff7f0e"]
+    )  # a bar colour per model
 
 
 def test_evaluate_cli_plain_errors_for_bad_models(tmp_path, capsys, monkeypatch):

@@ -209,7 +209,7 @@ class PushSpaceConfig:
 
 @dataclass
 class PushOptions:
-    """What every push shares (models, datasets; Spaces reuse it)."""
+    """What the model and dataset pushes share (push-space has its own options)."""
 
     private: bool = field(default=False, metadata={"help": "create the repo as private"})
     revision: str | None = field(default=None, metadata={"help": "branch to commit to (created from main if missing)"})

@@ -1,4 +1,4 @@
-"""Readers for each benchmark's own file layout (see the shared benchmark-formats note).
+"""Readers for each benchmark's own file layout (VALSE, NegBench, CC-Neg, COCO retrieval, image folders).
 
 Every reader returns choice items with the candidates shuffled by a fixed seed
 (the official files often put the answer first), resolves image paths against

@@ -1,8 +1,11 @@
 """The embedded scene world: a procedurally rendered stand-in for COCO, RefCOCOg and VQAv2.
 
-Scenes hold 1 to 4 non-overlapping coloured shapes on a textured, muted
-background. :func:`write_world` renders a world and writes it in the real file
-formats, so the loaders that read COCO, RefCOCOg and VQAv2 read it unchanged::
+Scenes hold 1 to 4 non-overlapping coloured shapes, centred in the cells of a 3x3
+grid (``layout="grid"``, the default) or placed anywhere (``"random"``), on a muted
+background: ``plain`` (flat or softly shaded, the default) or ``textured`` (shaded,
+striped, grainy, checkered). :func:`write_world` renders a world and writes it in
+the real file formats, so the loaders that read COCO, RefCOCOg and VQAv2 read it
+unchanged::
 
     out/images/{split}/000000000001.jpg
     out/annotations/instances_{split}.json     COCO instances (+ color/size attributes)
