@@ -1,5 +1,7 @@
 import os
 import pickle
+import zlib
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -205,3 +207,133 @@ def test_one_table_writer_for_the_harness_and_the_report():
     ]
     rows = markdown_table(results, [("t/r@1", "recall"), ("missing", "never shown")]).splitlines()
     assert rows[2:] == ["| recall |  | 4 |  | 0.250 |"]
+
+
+# --------------------------------------------------------------------------- caption-side probes
+
+
+def _words(text):
+    return [w.strip(",;:") for w in text.lower().split()]
+
+
+def _oracle_truth(objects, claims):
+    """A candidate is true when every thing it says is there is there and every thing it says is absent is not."""
+    return all(any(all(o[k] == v for k, v in attrs) for o in objects) == present for attrs, present in claims)
+
+
+def _text_scorer_accuracy(items, score):
+    """Accuracy of a text-only scorer (highest score wins, a tie is wrong)."""
+    right = 0
+    for it in items:
+        scores = [score(t) for t in it.texts]
+        best = max(scores)
+        right += scores.count(best) == 1 and scores.index(best) == it.answer
+    return right / len(items)
+
+
+def _cue_scorers():
+    from hf_negationclip.corpus import has_negation, negation_cues
+
+    def cue_index(t):  # word index of the first cue, -1 without one
+        return next((i for i, w in enumerate(_words(t)) if has_negation(w)), -1)
+
+    def tiebreak(t):  # an arbitrary but fixed order among texts a shortcut cannot tell apart
+        return zlib.crc32(t.encode()) / 2**33
+
+    return {
+        "more cues": lambda t: len(negation_cues(t)) + tiebreak(t),
+        "fewer cues": lambda t: -len(negation_cues(t)) + tiebreak(t),
+        "later cue": lambda t: cue_index(t) + tiebreak(t),
+        "earlier cue": lambda t: -cue_index(t) + tiebreak(t),
+        "longer": lambda t: len(t) + tiebreak(t),
+        "shorter": lambda t: -len(t) + tiebreak(t),
+    }
+
+
+@pytest.fixture(scope="module")
+def caption_probes(world):
+    from hf_negationclip.benchmarks import build_app_compare_probe, build_caption_probes
+
+    probes = build_caption_probes(load_world_split(world, "train"), n_items=200, seed=0)
+    probes["app_compare"] = build_app_compare_probe(range(200), seed=0)
+    return probes
+
+
+@pytest.mark.parametrize("family", ["caption_flip", "scope_swap", "present_negation", "app_compare"])
+def test_caption_probe_oracle_reads_the_scene_and_positions_are_uniform(caption_probes, family):
+    items = caption_probes[family]
+    assert len(items) == 200 and all(it.kind == family and len(it.texts) == 2 for it in items)
+    # exactly one candidate is true of the scene, and it is the answer: an oracle that reads the objects gets 1.0
+    for it in items:
+        truth = [_oracle_truth(it.objects, claims) for claims in it.claims]
+        assert truth.count(True) == 1 and truth.index(True) == it.answer, it
+        for text, claims in zip(it.texts, it.claims):
+            for attrs, _ in claims:  # every claim is about a phrase the caption says
+                assert " ".join(v for k, v in attrs) in text
+    assert 0.4 <= np.mean([it.answer for it in items]) <= 0.6
+    assert len({it.texts for it in items}) >= 150  # many phrasings and scenes, not a few repeated
+    if family != "app_compare":
+        assert len({it.form for it in items}) >= 8
+        assert sum(len(it.claims[0]) >= 3 for it in items) >= 20  # three-object captions too
+
+
+@pytest.mark.parametrize("family", ["caption_flip", "present_negation", "app_compare"])
+def test_flip_families_differ_only_in_the_negation(caption_probes, family):
+    from hf_negationclip.corpus import has_negation
+
+    for it in caption_probes[family]:
+        right, wrong = it.texts[it.answer], it.texts[1 - it.answer]
+        negated, affirmative = (right, wrong) if family != "present_negation" else (wrong, right)
+        assert has_negation(negated) and not has_negation(affirmative)
+        n, a = _words(negated), _words(affirmative)
+        assert len(n) == len(a)  # same length in words: length does not tell them apart
+        only_n, only_a = Counter(n) - Counter(a), Counter(a) - Counter(n)
+        assert 1 <= sum(only_n.values()) <= 2 and sum(only_a.values()) == sum(only_n.values())
+        assert has_negation(" ".join(only_n))
+
+
+def test_scope_swap_candidates_have_the_same_words(caption_probes):
+    from hf_negationclip.corpus import has_negation
+
+    for it in caption_probes["scope_swap"]:
+        a, b = it.texts
+        assert has_negation(a) and has_negation(b)  # the cue is in both
+        norm = lambda t: sorted("a" if w == "an" else w for w in _words(t))  # noqa: E731
+        assert norm(a) == norm(b) and a != b
+
+
+def test_text_only_shortcuts_do_not_solve_the_caption_families(caption_probes):
+    flip, present, scope = (caption_probes[f] for f in ("caption_flip", "present_negation", "scope_swap"))
+    for name, score in _cue_scorers().items():
+        # scope swaps: same words and cue, so every text-only scorer is near chance
+        assert _text_scorer_accuracy(scope, score) <= 0.5 + 0.1, name
+        # flips and present-object negation use the same templates with the truth reversed: a text-only preference
+        # (for the negated side, the longer side...) that wins one loses the other, so their mean is near chance
+        mean = (_text_scorer_accuracy(flip, score) + _text_scorer_accuracy(present, score)) / 2
+        assert mean <= 0.5 + 0.1, name
+
+
+def test_app_compare_probe_is_the_apps_example():
+    from hf_negationclip.apps import app
+    from hf_negationclip.benchmarks import build_app_compare_probe, compare_example
+
+    items = build_app_compare_probe(range(5), seed=0)
+    for s, it in enumerate(items):
+        image, texts = app.scene_example(s)
+        assert texts == compare_example(s)[1] and set(it.texts) == set(texts) and it.texts[it.answer] == texts[0]
+        assert np.array_equal(np.asarray(image), np.asarray(it.image))
+
+
+def test_caption_choice_accuracy_scores_the_true_caption(world, tiny_checkpoints):
+    from hf_negationclip.benchmarks import build_caption_flip_probe
+    from hf_negationclip.evaluation import caption_choice_accuracy
+    from hf_negationclip.modeling import NegationCLIPModel, load_processor
+
+    items = build_caption_flip_probe(load_world_split(world, "val"), n_items=12, seed=0)
+    model = NegationCLIPModel.from_pretrained(tiny_checkpoints["clip-a"])
+    processor = load_processor(tiny_checkpoints["clip-a"])
+    acc = caption_choice_accuracy(model, processor, items)
+    assert acc.n == 12 and acc.chance == 0.5
+    # the same items with the answer moved to the other caption: the two accuracies add up to 1 (ties aside)
+    flipped = [type(it)(**{**it.__dict__, "answer": 1 - it.answer}) for it in items]
+    assert acc.value + caption_choice_accuracy(model, processor, flipped).value == pytest.approx(1.0)

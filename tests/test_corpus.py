@@ -382,3 +382,82 @@ def test_malformed_inputs_give_one_line_errors_naming_the_file(world, tmp_path, 
     assert str(inst) in err[0] and "not valid JSON" in err[0]
     assert str(inst) in err[1] and "'categories'" in err[1]
     assert str(cap) in err[2] and "not COCO captions JSON" in err[2]
+
+
+# --------------------------------------------------------------------------- minimal text twins
+
+
+def test_text_twins_are_built_for_the_rules_corpus_and_pass_their_checks(world, corpus):
+    from hf_negationclip.corpus.validation import validate_flip, validate_scope_swap
+
+    out, summary = corpus
+    splits = sorted(summary["splits"])
+    records = [r for split in splits for r in _records(out, split)]
+    truth = {k: v for split in splits for k, v in _truth(world, split).items()}
+    assert len(records) > 500
+    flips = [r for r in records if r["flip"]]
+    assert len(flips) >= 0.99 * len(records) and all(r["flip_source"] == "rules" for r in flips)
+    objects = [r for r in records if r["target"]["kind"] == "object"]
+    swaps = [r for r in objects if r["scope_swap"]]
+    assert len(swaps) >= 0.9 * len(objects)
+    for r in records:
+        target = Target.from_json(r["target"])
+        assert r["mcq_wrong"] == [t for t in (r["flip"], r["scope_swap"]) if t]
+        if r["flip"]:
+            assert validate_flip(r["caption"], r["negated_caption"], r["flip"], target, VOCAB) is None
+            assert not has_negation(r["flip"]) and VOCAB.names(r["flip"], target)
+            if r["target"]["kind"] == "object" and not r.get("positive"):  # the flip affirms what the image lacks
+                assert _holds(r["target"], truth[r["image_id"]])
+        else:
+            assert r["flip_missing"]
+        if r["scope_swap"]:
+            assert validate_scope_swap(r["negated_caption"], r["scope_swap"]) is None
+            assert has_negation(r["scope_swap"]) and r["scope_swap"] != r["negated_caption"]
+    # what could not be built is counted by reason in corpus_stats.json
+    stats = json.loads((out / "corpus_stats.json").read_text())["text_twins"]
+    assert stats["flip/rules"] == len(flips)
+    assert stats["scope_swap/built"] == len([r for r in records if r["scope_swap"]])
+    missing = sum(v for k, v in stats.items() if k.startswith("scope missing/"))
+    assert missing == len(records) - stats["scope_swap/built"] and stats["scope missing/attribute negation"] > 0
+    # and they reach the interchange file as the wrong options
+    anns = json.loads((out / "negated_captions_train.json").read_text())["annotations"]
+    assert all(isinstance(a["mcq_wrong"], list) for a in anns) and sum(bool(a["mcq_wrong"]) for a in anns) > 0.99 * len(
+        anns
+    )
+
+
+def test_flip_and_scope_swap_checks_name_their_reasons():
+    from hf_negationclip.corpus.twins import scope_swap, text_twins
+    from hf_negationclip.corpus.validation import validate_flip, validate_scope_swap
+
+    cap, neg, target = "a red circle", "a red circle with no blue star", Target("object", "star", (("color", "blue"),))
+    assert validate_flip(cap, neg, "a red circle with a blue star", target, VOCAB) is None
+    assert validate_flip(cap, neg, "a red circle with no blue star", target, VOCAB) == "cue left in the flip"
+    assert validate_flip(cap, neg, "a red circle", target, VOCAB) == "flip is the original caption"
+    assert validate_flip(cap, neg, "a circle with a blue star", target, VOCAB) == "flip dropped content words"
+    assert validate_flip(cap, neg, "a red circle with a green star", target, VOCAB) == (
+        "flip does not name the negated thing"
+    )
+    assert validate_flip(cap, neg, "a red circle with a blue star and a dog", target, VOCAB) == (
+        "flip changes more than the negation"
+    )
+    assert validate_flip(cap, neg, "Here's the flip: a red circle with a blue star", target, VOCAB) == (
+        "prompt text leaked into the flip"
+    )
+    assert scope_swap(neg, cap, target, VOCAB) == ("a blue star with no red circle", None)
+    assert scope_swap("no blue stars here: an orange circle", "an orange circle", target, VOCAB) == (
+        "no orange circles here: a blue star",
+        None,
+    )
+    assert scope_swap("a red circle that is not blue", cap, Target("attribute", "circle", (), "color", "blue"), VOCAB)[
+        1
+    ] == ("attribute negation")
+    assert scope_swap("a photo with no blue star", "a photo", target, VOCAB) == (None, "caption names no other object")
+    assert scope_swap("a star with no blue star", "a star", target, VOCAB) == ("a blue star with no star", None)
+    assert validate_scope_swap(neg, "a blue star with a red circle") == "cue lost in the scope swap"
+    assert validate_scope_swap(neg, "a blue star with no red square") == "scope swap changes the words"
+    twins = text_twins(neg, cap, target, VOCAB, model_flip="a red circle with a blue star")
+    assert twins["flip_source"] == "model" and twins["mcq_wrong"] == [twins["flip"], "a blue star with no red circle"]
+    twins = text_twins(neg, cap, target, VOCAB, model_flip="a green dog")
+    assert twins["flip_rejected"] == "flip dropped content words" and twins["flip_source"] == "rules"
+    assert twins["flip"] == "a red circle with a blue star"

@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import traceback
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from tiny_models import save_tiny_llava, save_tiny_lm
 
-from hf_negationclip.corpus import CorpusConfig, Target, run_corpus
+from hf_negationclip.corpus import CorpusConfig, Target, has_negation, run_corpus
 from hf_negationclip.corpus.backends import Job
 from hf_negationclip.corpus.store import iter_split_records
 
@@ -310,3 +311,39 @@ def test_clip_verifier_chains_after_the_annotations(world, tmp_path):
     lax = list(iter_split_records(tmp_path / "lax", "val"))
     assert any(r["status"] == "accepted" and r["verifier"] == "annotations+clip" for r in lax)
     assert not any(r["reason"] == "clip: present in image" for r in lax)
+
+
+def test_a_model_backend_writes_the_flip_in_the_same_call_and_garbage_flips_are_rejected(world, tmp_path, monkeypatch):
+    """The rewrite prompt asks for JSON {caption, flip}; a good flip is kept, a garbage one rejected and counted."""
+    prompts, competent = [], _reply
+
+    def reply(body):
+        content = body["messages"][-1]["content"]
+        if isinstance(content, list) or "Name one object" in content:
+            return competent(body)
+        prompts.append(content)
+        caption = re.search(r'Caption: "(.*?)"\n', content).group(1).rstrip(".")
+        thing = re.search(r"states that there is no (.+?) in the image", content).group(1)
+        garbage = sum(map(ord, content)) % 2 == 0
+        flip = "a dog on a skateboard" if garbage else f"{caption} with a {thing}"
+        return json.dumps({"caption": f"{caption} with no {thing}", "flip": flip})
+
+    monkeypatch.setattr(sys.modules[__name__], "_reply", reply)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    server = _Server(delay=0)
+    try:
+        run_corpus(_openai_cfg(world, tmp_path, server.url))
+    finally:
+        server.close()
+    assert prompts and all('{"caption": "...", "flip": "..."}' in p for p in prompts)
+    accepted = [r for r in iter_split_records(tmp_path, "val") if r["status"] == "accepted"]
+    model = [r for r in accepted if r["flip_source"] == "model"]
+    rejected = [r for r in accepted if r["flip_rejected"]]
+    assert model and rejected and len(model) + len(rejected) == len(accepted)
+    for r in model:
+        assert r["flip"] == r["negated_caption"].replace(" with no ", " with a ") and r["mcq_wrong"][0] == r["flip"]
+    for r in rejected:  # the garbage is not kept: the rules' flip stands in
+        assert r["flip_rejected"] == "flip dropped content words" and r["flip_source"] == "rules"
+        assert "dog" not in " ".join(r["mcq_wrong"]) and not has_negation(r["flip"])
+    stats = json.loads((tmp_path / "corpus_stats.json").read_text())["text_twins"]
+    assert stats["flip rejected/flip dropped content words"] == len(rejected) and stats["flip/model"] == len(model)

@@ -43,6 +43,11 @@ def test_parquet_export_loads_offline_with_embedded_images(small_corpus, tmp_pat
     row = next(r for r in ds["val"] if r["distractors"])
     assert isinstance(row["image"], Image.Image) and isinstance(row["distractors"][0], Image.Image)
     assert row["negated_caption"] != row["caption"] and row["pipeline"] in ("absent-object", "vqa-no")
+    # the wrong caption options (affirmative flip, scope swap) are a column, as in the interchange file
+    anns = json.loads((small_corpus / "negated_captions_val.json").read_text())["annotations"]
+    assert sorted(ds["val"]["mcq_wrong"]) == sorted(a["mcq_wrong"] for a in anns) and any(
+        len(w) == 2 for w in ds["val"]["mcq_wrong"]
+    )
     p1 = datasets.load_dataset(str(folder), "pipeline1", cache_dir=str(tmp_path / "cache"))
     assert set(p1["val"]["pipeline"]) == {"absent-object"} and p1["val"].num_rows < expected["val"]
     # the bytes are inside the parquet files, not paths to the source images

@@ -123,12 +123,17 @@ def test_evaluate_cli_two_models_writes_results_table_and_chart(world, bench, tm
         "scene-ccneg-controlled/accuracy",
         "scene-retrieval/image_to_text_r@1",
         "scene-zeroshot-shape/accuracy",
+        "scene-caption-flip/accuracy",
+        "scene-scope-swap/accuracy",
+        "scene-present-negation/accuracy",
     ):
         entry = metrics[name]
         assert (
             0 <= entry["value"] <= 1 and entry["n"] > 0 and entry["ci95"][0] <= entry["ci95"][1] and entry["chance"] > 0
         )
     assert metrics["scene-zeroshot-shape/accuracy"]["chance"] == pytest.approx(1 / 8, abs=0.2)
+    for name in ("scene-caption-flip", "scene-scope-swap", "scene-present-negation"):  # caption choice: 2 options
+        assert metrics[f"{name}/accuracy"]["chance"] == 0.5 and metrics[f"{name}/accuracy"]["n"] == 24
     assert set(metrics["scene-negrefcocog/accuracy"]["breakdown"]) == {"cue", "position"}
     assert results["models"]["tiny"]["metrics"] == results["models"]["tiny'"]["metrics"]  # same weights, same numbers
     assert "| scene-ccneg-controlled/accuracy | 0.500 |" in (tmp_path / "results.md").read_text()
@@ -181,3 +186,41 @@ def test_scene_negrefcocog_candidates_are_isolated_and_each_rendering_encoded_on
     cache = harness.encode_once(*harness.load_checkpoint("tiny"), refs, [], batch_size=7)
     assert len(calls) == len(set(calls)) == 2 * len(set(isolated.image_refs()))  # each rendering once
     assert cache.images(isolated.image_refs()[:2]).shape[0] == 2
+
+
+def test_caption_side_twins_are_negbench_mcq_files_whose_options_differ_only_in_the_negation(world, bench):
+    from hf_negationclip.benchmarks.twins import CAPTION_TWINS
+    from hf_negationclip.corpus import has_negation
+
+    out, manifest = bench
+    for name in CAPTION_TWINS:
+        spec = manifest["tasks"][name]
+        assert spec["kind"] == "negbench-mcq" and Path(spec["csv"]).is_relative_to(out)
+        frame = pd.read_csv(spec["csv"])
+        assert list(frame.columns) == [
+            "image_path",
+            "correct_answer",
+            "caption_0",
+            "caption_1",
+            "correct_answer_template",
+        ]
+        assert len(frame) == 24 and (frame["correct_answer"] == 0).all()  # the NegBench convention: answer first
+        for _, row in frame.iterrows():
+            right, wrong = row["caption_0"].split(), row["caption_1"].split()
+            assert len(right) == len(wrong) and right != wrong
+            if name == "scene-scope-swap":
+                assert has_negation(row["caption_0"]) and has_negation(row["caption_1"])
+            else:  # one side negated, the other its affirmative flip
+                assert has_negation(row["caption_0"]) != has_negation(row["caption_1"])
+                assert has_negation(row["caption_0"]) == (name == "scene-caption-flip")
+        items = load_negbench_mcq(spec["csv"], spec["image_root"])
+        assert len(items) == 24 and all(len(it.texts) == 2 and it.image.path.is_file() for it in items)
+        assert {it.answer for it in items} == {0, 1}  # the reader shuffles the options
+    # a manifest written before the caption twins gets them added when it is read again
+    manifest_path = out / "manifest.json"
+    old = json.loads(manifest_path.read_text())
+    for name in CAPTION_TWINS:
+        del old["tasks"][name]
+    manifest_path.write_text(json.dumps(old))
+    again = write_scene_benchmarks(manifest["params"]["world_dir"], out, "val", 24, 0)
+    assert again == manifest and json.loads(manifest_path.read_text())["tasks"].keys() == manifest["tasks"].keys()

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from .. import world as scene_world
-from ..benchmarks import ChoiceItem, WorldImage, build_negation_probe
+from ..benchmarks import ChoiceItem, compare_example, scene_negation_pair
 from ..modeling import MAX_TEXT_LENGTH, NegationCLIPModel, load_checkpoint
 from .cards import is_hub_id  # noqa: F401  (part of the app module API: tests and callers check specs with it)
 
@@ -218,25 +218,16 @@ def run_compare(models: Sequence[LoadedModel], image_value, raw_texts: str | Non
 
 
 def negation_pair(seed: int, image_size: int = scene_world.DEFAULT_IMAGE_SIZE) -> tuple[ChoiceItem, ChoiceItem]:
-    """(negated, affirmative) probe items for one random scene: two renders that differ only at one spot.
-
-    Built by :func:`benchmarks.build_negation_probe` on a scene drawn with
-    :func:`scene_world.sample_scene`, so the app shows exactly the benchmark's pairs.
-    """
-    rng = np.random.default_rng(seed)
-    for attempt in range(20):
-        objects = scene_world.sample_scene(rng, image_size, max_objects=3)
-        scene = WorldImage(seed, Path(), objects, scene_seed=seed * 1000 + attempt, image_size=image_size)
-        items = build_negation_probe([scene], n_items=1, seed=seed)
-        if len(items) == 2:
-            return items[0], items[1]
-    raise RuntimeError(f"no negation pair fits in the scenes of seed {seed}")  # pragma: no cover - crowded scenes only
+    """(negated, affirmative) probe items for one random scene: :func:`benchmarks.scene_negation_pair`."""
+    return scene_negation_pair(seed, image_size)
 
 
 def scene_example(seed: int) -> tuple[Image.Image, list[str]]:
-    """A scene and two captions for the Compare tab: the true negated one first, then its affirmative twin."""
-    negated, affirmative = negation_pair(seed)
-    return negated.images[negated.answer], [negated.text, affirmative.text]
+    """A scene and two captions for the Compare tab (:func:`benchmarks.compare_example`, the ``app_compare`` probe).
+
+    The true negated caption first, then its affirmative twin.
+    """
+    return compare_example(seed)
 
 
 def pair_picks(models: Sequence[LoadedModel], item: ChoiceItem) -> dict[str, list[float]]:

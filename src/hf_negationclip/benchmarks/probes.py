@@ -179,3 +179,279 @@ def build_shape_probe(images: Sequence[WorldImage], n_items: int = 200, seed: in
         cands, ans = _swap_candidates(rng, right, wrong)
         items.append(ChoiceItem(scene_world.describe(named, "color"), cands, ans, "shape"))
     return items
+
+
+# --------------------------------------------------------------------------- caption-side probes
+
+#: what one candidate caption asserts: ((attributes of a thing, whether the caption says it is there), ...)
+Claim = tuple[tuple[tuple[str, str], ...], bool]
+
+
+@dataclass(frozen=True)
+class CaptionChoiceItem:
+    """One image scored against candidate captions; ``answer`` indexes the true one.
+
+    ``claims[k]`` is what caption ``k`` asserts about the image (see :data:`Claim`) and
+    ``objects`` the image's objects, so a scorer that reads the scene can check every
+    candidate; ``form`` names the construction the captions are phrased in.
+    """
+
+    image: Image.Image | Path
+    texts: tuple[str, ...]
+    answer: int
+    kind: str
+    form: str
+    claims: tuple[tuple[Claim, ...], ...]
+    objects: tuple[dict, ...]
+
+
+#: (negated, affirmative) caption templates. {p}: the mentioned objects that are there ("a red circle" or
+#: "a red circle and a star"), {x}: the named object, bare ("blue star"), {ax}: with its article.
+#: The two sides have the same number of words and differ only in the cue (and at most one word beside it).
+CAPTION_FORMS: dict[str, tuple[str, str]] = {
+    "with-no": ("{p} with no {x}", "{p} with {ax}"),
+    "without": ("{p} without {ax}", "{p} with {ax}"),
+    "and-no": ("{p} and no {x}", "{p} and {ax}"),
+    "but-no": ("{p}, but no {x}", "{p}, and {ax}"),
+    "there-is-no": ("there is no {x} in this picture of {p}", "there is {ax} in this picture of {p}"),
+    "not-but": ("not {ax} but {p}", "both {ax} and {p}"),
+    "isnt": ("there isn't {ax} beside {p}", "there is {ax} beside {p}"),
+    "absent": ("{p}; {ax} is absent", "{p}; {ax} is present"),
+    "missing": ("{p}, with {ax} missing", "{p}, with {ax} nearby"),
+    "doesnt-contain": ("a picture of {p} that doesn't contain {ax}", "a picture of {p} that does contain {ax}"),
+}
+
+#: the caption-side families :func:`build_caption_probes` builds (chance 1/2 each)
+CAPTION_FAMILIES: tuple[str, ...] = ("caption_flip", "scope_swap", "present_negation")
+
+
+def _phrase(obj: dict, level: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """A bare noun phrase for ``obj`` ("small red star") and the attributes it names."""
+    keys = {"full": ("size", "color"), "color": ("color",), "shape": ()}[level]
+    return " ".join([obj[k] for k in keys] + [obj["shape"]]), tuple((k, obj[k]) for k in keys + ("shape",))
+
+
+def _with_article(bare: str) -> str:
+    return f"{scene_world.article(bare)} {bare}"
+
+
+def _caption(form: str, negated: bool, head: Sequence[str], named: str) -> str:
+    template = CAPTION_FORMS[form][0 if negated else 1]
+    p = scene_world.join_phrases([_with_article(h) for h in head])
+    return template.format(p=p, x=named, ax=_with_article(named))
+
+
+def _new_object(rng: np.random.Generator, objects: Sequence[dict], level: str) -> dict:
+    """An object that is not in the scene at ``level``: a new (colour, shape), or a new shape for "shape"."""
+    if level == "shape":
+        shapes = {o["shape"] for o in objects}
+        free = [(c, s) for c in scene_world.COLORS for s in scene_world.SHAPES if s not in shapes]
+    else:
+        present = {(o["color"], o["shape"]) for o in objects}
+        free = [(c, s) for c in scene_world.COLORS for s in scene_world.SHAPES if (c, s) not in present]
+    c, s = free[int(rng.integers(len(free)))]
+    return {"shape": s, "color": c, "size": scene_world.SIZES[int(rng.integers(len(scene_world.SIZES)))]}
+
+
+def _head_level(rng: np.random.Generator, obj: dict, objects: Sequence[dict], avoid_shapes: set[str]) -> str:
+    """How to name a mentioned object: shape alone only when no other object of the scene or the caption shares it."""
+    unique = sum(o["shape"] == obj["shape"] for o in objects) == 1 and obj["shape"] not in avoid_shapes
+    levels = ("color", "full", "shape") if unique else ("color", "full")
+    return levels[int(rng.choice(len(levels), p=(0.5, 0.2, 0.3) if unique else (0.7, 0.3)))]
+
+
+def _named_level(rng: np.random.Generator) -> str:
+    """How to name an absent object: the same mix of levels as a mentioned one, so phrase length tells nothing."""
+    return ("color", "full", "shape")[int(rng.choice(3, p=(0.5, 0.2, 0.3)))]
+
+
+def _pick_objects(rng: np.random.Generator, objects: Sequence[dict], k: int) -> list[dict]:
+    return [objects[int(i)] for i in rng.choice(len(objects), size=k, replace=False)]
+
+
+def _caption_item(
+    rng: np.random.Generator,
+    im: WorldImage,
+    kind: str,
+    form: str,
+    right: tuple[str, tuple[Claim, ...]],
+    wrong: tuple[str, tuple[Claim, ...]],
+) -> CaptionChoiceItem:
+    order = (right, wrong) if not rng.integers(2) else (wrong, right)
+    return CaptionChoiceItem(
+        im.path,
+        tuple(t for t, _ in order),
+        order.index(right),
+        kind,
+        form,
+        tuple(c for _, c in order),
+        tuple(im.objects),
+    )
+
+
+def _head(rng: np.random.Generator, objects: Sequence[dict], pool: Sequence[dict], max_k: int, named_shape: str):
+    """1 (or, with 3 objects in the caption, 2) mentioned objects that are there: (phrases, claims)."""
+    k = 2 if max_k >= 2 and len(pool) >= 2 and rng.random() < 0.35 else 1
+    head = _pick_objects(rng, pool, k)
+    phrases, claims = [], []
+    for obj in head:
+        bare, attrs = _phrase(obj, _head_level(rng, obj, objects, {named_shape}))
+        phrases.append(bare)
+        claims.append((attrs, True))
+    return phrases, claims
+
+
+def build_caption_flip_probe(
+    images: Sequence[WorldImage], n_items: int = 200, seed: int = 0
+) -> list[CaptionChoiceItem]:
+    """Caption choice, negation true: image {P, ...} without A; "P with no A" (true) over "P with A" (false).
+
+    The two captions are one template's negated and affirmative sides (:data:`CAPTION_FORMS`):
+    same words but the cue. Its mirror is :func:`build_present_negation_probe` (same
+    templates, the named object there), so a text-only preference for the negated side
+    wins one family and loses the other. Chance 1/2; a tie counts as wrong.
+    """
+    rng = np.random.default_rng([seed, 17, 1])
+    pool = [im for im in images if im.objects]
+    if not pool:
+        raise ValueError("no images with objects to build a caption-flip probe from")
+    items = []
+    for _ in range(n_items):
+        im = pool[int(rng.integers(len(pool)))]
+        form = list(CAPTION_FORMS)[int(rng.integers(len(CAPTION_FORMS)))]
+        level = _named_level(rng)
+        named = _new_object(rng, im.objects, level)
+        head, head_claims = _head(rng, im.objects, im.objects, 2, named["shape"])
+        bare, attrs = _phrase(named, level)
+        right = (_caption(form, True, head, bare), (*head_claims, (attrs, False)))
+        wrong = (_caption(form, False, head, bare), (*head_claims, (attrs, True)))
+        items.append(_caption_item(rng, im, "caption_flip", form, right, wrong))
+    return items
+
+
+def build_present_negation_probe(
+    images: Sequence[WorldImage], n_items: int = 200, seed: int = 0
+) -> list[CaptionChoiceItem]:
+    """Caption choice, negation false: image {P, Q, ...}; "P with Q" (true) over "P with no Q" (false: Q is there).
+
+    The mirror of :func:`build_caption_flip_probe` (the same templates), on images with
+    at least two objects; with three or more, the caption may mention three. Chance 1/2.
+    """
+    rng = np.random.default_rng([seed, 17, 2])
+    pool = [im for im in images if len(im.objects) >= 2]
+    if not pool:
+        raise ValueError("no images with two objects to build a present-negation probe from")
+    items = []
+    for _ in range(n_items):
+        im = pool[int(rng.integers(len(pool)))]
+        form = list(CAPTION_FORMS)[int(rng.integers(len(CAPTION_FORMS)))]
+        k = int(rng.integers(len(im.objects)))
+        named, others = im.objects[k], im.objects[:k] + im.objects[k + 1 :]
+        head, head_claims = _head(rng, im.objects, others, 2, named["shape"])
+        level = _head_level(rng, named, im.objects, {o["shape"] for o in others})
+        bare, attrs = _phrase(named, level)
+        right = (_caption(form, False, head, bare), (*head_claims, (attrs, True)))
+        wrong = (_caption(form, True, head, bare), (*head_claims, (attrs, False)))
+        items.append(_caption_item(rng, im, "present_negation", form, right, wrong))
+    return items
+
+
+def build_scope_swap_probe(images: Sequence[WorldImage], n_items: int = 200, seed: int = 0) -> list[CaptionChoiceItem]:
+    """Caption choice, where the negation sits: image {P, ...} without A; "P with no A" over "A with no P".
+
+    Both captions are the negated side of one template with the same words: the false
+    one moves the negation onto the mentioned object that is there (with two mentioned,
+    "P and Q with no A" over "A and Q with no P"). Chance 1/2.
+    """
+    rng = np.random.default_rng([seed, 17, 3])
+    pool = [im for im in images if im.objects]
+    if not pool:
+        raise ValueError("no images with objects to build a scope-swap probe from")
+    items = []
+    for _ in range(n_items):
+        im = pool[int(rng.integers(len(pool)))]
+        form = list(CAPTION_FORMS)[int(rng.integers(len(CAPTION_FORMS)))]
+        level = _named_level(rng)
+        named = _new_object(rng, im.objects, level)
+        head, head_claims = _head(rng, im.objects, im.objects, 2, named["shape"])
+        bare, attrs = _phrase(named, level)
+        j = int(rng.integers(len(head)))  # the mentioned object the negation moves onto
+        swapped = head[:j] + [bare] + head[j + 1 :]
+        swapped_claims = [*head_claims[:j], (attrs, True), *head_claims[j + 1 :], (head_claims[j][0], False)]
+        right = (_caption(form, True, head, bare), (*head_claims, (attrs, False)))
+        wrong = (_caption(form, True, swapped, head[j]), tuple(swapped_claims))
+        items.append(_caption_item(rng, im, "scope_swap", form, right, wrong))
+    return items
+
+
+def build_caption_probes(
+    images: Sequence[WorldImage], n_items: int = 200, seed: int = 0
+) -> dict[str, list[CaptionChoiceItem]]:
+    """Every caption-side family of :data:`CAPTION_FAMILIES`, ``n_items`` each (one image, two captions)."""
+    return {
+        "caption_flip": build_caption_flip_probe(images, n_items, seed),
+        "scope_swap": build_scope_swap_probe(images, n_items, seed),
+        "present_negation": build_present_negation_probe(images, n_items, seed),
+    }
+
+
+# --------------------------------------------------------------------------- the app's Compare example
+
+
+def scene_negation_pair(seed: int, image_size: int = scene_world.DEFAULT_IMAGE_SIZE) -> tuple[ChoiceItem, ChoiceItem]:
+    """(negated, affirmative) probe items for one random scene: two renders that differ only at one spot.
+
+    Built by :func:`build_negation_probe` on a scene drawn with
+    :func:`world.sample_scene`, so the app shows exactly the benchmark's pairs.
+    """
+    return _scene_negation_pair(seed, image_size)[:2]
+
+
+def _scene_negation_pair(seed: int, image_size: int) -> tuple[ChoiceItem, ChoiceItem, WorldImage]:
+    rng = np.random.default_rng(seed)
+    for attempt in range(20):
+        objects = scene_world.sample_scene(rng, image_size, max_objects=3)
+        scene = WorldImage(seed, Path(), objects, scene_seed=seed * 1000 + attempt, image_size=image_size)
+        items = build_negation_probe([scene], n_items=1, seed=seed)
+        if len(items) == 2:
+            return items[0], items[1], scene
+    raise RuntimeError(f"no negation pair fits in the scenes of seed {seed}")  # pragma: no cover - crowded scenes only
+
+
+def compare_example(seed: int, image_size: int = scene_world.DEFAULT_IMAGE_SIZE) -> tuple[Image.Image, list[str]]:
+    """The app's Compare example: a scene and two captions, the true negated one first, then its affirmative twin."""
+    negated, affirmative = scene_negation_pair(seed, image_size)
+    return negated.images[negated.answer], [negated.text, affirmative.text]
+
+
+def build_app_compare_probe(seeds: Sequence[int] = range(200), seed: int = 0) -> list[CaptionChoiceItem]:
+    """The app's Compare example (:func:`compare_example`) over ``seeds``: the negated caption over its twin.
+
+    Candidate order shuffled with ``seed``; ``objects`` are the scene's objects before the
+    edit at the free spot (which holds an object differing from the named one in colour and
+    shape), so the claims can be checked on them. Chance 1/2.
+    """
+    rng = np.random.default_rng([seed, 17, 4])
+    items = []
+    for s in seeds:
+        negated, affirmative, scene = _scene_negation_pair(int(s), scene_world.DEFAULT_IMAGE_SIZE)
+        head, obj = negated.text.split(" with no ")
+        color, shape = head.split()[1:]
+        named_color, named_shape = obj.split()
+        head_claim = ((("color", color), ("shape", shape)), True)
+        named_attrs = (("color", named_color), ("shape", named_shape))
+        right = (negated.text, (head_claim, (named_attrs, False)))
+        wrong = (affirmative.text, (head_claim, (named_attrs, True)))
+        order = (right, wrong) if not rng.integers(2) else (wrong, right)
+        items.append(
+            CaptionChoiceItem(
+                negated.images[negated.answer],
+                tuple(t for t, _ in order),
+                order.index(right),
+                "app_compare",
+                "with-no",
+                tuple(c for _, c in order),
+                tuple(scene.objects),
+            )
+        )
+    return items

@@ -31,7 +31,15 @@ from PIL import Image
 
 from .. import world as scene_world
 from .negrefcocog import negrefcocog_from_refcocog, write_negrefcocog_json
-from .probes import WorldImage, _two_new_objects, load_world_split, single_object_images
+from .probes import (
+    WorldImage,
+    _two_new_objects,
+    build_caption_flip_probe,
+    build_present_negation_probe,
+    build_scope_swap_probe,
+    load_world_split,
+    single_object_images,
+)
 from .refcocog import load_refcocog
 
 logger = logging.getLogger(__name__)
@@ -428,6 +436,58 @@ def scene_zeroshot(images: Sequence[WorldImage], out: Path) -> dict[str, Path]:
     return folders
 
 
+# --------------------------------------------------------------------------- caption-side twins (NegBench MCQ layout)
+
+#: caption-side twins: (probe builder, NegBench template of the true caption); candidates differ only in the negation
+CAPTION_TWINS: dict[str, tuple[Callable, str]] = {
+    "scene-caption-flip": (build_caption_flip_probe, "hybrid"),  # "P with no A" over "P with A"
+    "scene-scope-swap": (build_scope_swap_probe, "hybrid"),  # "P with no A" over "A with no P"
+    "scene-present-negation": (build_present_negation_probe, "positive"),  # "P with Q" over "P with no Q"
+}
+
+
+def scene_caption_twin(
+    images: Sequence[WorldImage], path: Path, image_prefix: str, build: Callable, template: str, n: int, seed: int
+) -> Path:
+    """A caption-side family of :mod:`.probes` as a NegBench MCQ CSV: the true caption first, then its twin.
+
+    Two options per row (``caption_0``, ``caption_1``): the NegBench reader reads any
+    number and shuffles them; chance is 1/2.
+    """
+    rows = []
+    for item in build(images, n, seed):
+        right, wrong = item.texts[item.answer], item.texts[1 - item.answer]
+        rows.append(
+            {
+                "image_path": f"{image_prefix}/{Path(item.image).name}",
+                "correct_answer": 0,
+                "caption_0": right,
+                "caption_1": wrong,
+                "correct_answer_template": template,
+            }
+        )
+    import pandas as pd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=[c for c in MCQ_COLUMNS if c not in ("caption_2", "caption_3")]).to_csv(
+        path, index=False
+    )
+    return path
+
+
+def caption_twin_tasks(
+    images: Sequence[WorldImage], out: Path, image_dir: Path, split: str, n: int, seed: int
+) -> dict[str, dict]:
+    """The caption-side twins' manifest entries (``negbench-mcq`` tasks), their CSVs written under ``out``."""
+    tasks = {}
+    for name, (build, template) in CAPTION_TWINS.items():
+        csv = out / "negbench" / "caption" / f"COCO_val_mcq_{name.removeprefix('scene-').replace('-', '_')}.csv"
+        # seed + 1: other scenes and phrasings than the world probes of the same seed (a second sample, not a copy)
+        csv = scene_caption_twin(images, csv, f"data/scene/images/{split}", build, template, n, seed + 1)
+        tasks[name] = {"kind": "negbench-mcq", "csv": str(csv), "image_root": str(image_dir)}
+    return tasks
+
+
 # --------------------------------------------------------------------------- all of them
 
 
@@ -451,6 +511,12 @@ def write_scene_benchmarks(
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("params") == params:
+            if not set(CAPTION_TWINS) <= set(manifest["tasks"]):  # written before the caption-side twins: add them
+                images = [im for im in load_world_split(world, split) if im.objects]
+                manifest["tasks"].update(
+                    caption_twin_tasks(images, out, world / "images" / split, split, n_items, seed)
+                )
+                manifest_path.write_text(json.dumps(manifest, indent=2))
             return with_scene_defaults(manifest)
         raise FileExistsError(f"{out} holds scene benchmarks made with other arguments; choose another folder")
     images = [im for im in load_world_split(world, split) if im.objects]
@@ -510,6 +576,7 @@ def write_scene_benchmarks(
             "image_dir": str(image_dir),
         },
     }
+    tasks.update(caption_twin_tasks(images, out, image_dir, split, n_items, seed))
     for attr, folder in scene_zeroshot(load_world_split(world, split), out / "zeroshot").items():
         tasks[f"scene-zeroshot-{attr}"] = {"kind": "zeroshot", "folder": str(folder)}
     manifest = with_scene_defaults({"params": params, "tasks": tasks})

@@ -3,8 +3,9 @@
 ``negated_captions_<split>.json`` is COCO captions JSON with the paper's
 ``updated_caption`` field (so files of the official NegationCLIP repository and
 ours are interchangeable) plus our fields: ``negated``, ``cue``, ``form``,
-``position``, ``pipeline``, ``proposer``, ``verifier`` and ``distractors``
-(image paths relative to the JSON file's folder).
+``position``, ``pipeline``, ``proposer``, ``verifier``, ``distractors``
+(image paths relative to the JSON file's folder) and ``mcq_wrong`` (the
+caption's wrong options: its affirmative flip and scope swap, see :mod:`.twins`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def _annotation(rec: dict, ann_id: int) -> dict:
         "proposer": rec["proposer"],
         "verifier": rec["verifier"],
         "distractors": rec["distractors"],
+        **({"mcq_wrong": rec["mcq_wrong"]} if "mcq_wrong" in rec else {}),
         **({"image": rec["positive"]} if rec.get("positive") else {}),
         **({"distractor_source": rec["distractor_source"]} if rec.get("distractor_source") else {}),
     }
@@ -114,6 +116,7 @@ def write_stats(out_dir: Path, stats, summary: dict) -> None:
         "forms": stats.grouped("form"),
         "positions": stats.grouped("position"),
         "kinds": stats.grouped("kind"),
+        "text_twins": stats.grouped("twins"),
     }
     (out_dir / "corpus_stats.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     if report["forms"]:
@@ -193,6 +196,7 @@ def corpus_features():
             "proposer": text,
             "verifier": text,
             "distractors": List(Image()),
+            "mcq_wrong": List(text),
         }
     )
 
@@ -232,6 +236,7 @@ def iter_corpus_rows(
             "proposer": ann["proposer"],
             "verifier": ann["verifier"],
             "distractors": [str((corpus_dir / p).resolve()) for p in ann.get("distractors", [])],
+            "mcq_wrong": [t for t in ann.get("mcq_wrong") or [] if isinstance(t, str)],
         }
 
 

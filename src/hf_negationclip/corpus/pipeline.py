@@ -30,6 +30,7 @@ from .distractors import RetrievalIndex, render_added_pair, render_distractor
 from .embeddings import ImageEmbeddings
 from .sources import SplitSource, discover_splits, load_split
 from .store import ShardWriter, shard_path
+from .twins import text_twins
 from .validation import validate
 from .vocabulary import Target, Vocabulary
 
@@ -66,7 +67,9 @@ class CorpusConfig:
     max_in_flight: int = field(default=8, metadata={"help": "openai backend: concurrent requests"})
     request_timeout: float = field(default=60.0, metadata={"help": "openai backend: seconds per request"})
     max_retries: int = field(default=4, metadata={"help": "openai backend: retries on 429/5xx/timeouts"})
-    max_new_tokens: int = field(default=48, metadata={"help": "model backends: tokens generated per answer"})
+    max_new_tokens: int = field(
+        default=96, metadata={"help": "model backends: tokens generated per answer (a rewrite is JSON: caption + flip)"}
+    )
     num_shards: int = field(default=1, metadata={"help": "split the job over this many machines"})
     shard_index: int = field(default=0, metadata={"help": "this machine's shard (0-based)"})
     batch_size: int = field(default=64, metadata={"help": "jobs per backend call and per JSONL flush"})
@@ -135,6 +138,12 @@ class CorpusStats:
         c[f"position/{rec['position']}"] += 1
         c[f"kind/{rec['target']['kind']}"] += 1
         c["distractors/with"] += bool(rec["distractors"])
+        if "mcq_wrong" in rec:  # records of runs before the text twins have none
+            c[f"twins/flip/{rec['flip_source'] or 'not built'}"] += 1
+            c["twins/scope_swap/built" if rec["scope_swap"] else "twins/scope_swap/not built"] += 1
+            for kind in ("flip_rejected", "flip_missing", "scope_missing"):
+                if rec.get(kind):
+                    c[f"twins/{kind.replace('_', ' ')}/{rec[kind]}"] += 1
         if rec.get("distractor_source"):
             c[f"distractors/source/{rec['distractor_source']}"] += 1
         if not rec["distractors"]:
@@ -320,6 +329,8 @@ class SplitRunner:
             form=job.form,
             position=negation_position(job.negated_caption),
         )
+        # the minimal text twins (affirmative flip, scope swap): the caption's wrong options
+        rec.update(text_twins(job.negated_caption, job.caption, job.target, self.src.vocabulary, job.flip))
         rec["distractors"], rec["distractor_note"], source = self._distractors(job)
         if self.cfg.distractor_clip_model:
             rec["distractor_source"] = source  # "annotations" | "clip-neighbour" | None

@@ -16,7 +16,16 @@ import torch
 from PIL import Image
 
 from .. import world as scene_world
-from ..benchmarks import ChoiceItem, build_negation_probe, build_shape_probe, load_world_split, single_object_images
+from ..benchmarks import (
+    CaptionChoiceItem,
+    ChoiceItem,
+    build_app_compare_probe,
+    build_caption_probes,
+    build_negation_probe,
+    build_shape_probe,
+    load_world_split,
+    single_object_images,
+)
 from ..corpus import load_coco_captions
 from ..modeling.encode import encode_images, encode_texts
 from .stats import wilson_interval
@@ -107,12 +116,28 @@ def choice_accuracy(model, processor, items: Sequence[ChoiceItem]) -> Accuracy:
     return Accuracy(correct.mean().item(), sum(1.0 / k for k in sizes) / len(items), len(items))
 
 
+def caption_choice_accuracy(model, processor, items: Sequence[CaptionChoiceItem]) -> Accuracy:
+    """Accuracy of picking the true caption for each image among its candidate captions."""
+    if not items:
+        raise ValueError("no items to score")
+    k = len(items[0].texts)
+    if any(len(it.texts) != k for it in items):
+        raise ValueError("caption choice items must all have the same number of candidates")
+    img = embed_images(model, processor, [it.image for it in items])
+    txt = embed_texts(model, processor, [t for it in items for t in it.texts]).view(len(items), k, -1)
+    pred = strict_argmax(torch.einsum("nkd,nd->nk", txt, img))
+    correct = (pred == torch.tensor([it.answer for it in items])).float()
+    return Accuracy(correct.mean().item(), 1.0 / k, len(items))
+
+
 class WorldEvaluator:
     """Evaluates a CLIP model on a split of the scene world.
 
     Metrics: zero-shot shape and colour accuracy (single-object images,
     prompt "a photo of a <class>."), image->text R@1 over the split's COCO
-    captions, and the controlled negation probe with its affirmative twin.
+    captions, the controlled negation probe with its affirmative twin, and the
+    caption-side families (one image, captions that differ only in the negation):
+    caption flip, scope swap, present-object negation and the app's Compare example.
     """
 
     def __init__(
@@ -136,6 +161,8 @@ class WorldEvaluator:
         self.negated = [it for it in probe if it.kind == "negated"]
         self.affirmative = [it for it in probe if it.kind == "affirmative"]
         self.shape_probe = build_shape_probe(self.images, probe_items, seed)
+        self.caption_probes = build_caption_probes(self.images, probe_items, seed)
+        self.caption_probes["app_compare"] = build_app_compare_probe(range(probe_items), seed)
         captions = load_coco_captions(
             self.world_dir / "annotations" / f"captions_{split}.json", self.world_dir / "images" / split
         )
@@ -170,6 +197,8 @@ class WorldEvaluator:
         metrics["negation_probe_accuracy"] = choice_accuracy(model, processor, self.negated).to_dict()
         metrics["affirmative_probe_accuracy"] = choice_accuracy(model, processor, self.affirmative).to_dict()
         metrics["shape_probe_accuracy"] = choice_accuracy(model, processor, self.shape_probe).to_dict()
+        for family, items in self.caption_probes.items():
+            metrics[f"{family}_accuracy"] = caption_choice_accuracy(model, processor, items).to_dict()
         return metrics
 
 

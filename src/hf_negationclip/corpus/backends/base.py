@@ -35,6 +35,7 @@ class Job:
     target: Target | None = None
     negated_caption: str | None = None
     form: str | None = None
+    flip: str | None = None  # a model backend's affirmative flip, written in the same call (checked later)
     reason: str | None = None  # set when the job is rejected
     distractor_objects: list[dict] | None = None  # the edited scene of a rendered minimal pair
     positive_objects: list[dict] | None = None  # an added pair's positive scene (the image plus one object)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -30,7 +31,8 @@ def rewrite_prompt(job: Job) -> str:
         fact = f"there is no {t.phrase} in the image"
     return (
         f'Caption: "{job.caption}"\nRewrite the caption so that it also states that {fact}. Keep every word of '
-        "the caption, add a negation (no, not, without, ...) and reply with the new caption only."
+        "the caption and add a negation (no, not, without, ...). Also write its flip: the same new sentence with "
+        'the negation taken out, stating the opposite. Reply with JSON only: {"caption": "...", "flip": "..."}'
     )
 
 
@@ -51,6 +53,20 @@ def parse_proposal(text: str, vocab: Vocabulary) -> Target | None:
     if found:
         return Target("object", found[-1].category, found[-1].attributes)
     return Target("object", line) if not vocab.categories else None
+
+
+def parse_rewrite(text: str) -> tuple[str | None, str | None]:
+    """(caption, flip) from a model's rewrite answer: the JSON object asked for, else a plain caption (no flip)."""
+    match = re.search(r"\{.*\}", text or "", re.S)
+    if match:
+        try:
+            data = json.loads(match.group(0))
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("caption"), str):
+            flip = data.get("flip")
+            return data["caption"].strip(), (flip if isinstance(flip, str) else "") if "flip" in data else None
+    return parse_caption(text), None
 
 
 def parse_caption(text: str) -> str | None:
@@ -107,7 +123,8 @@ class GenerativeTextBackend:
             if isinstance(out, Exception):
                 job.reject(f"{self.name}: {type(out).__name__}")
                 continue
-            job.negated_caption, job.form = parse_caption(out), f"{self.name}-rewrite"
+            job.negated_caption, job.flip = parse_rewrite(out)
+            job.form = f"{self.name}-rewrite"
 
 
 class GenerativeVerifier:

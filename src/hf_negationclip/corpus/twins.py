@@ -1,0 +1,134 @@
+"""Minimal text twins of a negated caption: its affirmative flip and its scope swap.
+
+For "a red circle with no blue star" (caption "a red circle", negated "blue star"):
+
+- the *affirmative flip* takes the negation out and affirms the negated thing:
+  "a red circle with a blue star" (false of the image: the star is absent);
+- the *scope swap* moves the negation onto an object the caption mentions:
+  "a blue star with no red circle" (false too: the circle is there).
+
+Both say the same words as the negated caption but the negation, so they are
+its wrong caption options (``mcq_wrong``): an image picks its negated caption
+over them only by reading the negation. A twin that cannot be built is None
+with a reason, counted by the pipeline.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .validation import validate_flip, validate_scope_swap
+from .vocabulary import Mention, Target, Vocabulary, pluralize
+
+
+def affirmative_flip(negated_caption: str, caption: str, negated: str | None) -> str | None:
+    """The rules' flip (``benchmarks.readers.affirmative_counterpart``), or None when a cue is left over."""
+    # lazy: benchmarks reads corpus files (and imports corpus at module level); the function moves next to
+    # corpus/backends/rules.py on another branch, then import it from there
+    from ..benchmarks.readers import affirmative_counterpart
+
+    return affirmative_counterpart(negated_caption, caption, negated)
+
+
+def _caption_span(negated_caption: str, caption: str) -> tuple[int, int] | None:
+    """Where the original caption sits inside the negated one (the rules keep it verbatim, first letter aside)."""
+    core = caption.strip().rstrip(".").strip()
+    at = negated_caption.lower().find(core.lower()) if core else -1
+    return (at, at + len(core)) if at >= 0 else None
+
+
+def _is_plural(text: str, category: str) -> bool:
+    last = text.lower().split()[-1]
+    return last != category.split()[-1].lower() and last == pluralize(category).split()[-1].lower()
+
+
+def _fix_articles(text: str) -> str:
+    return re.sub(
+        r"\b([Aa]n?) (?=(\w))",
+        lambda m: (("An" if m.group(1)[0] == "A" else "an") if m.group(2).lower() in "aeiou" else m.group(1)[0]) + " ",
+        text,
+    )
+
+
+def scope_swap(
+    negated_caption: str, caption: str, target: Target | None, vocab: Vocabulary | None
+) -> tuple[str | None, str | None]:
+    """(the negated caption with the negation moved onto a mentioned object, None) or (None, why not).
+
+    The negated thing and the first object the caption mentions (of another
+    kind or with other attributes) trade places, number and articles fixed:
+    "no blue stars here: a red circle" -> "no red circles here: a blue star".
+    """
+    if target is None or target.kind != "object":
+        return None, "attribute negation"
+    if vocab is None or not vocab.categories:
+        return None, "no vocabulary"
+    mentions = vocab.mentions(negated_caption)
+    span = _caption_span(negated_caption, caption)
+
+    def inside(m: Mention) -> bool:
+        return span is not None and span[0] <= m.start and m.end <= span[1]
+
+    negated = [
+        m
+        for m in mentions
+        if m.category == target.category and set(target.attributes) <= set(m.attributes) and not inside(m)
+    ]
+    if len(negated) != 1:
+        return None, "negated phrase not found once"
+    neg = negated[0]
+    others = [
+        m
+        for m in mentions
+        if m is not neg and (m.category, m.attributes) != (neg.category, neg.attributes) and (span is None or inside(m))
+    ]
+    if not others:
+        return None, "caption names no other object"
+    other = others[0]
+    neg_text, other_text = negated_caption[neg.start : neg.end], negated_caption[other.start : other.end]
+    neg_plural = _is_plural(neg_text, neg.category)
+    if _is_plural(other_text, other.category):
+        return None, "plural mention"  # the singular of "two circles" / "people" is guesswork
+    # each phrase takes the other's number: "no blue stars here: a red circle" -> "no red circles here: a blue star"
+    into_other = " ".join(neg_text.split()[:-1] + [neg.category.split()[-1]]) if neg_plural else neg_text
+    into_neg = pluralize(other_text) if neg_plural else other_text
+    (a, ta), (b, tb) = sorted([((neg.start, neg.end), into_neg), ((other.start, other.end), into_other)])
+    text = negated_caption[: a[0]] + ta + negated_caption[a[1] : b[0]] + tb + negated_caption[b[1] :]
+    text = _fix_articles(text)
+    reason = validate_scope_swap(negated_caption, text)
+    return (None, reason) if reason else (text, None)
+
+
+def text_twins(
+    negated_caption: str,
+    caption: str,
+    target: Target | None,
+    vocab: Vocabulary | None,
+    model_flip: str | None = None,
+) -> dict:
+    """The twins of one accepted caption and why any is missing.
+
+    ``model_flip`` is a flip a model backend wrote in the same call as the
+    caption: kept when :func:`validation.validate_flip` passes it, else
+    rejected with its reason and replaced by the rules' flip. Returns
+    ``{"flip", "flip_source", "flip_rejected", "flip_missing", "scope_swap",
+    "scope_missing", "mcq_wrong"}``.
+    """
+    out: dict = {"flip": None, "flip_source": None, "flip_rejected": None, "flip_missing": None}
+    if model_flip is not None:
+        reason = validate_flip(caption, negated_caption, model_flip, target, vocab)
+        if reason is None:
+            out.update(flip=model_flip.strip(), flip_source="model")
+        else:
+            out["flip_rejected"] = reason
+    if out["flip"] is None:
+        phrase = target.phrase if target is not None and target.kind == "object" else None
+        flip = affirmative_flip(negated_caption, caption, phrase)
+        reason = "cue left over" if flip is None else validate_flip(caption, negated_caption, flip, target, vocab)
+        if reason is None:
+            out.update(flip=flip, flip_source="rules")
+        else:
+            out["flip_missing"] = reason
+    out["scope_swap"], out["scope_missing"] = scope_swap(negated_caption, caption, target, vocab)
+    out["mcq_wrong"] = [t for t in (out["flip"], out["scope_swap"]) if t]
+    return out
