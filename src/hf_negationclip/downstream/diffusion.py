@@ -125,8 +125,11 @@ def swap_text_encoder(pipeline: str | os.PathLike, text_encoder: str | os.PathLi
         raise ValueError("--out must differ from --pipeline")
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"output folder {out} is not empty")
-    text, tokenizer = load_text_tower(text_encoder)
     unet_config = json.loads((src / "unet" / "config.json").read_text())
+    width = _config_text_width(text_encoder)
+    if width is not None:  # fail before loading any weights
+        check_text_width(unet_config, width, f" of {src}")
+    text, tokenizer = load_text_tower(text_encoder)
     check_text_width(unet_config, text.config.hidden_size, f" of {src}")
     out.mkdir(parents=True, exist_ok=True)
     for entry in sorted(src.iterdir()):
@@ -174,6 +177,17 @@ def run_t2i_train(cfg: T2ITrainConfig) -> dict:
         f"{_tail_mean(result['losses']):.4f}; saved to {result['output_dir']}"
     )
     return result
+
+
+def _config_text_width(checkpoint) -> int | None:
+    """The text hidden size a checkpoint's config.json names (None when it names none, e.g. an adapter)."""
+    config = Path(str(checkpoint)) / "config.json"
+    if not config.is_file():
+        return None
+    data = json.loads(config.read_text())
+    if data.get("model_type") == "clip_text_model":
+        return data.get("hidden_size")
+    return (data.get("text_config") or {}).get("hidden_size")
 
 
 def _link_or_copy(src, dst) -> str:
