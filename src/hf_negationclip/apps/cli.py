@@ -539,6 +539,7 @@ def _commands() -> dict[str, tuple[type, Callable]]:
     from ..corpus.export import ExportCorpusConfig
     from ..corpus.pipeline import CorpusConfig
     from ..corpus.stats import NegationStatsConfig
+    from ..downstream import diffusion
     from ..training import FinetuneConfig, PretrainConfig
     from .demo import DemoConfig, run_demo
 
@@ -558,6 +559,9 @@ def _commands() -> dict[str, tuple[type, Callable]]:
         "push-model": (PushModelConfig, run_push_model),
         "push-dataset": (PushDatasetConfig, run_push_dataset),
         "pull": (PullConfig, run_pull),
+        "swap-text-encoder": (diffusion.SwapTextEncoderConfig, diffusion.run_swap_text_encoder),
+        "t2i-train": (diffusion.T2ITrainConfig, diffusion.run_t2i_train),
+        "t2i-eval": (diffusion.T2IEvalConfig, diffusion.run_t2i_eval),
     }
 
 
@@ -577,6 +581,9 @@ _SUMMARY = {
     "pull": "download a model / dataset / Space repo (offline from the cache with HF_HUB_OFFLINE=1)",
     "finetune": "fine-tune NegationCLIP (recipes paper | ours | ours-lora; text, vision, both or LoRA); --config FILE",
     "convert-openai": "convert an OpenAI-clip ViT checkpoint (.pth) into a transformers checkpoint + processor",
+    "swap-text-encoder": "write a diffusers pipeline folder with a NegationCLIP text tower in it (sizes checked)",
+    "t2i-train": "train a tiny text-to-image diffusion model on a scene world (frozen CLIP text tower)",
+    "t2i-eval": "negation score of text-to-image: world model with swapped encoders, or a real pipeline",
 }
 
 

@@ -167,6 +167,8 @@ def stage_model(
         _copy_matching(run_dir, stage, WEIGHT_FILES + PROCESSOR_FILES)
         if (run_dir / "text_encoder" / "config.json").exists():
             _copy_matching(run_dir / "text_encoder", stage / "text_encoder", TEXT_ENCODER_FILES + PROCESSOR_FILES)
+        if (run_dir / "tokenizer" / "tokenizer_config.json").exists():  # diffusers layout: tokenizer/ beside it
+            _copy_matching(run_dir / "tokenizer", stage / "tokenizer", PROCESSOR_FILES)
     _copy_matching(run_dir, stage, RUN_FILES)
     _stage_training_config(stage, base)
     _stage_results(run_dir, stage, model_label)

@@ -196,18 +196,28 @@ class NegationCLIPModel(CLIPModel):
         return self
 
     def export_text_encoder(self, out_dir: str | os.PathLike, tokenizer=None) -> Path:
-        """Write the text tower as a ``CLIPTextModel`` + its tokenizer (a Stable Diffusion ``text_encoder``).
+        """Write the text tower in the diffusers layout: ``out_dir/text_encoder/`` + ``out_dir/tokenizer/``.
 
-        Both ``CLIPTextModel.from_pretrained(out_dir)`` and
-        ``CLIPTokenizer.from_pretrained(out_dir)`` load the folder.
+        ``text_encoder/`` holds a ``CLIPTextModel`` (safetensors) and, as before, the tokenizer files;
+        ``tokenizer/`` holds the tokenizer with ``vocab.json`` + ``merges.txt`` as well, which the
+        ``CLIPTokenizer`` named by a Stable Diffusion ``model_index.json`` reads. So
+        ``StableDiffusionPipeline.from_pretrained(base, text_encoder=CLIPTextModel.from_pretrained(out_dir,
+        subfolder="text_encoder"), tokenizer=CLIPTokenizer.from_pretrained(out_dir, subfolder="tokenizer"))``
+        works. A path named ``text_encoder`` is taken as that subfolder (its parent gets ``tokenizer/``).
+        Returns the ``text_encoder/`` folder.
         """
         from transformers import CLIPTextModel
 
-        out = Path(out_dir)
+        root = Path(out_dir)
+        if root.name == "text_encoder":
+            root = root.parent
+        out = root / "text_encoder"
         text = CLIPTextModel(self.config.text_config)
         text.load_state_dict(self.text_model.state_dict())  # transformers 5: CLIPModel.text_model is a CLIPTextModel
         text.to(self.dtype).save_pretrained(out, safe_serialization=True)
-        (tokenizer or load_tokenizer()).save_pretrained(out)
+        tokenizer = tokenizer or load_tokenizer()
+        tokenizer.save_pretrained(out)
+        save_tokenizer_with_vocab(tokenizer, root / "tokenizer")
         return out
 
     @classmethod
@@ -415,6 +425,23 @@ def load_tokenizer() -> OpenAICleanCLIPTokenizer:
     vocab, merges = tokenizer_files()
     # transformers 5: vocab=/merges= (vocab_file= is silently ignored and gives a 3-token vocabulary)
     return OpenAICleanCLIPTokenizer(vocab=str(vocab), merges=str(merges), model_max_length=MAX_TEXT_LENGTH)
+
+
+def save_tokenizer_with_vocab(tokenizer, out_dir: str | os.PathLike) -> Path:
+    """``tokenizer.save_pretrained(out_dir)`` plus the BPE ``vocab.json`` + ``merges.txt`` (``#version: 0.2``).
+
+    transformers 5 saves a fast CLIP tokenizer as ``tokenizer.json`` only; a slow ``CLIPTokenizer`` (as a
+    diffusers ``model_index.json`` names it) and older transformers need the two BPE files.
+    """
+    out = Path(out_dir)
+    tokenizer.save_pretrained(out)
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    if model.get("type") != "BPE":
+        raise ValueError(f"expected a BPE (CLIP) tokenizer, got a {model.get('type')!r} model")
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (out / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False))
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    return out
 
 
 def load_processor(name_or_path: str | os.PathLike | None = None, image_size: int | None = None) -> CLIPProcessor:
