@@ -123,7 +123,11 @@ def caption_choice_accuracy(model, processor, items: Sequence[CaptionChoiceItem]
     k = len(items[0].texts)
     if any(len(it.texts) != k for it in items):
         raise ValueError("caption choice items must all have the same number of candidates")
-    img = embed_images(model, processor, [it.image for it in items])
+    # a family draws its images from one split with replacement: embed each file once
+    keys = [it.image if isinstance(it.image, (str, os.PathLike)) else id(it.image) for it in items]
+    row = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+    unique = {key: it.image for key, it in zip(keys, items)}
+    img = embed_images(model, processor, [unique[key] for key in row])[[row[key] for key in keys]]
     txt = embed_texts(model, processor, [t for it in items for t in it.texts]).view(len(items), k, -1)
     pred = strict_argmax(torch.einsum("nkd,nd->nk", txt, img))
     correct = (pred == torch.tensor([it.answer for it in items])).float()
