@@ -27,7 +27,7 @@ from ..benchmarks import (
     single_object_images,
 )
 from ..corpus import load_coco_captions
-from ..modeling.encode import encode_images, encode_texts
+from ..modeling.encode import EmbeddingCache, encode_images, encode_texts
 from .stats import wilson_interval
 
 logger = logging.getLogger(__name__)
@@ -187,16 +187,22 @@ class WorldEvaluator:
     def __call__(self, model, processor) -> dict:
         """``{metric: {"value", "chance", "n", "ci95"}}``; a metric the split cannot give is ``{"skipped": why}``."""
         metrics = {}
-        singles = embed_images(model, processor, [im.path for im in self.singles]) if self.singles else None
+        # one cache per call: an image that is both a single-object image and a retrieval image is encoded once
+        cache = EmbeddingCache(model, processor, batch_size=64, text_batch_size=256)
+        singles = [im.path for im in self.singles]
+        cache.add_images(singles)
         for name, classes in (("shape", scene_world.SHAPES), ("color", scene_world.COLORS)):
-            if singles is None:
+            if not singles:
                 metrics[f"zero_shot_{name}_accuracy"] = {"skipped": self.skipped_zero_shot}
                 continue
-            class_emb = embed_texts(model, processor, [f"a photo of a {c}." for c in classes])
+            prompts = [f"a photo of a {c}." for c in classes]
+            cache.add_texts(prompts)
             labels = [classes.index(im.objects[0][name]) for im in self.singles]
-            metrics[f"zero_shot_{name}_accuracy"] = zero_shot_accuracy(singles, labels, class_emb).to_dict()
-        img = embed_images(model, processor, self.retrieval_paths)
-        txt = embed_texts(model, processor, self.retrieval_texts)
+            accuracy = zero_shot_accuracy(cache.images(singles), labels, cache.texts(prompts))
+            metrics[f"zero_shot_{name}_accuracy"] = accuracy.to_dict()
+        cache.add_images(self.retrieval_paths)
+        cache.add_texts(self.retrieval_texts)
+        img, txt = cache.images(self.retrieval_paths), cache.texts(self.retrieval_texts)
         metrics["image_to_text_r@1"] = image_to_text_recall_at_1(img, txt, self.retrieval_owner).to_dict()
         metrics["negation_probe_accuracy"] = choice_accuracy(model, processor, self.negated).to_dict()
         metrics["affirmative_probe_accuracy"] = choice_accuracy(model, processor, self.affirmative).to_dict()
