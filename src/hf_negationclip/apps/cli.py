@@ -535,11 +535,22 @@ def run_export_corpus(cfg) -> dict:
     return result
 
 
+def run_segment(cfg) -> dict:
+    """Train a CLIPSeg decoder on a CLIP's frozen towers and score swapped-in text towers (``downstream``)."""
+    from ..downstream.segmentation import run_segment as segment
+
+    results = segment(cfg)
+    print((Path(cfg.output_dir) / "results.md").read_text())
+    print(f"wrote {Path(cfg.output_dir) / 'results.json'} and results.md ({results['seconds']:.0f} s)")
+    return results
+
+
 def _commands() -> dict[str, tuple[type, Callable]]:
     from ..corpus.export import ExportCorpusConfig
     from ..corpus.pipeline import CorpusConfig
     from ..corpus.stats import NegationStatsConfig
     from ..downstream import diffusion
+    from ..downstream.segmentation import SegmentConfig
     from ..training import FinetuneConfig, PretrainConfig
     from .demo import DemoConfig, run_demo
 
@@ -554,6 +565,7 @@ def _commands() -> dict[str, tuple[type, Callable]]:
         "negrefcocog": (NegRefCOCOgConfig, run_negrefcocog),
         "demo": (DemoConfig, run_demo),
         "convert-openai": (ConvertOpenAIConfig, run_convert_openai),
+        "segment": (SegmentConfig, run_segment),
         "app": (AppConfig, run_app),
         "push-space": (PushSpaceConfig, run_push_space),
         "push-model": (PushModelConfig, run_push_model),
@@ -584,6 +596,7 @@ _SUMMARY = {
     "swap-text-encoder": "write a diffusers pipeline folder with a NegationCLIP text tower in it (sizes checked)",
     "t2i-train": "train a tiny text-to-image diffusion model on a scene world (frozen CLIP text tower)",
     "t2i-eval": "negation score of text-to-image: world model with swapped encoders, or a real pipeline",
+    "segment": "CLIPSeg referring segmentation: decoder trained on a CLIP, text towers swapped in (mIoU, P@0.5)",
 }
 
 

@@ -1,4 +1,8 @@
-"""Downstream consumers of a NegationCLIP text tower (diffusers text-to-image)."""
+"""Downstream models that consume CLIP text features, with a NegationCLIP text tower swapped in.
+
+- :mod:`.segmentation`: referring segmentation with ``transformers``' CLIPSeg (``hf-negationclip segment``).
+- :mod:`.diffusion`: text-to-image with diffusers (``swap-text-encoder``, ``t2i-train``, ``t2i-eval``).
+"""
 
 from .diffusion import (
     T2IEvalConfig,
@@ -10,6 +14,25 @@ from .diffusion import (
     train_t2i,
     validate_detector,
 )
+from .segmentation import (
+    FeatureCache,
+    MaskReader,
+    ReferringSample,
+    SegmentConfig,
+    clipseg_from_clip,
+    evaluate_segmenter,
+    extract_layers_for,
+    load_clipseg,
+    load_referring_samples,
+    run_segment,
+    run_segment_stage,
+    segmentation_processor,
+    summarize,
+    swap_text_tower,
+    train_decoder,
+    vision_activations,
+    wilson_interval,
+)
 
 __all__ = [
     "T2IEvalConfig",
@@ -20,4 +43,21 @@ __all__ = [
     "t2i_eval_world",
     "train_t2i",
     "validate_detector",
+    "FeatureCache",
+    "MaskReader",
+    "ReferringSample",
+    "SegmentConfig",
+    "clipseg_from_clip",
+    "evaluate_segmenter",
+    "extract_layers_for",
+    "load_clipseg",
+    "load_referring_samples",
+    "run_segment",
+    "run_segment_stage",
+    "segmentation_processor",
+    "summarize",
+    "swap_text_tower",
+    "train_decoder",
+    "vision_activations",
+    "wilson_interval",
 ]

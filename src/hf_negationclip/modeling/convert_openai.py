@@ -137,6 +137,8 @@ def openai_clip_config(state: dict, arch: str | None = None) -> CLIPConfig:
         patch_size=patch,
         hidden_act="quick_gelu",
     )
+    # projection_dim in both sub-configs too: CLIP{Text,Vision}ModelWithProjection read it there (default 512)
+    text["projection_dim"] = vision["projection_dim"] = found[6]
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=found[6])
 
 

@@ -84,7 +84,10 @@ def tiny_clip_config(image_size: int = 96) -> CLIPConfig:
         patch_size=image_size // 3,
         num_channels=3,
     )
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=128)
+    # projection_dim goes into both sub-configs too: CLIP{Text,Vision}ModelWithProjection read it there (default 512)
+    projection_dim = 128
+    text["projection_dim"] = vision["projection_dim"] = projection_dim
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)
 
 
 PRESETS: dict[str, ModelPreset] = {
