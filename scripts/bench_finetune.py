@@ -34,8 +34,7 @@ import torch
 from hf_negationclip import world as scene_world
 from hf_negationclip.corpus import CorpusConfig, run_corpus
 from hf_negationclip.modeling import NegationCLIPModel, build_model, get_preset, load_processor
-from hf_negationclip.modeling.convert_openai import OPENAI_ARCHS
-from hf_negationclip.modeling.model import BOS_TOKEN_ID, EOS_TOKEN_ID, MAX_TEXT_LENGTH, VOCAB_SIZE
+from hf_negationclip.modeling.convert_openai import arch_clip_config
 from hf_negationclip.training import BatchSpec, FinetuneConfig, ImageTextData, configure_trainable, train_contrastive
 from hf_negationclip.training.data import load_negated_corpus
 from hf_negationclip.training.finetune import _frozen_image_encoder
@@ -53,34 +52,10 @@ def random_model(preset: str, seed: int = 0) -> NegationCLIPModel:
     """``preset`` with random weights: ``tiny`` as the package builds it, an OpenAI ViT from its architecture."""
     if preset == "tiny":
         return build_model("tiny", seed=seed)
-    from transformers import CLIPConfig
-
     if preset not in _ARCH:
         raise SystemExit(f"unknown --preset {preset!r}; known: tiny, {', '.join(_ARCH)}")
-    v_width, v_layers, patch, size, t_width, t_layers, dim = OPENAI_ARCHS[_ARCH[preset]]
-    text = dict(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=t_width,
-        intermediate_size=4 * t_width,
-        num_hidden_layers=t_layers,
-        num_attention_heads=t_width // 64,
-        max_position_embeddings=MAX_TEXT_LENGTH,
-        bos_token_id=BOS_TOKEN_ID,
-        eos_token_id=EOS_TOKEN_ID,
-        pad_token_id=EOS_TOKEN_ID,
-        hidden_act="quick_gelu",
-    )
-    vision = dict(
-        hidden_size=v_width,
-        intermediate_size=4 * v_width,
-        num_hidden_layers=v_layers,
-        num_attention_heads=v_width // 64,
-        image_size=size,
-        patch_size=patch,
-        hidden_act="quick_gelu",
-    )
     torch.manual_seed(seed)
-    return NegationCLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim))
+    return NegationCLIPModel(arch_clip_config(_ARCH[preset]))
 
 
 def processor_for(preset: str):

@@ -32,8 +32,7 @@ from hf_negationclip.downstream import (
     vision_activations,
 )
 from hf_negationclip.io import FormatError
-from hf_negationclip.modeling import NegationCLIPModel, load_processor, tiny_clip_config
-from hf_negationclip.modeling.convert_openai import openai_clip_config
+from hf_negationclip.modeling import NegationCLIPModel, arch_clip_config, load_processor, tiny_clip_config
 
 IDS = torch.tensor([[49406, 320, 1125, 539, 871, 1929, 49407], [49406, 320, 736, 2445, 49407, 49407, 49407]])
 MASK = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0, 0]])
@@ -79,19 +78,11 @@ def test_tower_classes_load_tiny_and_converted_configs(tmp_path):
     assert torch.allclose(plain_text @ clip.text_projection.weight.T, want_txt, atol=1e-6)
     assert torch.allclose(plain_img @ clip.visual_projection.weight.T, want_img, atol=1e-6)
 
-    # a converted OpenAI checkpoint with a non-default embedding width (ViT-L/14 has 768): shapes are all it reads
-    width, embed = 64, 96
-    state = {
-        "visual.conv1.weight": torch.empty(width, 3, 16, 16),
-        "visual.positional_embedding": torch.empty(5, width),
-        "ln_final.weight": torch.empty(width),
-        "text_projection": torch.empty(width, embed),
-        "token_embedding.weight": torch.empty(49408, width),
-        "positional_embedding": torch.empty(77, width),
-        "visual.transformer.resblocks.0.ln_1.weight": torch.empty(width),
-        "transformer.resblocks.0.ln_1.weight": torch.empty(width),
-    }
-    config = openai_clip_config(state)
+    # a converted OpenAI architecture with a non-default embedding width (ViT-L/14 has 768): the config that
+    # openai_clip_config builds from a checkpoint's shapes (vision width, layers, patch, image size, text width,
+    # layers, embed dim)
+    embed = 96
+    config = arch_clip_config((64, 1, 16, 32, 64, 1, embed))
     assert config.text_config.projection_dim == config.vision_config.projection_dim == embed
     CLIPModel(config).save_pretrained(tmp_path / "converted")
     assert CLIPTextModelWithProjection.from_pretrained(tmp_path / "converted").text_projection.out_features == embed

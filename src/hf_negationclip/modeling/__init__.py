@@ -4,6 +4,7 @@ OpenAI checkpoint conversion."""
 from .checkpoints import load_checkpoint, resolve_checkpoint
 from .convert_openai import (
     OPENAI_ARCHS,
+    arch_clip_config,
     convert_openai_checkpoint,
     load_openai_state_dict,
     openai_clip_config,
@@ -34,6 +35,7 @@ from .model import (
 )
 
 __all__ = [
+    "arch_clip_config",
     "BOS_TOKEN_ID",
     "CLIP_MEAN",
     "CLIP_STD",

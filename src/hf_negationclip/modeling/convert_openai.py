@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig
 
-from .model import BOS_TOKEN_ID, EOS_TOKEN_ID, NegationCLIPModel, load_processor
+from .model import BOS_TOKEN_ID, EOS_TOKEN_ID, MAX_TEXT_LENGTH, VOCAB_SIZE, NegationCLIPModel, load_processor
 
 logger = logging.getLogger(__name__)
 
@@ -116,13 +116,25 @@ def openai_clip_config(state: dict, arch: str | None = None) -> CLIPConfig:
                 f"the checkpoint does not match {arch}: expected {OPENAI_ARCHS[arch]}, found {found} "
                 "(vision width, layers, patch, image size, text width, layers, embed dim)"
             )
-    text = dict(
+    return arch_clip_config(
+        found,
         vocab_size=state["token_embedding.weight"].shape[0],
+        context_length=state["positional_embedding"].shape[0],
+    )
+
+
+def arch_clip_config(
+    arch: str | tuple[int, ...], vocab_size: int = VOCAB_SIZE, context_length: int = MAX_TEXT_LENGTH
+) -> CLIPConfig:
+    """The ``CLIPConfig`` of an OpenAI ViT architecture: a name of :data:`OPENAI_ARCHS` or its 7 numbers."""
+    v_width, v_layers, patch, size, t_width, t_layers, dim = OPENAI_ARCHS[arch] if isinstance(arch, str) else arch
+    text = dict(
+        vocab_size=vocab_size,
         hidden_size=t_width,
         intermediate_size=4 * t_width,
-        num_hidden_layers=found[5],
+        num_hidden_layers=t_layers,
         num_attention_heads=max(t_width // 64, 1),
-        max_position_embeddings=state["positional_embedding"].shape[0],
+        max_position_embeddings=context_length,
         bos_token_id=BOS_TOKEN_ID,
         eos_token_id=EOS_TOKEN_ID,
         pad_token_id=EOS_TOKEN_ID,
@@ -131,15 +143,15 @@ def openai_clip_config(state: dict, arch: str | None = None) -> CLIPConfig:
     vision = dict(
         hidden_size=v_width,
         intermediate_size=4 * v_width,
-        num_hidden_layers=found[1],
+        num_hidden_layers=v_layers,
         num_attention_heads=max(v_width // 64, 1),
-        image_size=found[3],
+        image_size=size,
         patch_size=patch,
         hidden_act="quick_gelu",
     )
     # projection_dim in both sub-configs too: CLIP{Text,Vision}ModelWithProjection read it there (default 512)
-    text["projection_dim"] = vision["projection_dim"] = found[6]
-    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=found[6])
+    text["projection_dim"] = vision["projection_dim"] = dim
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=dim)
 
 
 def _convert_blocks(state: dict, src: str, dst: str, layers: int) -> dict:
