@@ -49,6 +49,13 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("scene-negbench-mcq-controlled/negation_accuracy", "MCQ negation template, controlled"),
     ("scene-negbench-mcq-controlled/affirmation_accuracy", "MCQ affirmation template, controlled"),
     ("scene-ccneg-controlled/accuracy", "CC-Neg scene, controlled"),
+    # caption side: one image, captions that differ only in the negation
+    ("world-probes/caption_flip_accuracy", "caption side: flip ('P with no A' over 'P with A')"),
+    ("world-probes/present_negation_accuracy", "caption side: present object ('P with Q' over 'P with no Q')"),
+    ("world-probes/scope_swap_accuracy", "caption side: scope swap ('P with no A' over 'A with no P')"),
+    ("world-probes/app_compare_accuracy", "caption side: the app's Compare example"),
+    ("scene-caption-flip/accuracy", "caption flip scene twin (MCQ CSV)"),
+    ("scene-negbench-mcq-controlled/hybrid_accuracy", "MCQ hybrid template, controlled"),
     ("world-probes/zero_shot_shape_accuracy", "zero-shot shape"),
     ("world-probes/zero_shot_color_accuracy", "zero-shot colour"),
     ("world-probes/shape_probe_accuracy", "shape-controlled probe"),
@@ -200,6 +207,29 @@ def _value(results: dict, label: str, key: str) -> float | None:
     return None if entry is None else entry["value"]
 
 
+#: the headline's negation families (image side and caption side); the affirmative controls and generality rows are not
+NEGATION_FAMILIES: tuple[str, ...] = tuple(
+    key
+    for key, _ in HEADLINE
+    if "affirm" not in key
+    and "zero_shot" not in key
+    and "r@1" not in key
+    and "shape_probe" not in key
+    and key != "scene-negrefcocog/accuracy"
+)
+
+
+def worst_negation_family(results: dict) -> dict[str, tuple[str, float]]:
+    """label -> (the negation family it scores lowest on, that value): the number a headline must not hide."""
+    worst = {}
+    for label in results["models"]:
+        scored = [(key, _value(results, label, key)) for key in NEGATION_FAMILIES]
+        scored = [(key, v) for key, v in scored if v is not None]
+        if scored:
+            worst[label] = min(scored, key=lambda kv: kv[1])
+    return worst
+
+
 def pick_best(results: dict) -> str:
     """The fine-tune with the highest mean of the controlled negation accuracies."""
     keys = ["world-probes/negation_probe_accuracy", "scene-negrefcocog-controlled/accuracy"]
@@ -220,6 +250,10 @@ def write_report(results: dict, out: Path, best: str, seconds: dict) -> str:
         markdown_table(results, HEADLINE).rstrip("\n"),
     ]
     lines += [
+        "",
+        "Worst negation family (lowest of the negation rows above, image side and caption side): "
+        + ", ".join(f"{label} {name} {value:.3f}" for label, (name, value) in worst_negation_family(results).items())
+        + ".",
         "",
         f"Best fine-tune (highest mean of the controlled negation accuracies): **{best}**, copied to `best/`.",
         "",
