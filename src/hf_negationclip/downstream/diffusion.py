@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -27,6 +28,21 @@ import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
+
+
+def _restores_torch_threads(fn):
+    """``--threads`` changes torch's thread count for the call only (a caller's later float results depend on it)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        threads = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
+
 
 PIPELINE_TEXT_COMPONENTS = ("text_encoder", "tokenizer")
 NEGATED_TEMPLATE = "a {c1} {s1} with no {c2} {s2}"
@@ -301,6 +317,7 @@ def load_world_pairs(world_dir: str | os.PathLike, split: str, resolution: int, 
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), captions
 
 
+@_restores_torch_threads
 def train_t2i(cfg: T2ITrainConfig) -> dict:
     """Train the tiny UNet (epsilon prediction, EMA, warm-up + cosine, time-limited); returns the loss log."""
     from diffusers.training_utils import EMAModel
@@ -539,6 +556,7 @@ def _named(specs: Sequence[str]) -> dict[str, str]:
     return out
 
 
+@_restores_torch_threads
 def t2i_eval_world(cfg: T2IEvalConfig) -> dict:
     """Generate with each text encoder swapped into the world model and score with the exact detector."""
     from diffusers import UNet2DConditionModel
@@ -634,6 +652,7 @@ class ClipChecker:
         return (logits[:, :-1] > logits[:, -1:]).numpy()
 
 
+@_restores_torch_threads
 def t2i_eval_pipeline(cfg: T2IEvalConfig) -> dict:
     """Negation score of a real diffusers text-to-image pipeline, judged by a zero-shot CLIP checker."""
     from diffusers import DiffusionPipeline
