@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..modeling.encode import batched
 from .backends import make_text_backend, make_verifier
 from .backends.base import PIPELINES, Job
 from .captions import has_negation, negation_cues, negation_position
@@ -253,17 +254,6 @@ def _attach_question(job: Job, src: SplitSource) -> bool:
     return True
 
 
-def _batches(items: Iterator, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 # --------------------------------------------------------------------------- one batch
 
 
@@ -398,7 +388,7 @@ def run_split(
             initial=len(writer.done),
         )
         not_applicable = 0
-        for batch in _batches(iter_jobs(src, cfg, writer.done), cfg.batch_size):
+        for batch in batched(iter_jobs(src, cfg, writer.done), cfg.batch_size):
             jobs = [j for j in batch if j is not None]
             not_applicable += len(batch) - len(jobs)
             records = runner.run_batch(jobs)

@@ -100,7 +100,8 @@ def _open(image):
         return im.convert("RGB")
 
 
-def _batches(items: Iterable, size: int):
+def batched(items: Iterable, size: int):
+    """Lists of ``size`` items (the last one shorter) from any iterable, read lazily."""
     batch = []
     for item in items:
         batch.append(item)
@@ -132,7 +133,7 @@ def encode_images(
     total = total if total is not None else (len(images) if isinstance(images, Sequence) else None)
     bar = tqdm(total=total, desc="images", unit="img", disable=not show_progress, leave=False)
     with torch.no_grad(), _eval_mode(model), _autocast(device, bf16):
-        for batch in _batches(images, batch_size):
+        for batch in batched(images, batch_size):
             pixels = processor(images=[_open(im) for im in batch], return_tensors="pt")["pixel_values"]
             pixels = pixels.to(device=device, dtype=dtype if dtype.is_floating_point else None)
             chunks.append(_finish(model.get_image_features(pixel_values=pixels), normalize))
