@@ -1,15 +1,20 @@
-"""Fine-tuning experiments from a finished demo: each run one of the demo's recipes with options changed.
+"""Fine-tuning experiments from a finished demo: each run one of the recipes with options changed.
 
 Not a test: a measurement. Every run starts from the demo's baseline with the
 demo's corpus and budget (4 epochs, batch 64, lr 1e-3, LoRA x2, 35%
-affirmative picks), changes the given options, and is scored with the world
-probes on the val split (n=200 each). All runs share one store of encoded
-images (the baseline's frozen vision tower), so only the first run encodes::
+affirmative picks), changes the given options, and is scored the way the
+demo's report scores it: the world probes on the val split (n=200 each) and
+the scene benchmark twins of ``<demo>/benchmarks`` (both directions of
+negation, the affirmative controls, generality). All runs share one store of
+encoded images (the baseline's frozen vision tower), so only the first run
+encodes::
 
     python scripts/finetune_sweep.py --demo runs/demo --out runs/sweep \\
-        "ours" "ours contrastive_weight=1.0" "ours-lora retain_weight=4.0 seed=1"
+        "ours" "ours square_weight=2.0" "ours-lora retain_weight=4.0 seed=1" "@runs/demo/paper"
 
-Each run prints one line and appends it to ``<out>/sweep.jsonl``.
+``@FOLDER`` scores a finished checkpoint instead of training. Each run prints
+one line (every family, then the worst negation family) and appends the full
+row to ``<out>/sweep.jsonl``.
 """
 
 import argparse
@@ -19,24 +24,45 @@ import shutil
 import time
 from pathlib import Path
 
-from hf_negationclip import WorldEvaluator, load_processor
-from hf_negationclip.apps.demo import FINETUNES, DemoConfig, finetune_config
-from hf_negationclip.training import finetune
+from hf_negationclip import WorldEvaluator
+from hf_negationclip.apps.demo import HEADLINE, NEGATION_FAMILIES, DemoConfig, finetune_config
+from hf_negationclip.evaluation import HarnessConfig, run_harness
+from hf_negationclip.modeling import load_checkpoint
+from hf_negationclip.training import RECIPES, finetune
 
-KEYS = {
-    "probe": "negation_probe_accuracy",
-    "affirmative": "affirmative_probe_accuracy",
-    "shape": "zero_shot_shape_accuracy",
-    "colour": "zero_shot_color_accuracy",
-    "R@1": "image_to_text_r@1",
+#: short column names of the report's headline rows
+SHORT = {
+    "world-probes/negation_probe_accuracy": "probe",
+    "world-probes/affirmative_probe_accuracy": "aff",
+    "scene-negrefcocog-controlled/accuracy": "negref",
+    "scene-negrefcocog-controlled/affirmative_accuracy": "negref_aff",
+    "scene-negrefcocog/accuracy": "negref_plain",
+    "scene-valse-existence-controlled/accuracy": "valse",
+    "scene-negbench-mcq-controlled/negation_accuracy": "mcq_neg",
+    "scene-negbench-mcq-controlled/affirmation_accuracy": "mcq_aff",
+    "scene-ccneg-controlled/accuracy": "ccneg",
+    "world-probes/caption_flip_accuracy": "flip",
+    "world-probes/present_negation_accuracy": "present",
+    "world-probes/scope_swap_accuracy": "scope",
+    "world-probes/app_compare_accuracy": "app",
+    "scene-caption-flip/accuracy": "flip_csv",
+    "scene-negbench-mcq-controlled/hybrid_accuracy": "mcq_hyb",
+    "world-probes/zero_shot_shape_accuracy": "shape",
+    "world-probes/zero_shot_color_accuracy": "colour",
+    "world-probes/shape_probe_accuracy": "shape_probe",
+    "world-probes/image_to_text_r@1": "R@1",
 }
+assert set(SHORT) == {key for key, _ in HEADLINE}, "the sweep's columns must be the report's headline rows"
+TASK_PREFIXES = sorted({key.split("/")[0] for key in SHORT if not key.startswith("world-probes/")})
 
 
 def parse_run(text: str) -> tuple[str, dict]:
-    """``"<recipe label> key=value ..."`` -> (label, overrides); values are Python literals or plain strings."""
+    """``"<recipe> key=value ..."`` -> (recipe, overrides); values are Python literals or plain strings."""
     label, *pairs = text.split()
-    if label not in FINETUNES:
-        raise SystemExit(f"unknown recipe {label!r}; the demo's are {', '.join(FINETUNES)}")
+    if label.startswith("@"):
+        return label, {}
+    if label not in RECIPES:
+        raise SystemExit(f"unknown recipe {label!r}; known: {', '.join(RECIPES)}")
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -49,45 +75,48 @@ def parse_run(text: str) -> tuple[str, dict]:
     return label, overrides
 
 
+def score(model, processor, evaluator, tasks: dict, out: Path) -> dict:
+    """The headline metrics of one model: world probes + the scene twins the headline reads."""
+    results = run_harness(HarnessConfig({"run": (model, processor)}, tasks, str(out), show_progress=False))
+    metrics = dict(results["models"]["run"]["metrics"])
+    metrics.update({f"world-probes/{k}": v for k, v in evaluator(model, processor).items() if isinstance(v, dict)})
+    return {SHORT[key]: round(metrics[key]["value"], 3) for key in SHORT if "value" in metrics.get(key, {})}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--demo", default="runs/demo", help="a finished demo folder (baseline/, corpus/, world/)")
     ap.add_argument("--out", default="runs/sweep")
-    ap.add_argument("runs", nargs="+", help='"<recipe> key=value ..." (recipe: paper | ours | ours-lora)')
+    ap.add_argument("runs", nargs="+", help='"<recipe> key=value ..." (recipe: paper | ours | ours-lora) or "@FOLDER"')
     args = ap.parse_args()
     demo, out = Path(args.demo), Path(args.out)
     runs = [parse_run(text) for text in args.runs]  # every run is checked before the first one starts
     defaults = DemoConfig()
     evaluator = WorldEvaluator(demo / "world", "val", 200, defaults.seed)
+    manifest = json.loads((demo / "benchmarks" / "manifest.json").read_text())
+    tasks = {name: spec for name, spec in manifest["tasks"].items() if name in TASK_PREFIXES}
     features: dict = {}
     out.mkdir(parents=True, exist_ok=True)
+    negation = [SHORT[key] for key in NEGATION_FAMILIES]
     for k, ((label, overrides), text) in enumerate(zip(runs, args.runs)):
-        folder = out / f"run{k:02d}_{label}"
-        shutil.rmtree(folder, ignore_errors=True)
-        run = finetune_config(
-            defaults,
-            demo,
-            label,
-            **{
-                "output_dir": str(folder),
-                "show_progress": False,
-                "save_steps": 0,
-                "export_text_encoder": False,
-                **overrides,
-            },
-        )
         t = time.time()
-        result = finetune(run, None, features)
-        metrics = evaluator(result["model"], load_processor(str(folder)))
-        steps = max((h["step"] for h in result["history"]), default=0)
-        row = {
-            "run": text,
-            "steps": steps,
-            "train_seconds": round(result["train_seconds"], 1),
-            "seconds": round(time.time() - t, 1),
-            **{name: round(metrics[key]["value"], 3) for name, key in KEYS.items()},
-        }
-        print(f"{text:<60} " + " ".join(f"{name}={value}" for name, value in row.items() if name != "run"), flush=True)
+        folder = out / f"run{k:02d}_{label.strip('@').replace('/', '_')}"
+        row = {"run": text}
+        if label.startswith("@"):
+            model, processor = load_checkpoint(label[1:])
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            options = {"output_dir": str(folder), "show_progress": False, "save_steps": 0, **overrides}
+            run = finetune_config(defaults, demo, label, export_text_encoder=False, **options)
+            result = finetune(run, None, features)
+            model, processor = load_checkpoint(str(folder))
+            row["steps"] = max((h["step"] for h in result["history"]), default=0)
+            row["train_seconds"] = round(result["train_seconds"], 1)
+        row.update(score(model, processor, evaluator, tasks, folder / "eval"))
+        worst = min(negation, key=lambda name: row.get(name, 1.0))
+        row.update(worst=worst, worst_value=row.get(worst), seconds=round(time.time() - t, 1))
+        cells = " ".join(f"{name}={row[name]}" for name in [*negation, "aff", "mcq_aff", "shape", "R@1"] if name in row)
+        print(f"{text:<50} {cells} | worst {worst}={row.get(worst)} ({row['seconds']} s)", flush=True)
         with (out / "sweep.jsonl").open("a") as fh:
             fh.write(json.dumps(row) + "\n")
 

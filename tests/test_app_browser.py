@@ -5,6 +5,11 @@ CI installs Chromium in ``.ci/run`` and the Python packages come from the
 ``dev`` extra, and sets ``HF_NEGATIONCLIP_REQUIRE_BROWSER=1`` so that there a
 missing browser fails instead of skipping. Screenshots of each tab are written to ``$APP_SCREENSHOTS``
 (default ``test-artifacts/app/`` in the repository) and the path is printed.
+
+With ``HF_NEGATIONCLIP_DEMO_DIR`` set to a finished ``make demo`` folder, the
+app also serves that demo's baseline and best model, and the page must show
+the best model picking the true caption of the Compare tab's pre-filled
+examples (the report counts all 20 seeds; the browser checks a few).
 """
 
 import os
@@ -38,19 +43,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(tiny_checkpoints):
+def _serve(specs: list[str], results: Path):
     reason = _missing()
     if reason and os.environ.get("HF_NEGATIONCLIP_REQUIRE_BROWSER") == "1":
         pytest.fail(f"the browser test must run here (HF_NEGATIONCLIP_REQUIRE_BROWSER=1): {reason}")
     if reason:
         pytest.skip(reason)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    models = app.load_models([f"{label}={path}" for label, path in tiny_checkpoints.items()])
-    demo = app.build_demo(models, FIXTURE_RESULTS, seed=0)
+    models = app.load_models(specs)
+    demo = app.build_demo(models, results, seed=0)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, share=False, quiet=True)
-    yield f"http://127.0.0.1:{port}/", models
+    return demo, f"http://127.0.0.1:{port}/", models
+
+
+@pytest.fixture(scope="module")
+def served(tiny_checkpoints):
+    demo, url, models = _serve([f"{label}={path}" for label, path in tiny_checkpoints.items()], FIXTURE_RESULTS)
+    yield url, models
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def served_demo():
+    demo_dir = os.environ.get("HF_NEGATIONCLIP_DEMO_DIR")
+    if not demo_dir:
+        pytest.skip("set HF_NEGATIONCLIP_DEMO_DIR to a finished `make demo` folder to check its best model")
+    demo, url, models = _serve(app.default_model_specs(demo_dir), Path(demo_dir) / "results.json")
+    yield url, models
     demo.close()
 
 
@@ -136,3 +156,33 @@ def test_app_in_chromium(served, capsys):
         browser.close()
     with capsys.disabled():
         print(f"\nscreenshots of the app's tabs: {SHOTS}")
+
+
+def test_the_best_model_answers_the_prefilled_compare_examples_in_chromium(served_demo):
+    """The Compare tab of seeds 0-2 (type the seed, press Enter, Compare): NegationCLIP's winner is the true caption."""
+    from playwright.sync_api import expect, sync_playwright
+
+    url, models = served_demo
+    best = next(m for m in models if m.label == "NegationCLIP")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(20_000)
+        page.goto(url)
+        for seed in (0, 1, 2):
+            image, texts = app.scene_example(seed)
+            page.locator("#scene-seed input").fill(str(seed))
+            page.locator("#scene-seed input").press("Enter")
+            expect(page.locator("#compare-texts textarea")).to_have_value("\n".join(texts))
+            page.locator("#compare-button").click()
+            expect(page.locator("#compare-result .nc-row")).to_have_count(len(texts) * len(models))
+            expect(page.locator("#compare-result .nc-row").first).to_have_attribute(
+                "data-text", texts[0]
+            )  # this seed's
+            rows = _bars(page)[best.label]
+            assert [r[0] for r in rows] == texts  # the true negated caption first, its affirmative twin second
+            assert [r[2] for r in rows] == [True, False], (seed, rows)
+            expected = best.model.score([image], texts, best.processor)[0].tolist()
+            assert [r[1] for r in rows] == pytest.approx(expected, abs=1e-6)
+        page.screenshot(path=str(SHOTS / "compare_demo.png"), full_page=True)
+        browser.close()

@@ -549,6 +549,7 @@ def _hand_batch(spec: BatchSpec, dim: int = 128):
         distractors=lambda paths: torch.stack([distractors[p] for p in paths]),
     )
     images = torch.randn(len(_PICKS), dim, generator=gen)
+    anchors.update({t: torch.randn(dim, generator=gen) for t in ("a red star", "a square")})  # the flips
     tokenizer = load_processor(image_size=64).tokenizer
     return collate(_PICKS, images, "image_embeds", tokenizer, spec, sources), anchors, distractors
 
@@ -582,17 +583,32 @@ def test_batch_spec_holds_only_what_the_weighted_terms_read_from_the_data_at_han
     assert picks == BatchSpec(("captions",), frozenset({"anchor_embeds", "retain_mask", "distractors"}))
     originals = batch_spec(LossWeights(retain=1.0, hard_negative=1.0), every)
     assert originals == BatchSpec(("captions", "originals"), frozenset({"anchor_embeds", "hard_mask"}))
+    square = batch_spec(LossWeights(square=1.0, retain=1.0, retain_on="picks", retain_flips=True), every)
+    assert square == BatchSpec(
+        ("captions", "flips"), frozenset({"anchor_embeds", "retain_mask", "distractors", "flip_valid", "flip_anchors"})
+    )
+    assert batch_spec(LossWeights(square=1.0), every - {"mcq"}) == BatchSpec()  # no flips in the data
     with pytest.raises(ValueError, match="unknown batch rows"):
-        BatchSpec(("flips",))
+        BatchSpec(("paraphrases",))
 
 
-@pytest.mark.parametrize("retain_on", ["originals", "picks"])
-def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weighted_sum(retain_on):
+@pytest.mark.parametrize("retain_on, retain_flips", [("originals", False), ("picks", True)])
+def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weighted_sum(retain_on, retain_flips):
     import torch.nn.functional as F
 
     from hf_negationclip.modeling import feature_tensor
 
-    weights = LossWeights(contrastive=0.5, hard_negative=0.7, mcq=1.3, exclusion=2.0, retain=3.0, retain_on=retain_on)
+    weights = LossWeights(
+        contrastive=0.5,
+        hard_negative=0.7,
+        mcq=1.3,
+        exclusion=2.0,
+        square=1.7,
+        negated_retain=0.9,
+        retain=3.0,
+        retain_on=retain_on,
+        retain_flips=retain_flips,
+    )
     batch, anchors, distractors = _hand_batch(
         batch_spec(weights, frozenset({"originals", "distractors", "mcq", "anchors"}))
     )
@@ -618,10 +634,13 @@ def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weigh
         ]
         expected["hard_negative"] = sum(hard) / 2
         A = F.normalize(torch.stack([anchors[p.affirmative] for p in _PICKS]), dim=-1)
+        expected["negated_retain"] = (1 - (T[:2] * A[:2]).sum(-1)).mean()  # the negated rows near their originals
+        Fl = text(["a red star", "a square"])  # the flips (first wrong option) of the two negated picks
         if retain_on == "originals":
             expected["retain"] = (1 - (O * A).sum(-1)).mean()
-        else:  # rows 2 (swapped to its original) and 3 (plain) are the affirmative picks
-            expected["retain"] = (1 - (T[2:] * A[2:]).sum(-1)).mean()
+        else:  # rows 2 (swapped to its original) and 3 (plain) are the affirmative picks; + the two flips
+            FA = F.normalize(torch.stack([anchors["a red star"], anchors["a square"]]), dim=-1)
+            expected["retain"] = torch.cat([1 - (T[2:] * A[2:]).sum(-1), 1 - (Fl * FA).sum(-1)]).mean()
         options = {0: ["a red star"], 1: ["a square", "a cross"]}
         mcq = [
             F.cross_entropy(s * torch.cat([(I[i] @ T[i])[None], I[i] @ text(options[i]).T])[None], labels[:1])
@@ -633,11 +652,36 @@ def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weigh
             F.cross_entropy(s * torch.stack([T[1] @ I[1], T[1] @ D[2]])[None], labels[:1]),
         ]
         expected["exclusion"] = sum(excl) / 2
+        squares = [(0, D[0]), (0, D[1]), (1, D[2])]  # (caption row, distractor): the swapped row has none
+        sides = [
+            margin
+            for row, d in squares
+            for margin in (
+                I[row] @ Fl[row] - I[row] @ T[row],  # the image prefers its caption over the flip
+                d @ T[row] - d @ Fl[row],  # the distractor prefers the flip
+                I[row] @ Fl[row] - d @ Fl[row],  # the flip prefers the distractor
+            )
+        ]
+        expected["square"] = F.softplus(s * torch.stack(sides)).mean()
     assert set(parts) == {"loss", *expected} == {"loss", *TERMS}
     for name, value in expected.items():
         assert parts[name].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-6), name
     total = sum(getattr(weights, name) * parts[name] for name in TERMS)
     assert parts["loss"].item() == pytest.approx(total.item(), rel=1e-6)
+
+
+def test_padded_choices_give_finite_gradients_to_the_logit_scale():
+    # the hand batch's negated picks have 1 and 2 MCQ options and 2 and 1 distractors: both terms pad a slot
+    weights = LossWeights(mcq=1.0, exclusion=1.0, square=1.0)
+    batch, _, _ = _hand_batch(batch_spec(weights, frozenset({"distractors", "mcq"})))
+    assert not batch.mcq_valid.all()
+    torch.manual_seed(0)
+    model = NegationCLIPModel(tiny_clip_config(64))
+    loss, parts = compute_loss(model, batch, weights)
+    loss.backward()
+    assert torch.isfinite(loss) and parts["mcq"] > 0 and parts["exclusion"] > 0
+    assert torch.isfinite(model.logit_scale.grad).all() and model.logit_scale.grad != 0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_terms_a_batch_cannot_feed_are_left_out():
@@ -667,10 +711,13 @@ def test_the_demo_runs_are_recipes_of_the_one_table_with_the_values_they_always_
         "paper": dict(train="text", learning_rate=1e-3, contrastive_weight=1.0, exclusion_weight=0.0,
                       retain_weight=0.0, retain_on="originals", minimal_pairs_only=False, lora_r=8, lora_alpha=16),
         "ours": dict(train="text", learning_rate=1e-3, contrastive_weight=0.1, exclusion_weight=2.0,
-                     retain_weight=4.0, retain_on="picks", minimal_pairs_only=True, lora_r=8, lora_alpha=16),
+                     retain_weight=4.0, retain_on="picks", minimal_pairs_only=True, lora_r=8, lora_alpha=16,
+                     square_weight=2.0, retain_flips=True, epochs=8),  # issue 17: both directions, 2x the passes
         "ours-lora": dict(train="lora-text", learning_rate=2e-3, contrastive_weight=0.0, exclusion_weight=2.0,
                           retain_weight=8.0, retain_on="picks", minimal_pairs_only=True, lora_r=16, lora_alpha=32),
     }  # fmt: skip
+    for label in ("paper", "ours-lora"):  # unchanged: no square term
+        expected[label].update(square_weight=0.0, retain_flips=False)
     assert FINETUNES == tuple(expected) and set(FINETUNES) <= set(RECIPES)
     for label, values in expected.items():
         run = finetune_config(DemoConfig(), tmp_path, label)

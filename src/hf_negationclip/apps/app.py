@@ -230,6 +230,19 @@ def scene_example(seed: int) -> tuple[Image.Image, list[str]]:
     return compare_example(seed)
 
 
+#: the seeds of the Compare tab's pre-filled example that the demo's report checks
+COMPARE_SEEDS: tuple[int, ...] = tuple(range(20))
+
+
+def compare_example_hits(model, processor, seeds: Sequence[int] = COMPARE_SEEDS) -> int:
+    """On how many of ``seeds`` the model's winner for :func:`scene_example` is the true (negated) caption."""
+    hits = 0
+    for seed in seeds:
+        image, texts = scene_example(seed)
+        hits += winner(model.score([image], texts, processor)[0].tolist()) == 0
+    return hits
+
+
 def pair_picks(models: Sequence[LoadedModel], item: ChoiceItem) -> dict[str, list[float]]:
     """Per model, the probability of each candidate image for the item's text (softmax over images)."""
     out = {}

@@ -195,9 +195,13 @@ def evaluate_all(cfg: DemoConfig, out: Path, models: dict[str, Path], tasks: dic
     tasks = {k: v for k, v in tasks.items() if not k.startswith("_")}
     loaded = {label: load_checkpoint(str(path)) for label, path in models.items()}  # once, for both evaluations
     results = run_harness(HarnessConfig(loaded, tasks, str(out / "eval"), cfg.seed, show_progress=cfg.show_progress))
+    from .app import COMPARE_SEEDS, compare_example_hits
+
     for label, path in models.items():
         results["models"][label]["path"] = str(path)
         results["models"][label]["metrics"].update(_world_probe_metrics(world_eval(*loaded[label])))
+        hits = compare_example_hits(*loaded[label], COMPARE_SEEDS)
+        results["models"][label]["app_compare_seeds"] = {"right": hits, "seeds": len(COMPARE_SEEDS)}
     results["tasks"] = [*results["tasks"], "world-probes"]
     return results
 
@@ -230,14 +234,67 @@ def worst_negation_family(results: dict) -> dict[str, tuple[str, float]]:
     return worst
 
 
+#: affirmation and generality a fine-tune must keep to be chosen: (results key, least share of the baseline's value)
+KEPT: tuple[tuple[str, float], ...] = (
+    ("world-probes/affirmative_probe_accuracy", 0.95),
+    ("scene-negrefcocog-controlled/affirmative_accuracy", 0.95),
+    ("scene-negbench-mcq-controlled/affirmation_accuracy", 0.95),
+    ("world-probes/zero_shot_shape_accuracy", 0.97),
+    ("world-probes/zero_shot_color_accuracy", 0.97),
+    ("world-probes/image_to_text_r@1", 0.97),
+)
+
+
+def lost_affirmation(results: dict, label: str) -> list[str]:
+    """The rows of :data:`KEPT` on which ``label`` falls below its share of the baseline's value."""
+    lost = []
+    for key, share in KEPT:
+        base, value = _value(results, "baseline", key), _value(results, label, key)
+        if base is not None and value is not None and value < share * base:
+            lost.append(f"{key} {value:.3f} < {share:.0%} of {base:.3f}")
+    return lost
+
+
+def choose_best(results: dict) -> tuple[str, str]:
+    """(the fine-tune to publish, why): the highest worst negation family among those that keep affirmation.
+
+    A fine-tune that loses affirmation (:func:`lost_affirmation`) is chosen only when every one does; ties
+    on the worst family go to the higher mean over the negation families.
+    """
+    worst = worst_negation_family(results)
+    candidates = [label for label in results["models"] if label != "baseline" and label in worst]
+    if not candidates:
+        raise ValueError("no fine-tuned model with negation metrics to choose from")
+    keeping = [label for label in candidates if not lost_affirmation(results, label)]
+
+    def mean(label: str) -> float:
+        values = [_value(results, label, key) for key in NEGATION_FAMILIES]
+        return sum(v for v in values if v is not None) / max(1, sum(v is not None for v in values))
+
+    best = max(keeping or candidates, key=lambda label: (worst[label][1], mean(label)))
+    name, value = worst[best]
+    others = [f"{label} {worst[label][1]:.3f}" for label in candidates if label != best]
+    why = f"its worst negation family ({dict(HEADLINE).get(name, name)}) is {value:.3f}" + (
+        f", against {', '.join(others)}" if others else ""
+    )
+    dropped = [
+        f"{label} ({'; '.join(lost_affirmation(results, label))})" for label in candidates if label not in keeping
+    ]
+    if not keeping:
+        why += "; every fine-tune lost affirmation, so none is safe to publish: " + ", ".join(dropped)
+    elif dropped:
+        why += "; not eligible, they lost affirmation: " + ", ".join(dropped)
+    else:
+        why += "; every fine-tune kept affirmation (>= 95% of the baseline's affirmative controls, >= 97% generality)"
+    return best, why
+
+
 def pick_best(results: dict) -> str:
-    """The fine-tune with the highest mean of the controlled negation accuracies."""
-    keys = ["world-probes/negation_probe_accuracy", "scene-negrefcocog-controlled/accuracy"]
-    candidates = [label for label in results["models"] if label != "baseline"]
-    return max(candidates, key=lambda lab: sum(_value(results, lab, k) or 0.0 for k in keys))
+    """The fine-tune :func:`choose_best` picks."""
+    return choose_best(results)[0]
 
 
-def write_report(results: dict, out: Path, best: str, seconds: dict) -> str:
+def write_report(results: dict, out: Path, best: str, seconds: dict, why: str = "") -> str:
     """report.md: the headline table (value [95% interval]), chance and n, then every metric."""
     from ..evaluation import markdown_table
 
@@ -255,7 +312,15 @@ def write_report(results: dict, out: Path, best: str, seconds: dict) -> str:
         + ", ".join(f"{label} {name} {value:.3f}" for label, (name, value) in worst_negation_family(results).items())
         + ".",
         "",
-        f"Best fine-tune (highest mean of the controlled negation accuracies): **{best}**, copied to `best/`.",
+        f"Best fine-tune: **{best}**, copied to `best/`: {why or choose_best(results)[1]}.",
+        "",
+        "The app's Compare tab, pre-filled example of seeds 0-19 (true negated caption vs its affirmative twin): "
+        + ", ".join(
+            f"{label} {entry['right']}/{entry['seeds']} right"
+            for label, entry in ((label, m.get("app_compare_seeds")) for label, m in results["models"].items())
+            if entry
+        )
+        + ".",
         "",
         "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
         "",
@@ -340,13 +405,13 @@ def run_demo(cfg: DemoConfig) -> dict:
     results = evaluate_all(cfg, out, {"baseline": out / "baseline", **runs}, tasks, world_eval)
     seconds["evaluation"] = time.time() - t
     _stage("6/6 report, best checkpoint, datasets")
-    best = pick_best(results)
-    results["best"] = best
+    best, why = choose_best(results)
+    results["best"], results["best_reason"] = best, why
     (out / "results.json").write_text(json.dumps(results, indent=2))
     shutil.copy(out / "eval" / "results.png", out / "results.png")
     publish_best(out, best)
     seconds["total"] = time.time() - t0
-    report = write_report(results, out, best, seconds)
+    report = write_report(results, out, best, seconds, why)
     print("\n" + report.split("## Every metric")[0])
     print(
         f"Everything is in {out}: report.md, results.json, results.png, best/ (checkpoint + model card + "

@@ -4,7 +4,7 @@ A batch holds ``n`` images (pixels, or the embeddings of a frozen vision
 tower) and its text rows, tokenised in ONE call so they share one padding
 length, laid out kind after kind in the order of :data:`ROW_KINDS`::
 
-    input_ids = [ captions (n) | originals (n) | mcq_options (n * k) ]
+    input_ids = [ captions (n) | originals (n) | mcq_options (n * k) | flips (n) ]
 
 Which kinds and which optional fields a batch carries is a :class:`BatchSpec`
 (``losses.batch_spec`` derives it from the weighted loss terms). A new kind of
@@ -56,11 +56,22 @@ def _mcq_options(picks: Sequence[Pick]) -> list[str]:
     return [p.caption.mcq_wrong[j] if j < len(p.caption.mcq_wrong) else p.caption.text for p in picks for j in range(k)]
 
 
+def has_flip(pick: Pick) -> bool:
+    """A negated pick with an affirmative flip (``mcq_wrong[0]``) and a distractor: a full 2x2 square."""
+    return pick.negated and bool(pick.caption.mcq_wrong) and bool(pick.caption.distractors)
+
+
+def flip_text(pick: Pick) -> str:
+    """The pick's affirmative flip (its first wrong option), or its own text when it has no square (masked)."""
+    return pick.caption.mcq_wrong[0] if has_flip(pick) else pick.text
+
+
 #: the kinds of text rows, in the order a batch lays them out: kind -> the texts of that kind for a batch's picks
 ROW_KINDS: dict[str, Callable[[Sequence[Pick]], list[str]]] = {
     "captions": lambda picks: [p.text for p in picks],
     "originals": lambda picks: [p.affirmative for p in picks],
     "mcq_options": _mcq_options,
+    "flips": lambda picks: [flip_text(p) for p in picks],
 }
 
 
@@ -96,6 +107,8 @@ class Batch:
     mcq_valid: torch.Tensor | None = None  # [n, k] bool: real wrong options (of negated captions), not padding
     distractor_images: torch.Tensor | None = None  # [m, ...] like ``images``: images holding the negated thing
     distractor_owner: torch.Tensor | None = None  # [m] caption row of each distractor, in row order
+    flip_valid: torch.Tensor | None = None  # [n] bool: the caption row has a flip and a distractor (square term)
+    flip_anchors: torch.Tensor | None = None  # [n, d]: the starting model's embedding of each flip row
 
     def __len__(self) -> int:
         """The number of captions (= images)."""
@@ -147,6 +160,14 @@ def _distractors(picks, images, sources) -> dict:
     }
 
 
+def _flip_valid(picks, images, sources) -> dict:
+    return {"flip_valid": torch.tensor([has_flip(p) for p in picks], dtype=torch.bool)}
+
+
+def _flip_anchors(picks, images, sources) -> dict:
+    return {"flip_anchors": sources.anchors([flip_text(p) for p in picks])}
+
+
 #: optional fields: spec name -> builder ``(picks, images, sources) -> {Batch field: tensor}``
 FIELD_BUILDERS: dict[str, Callable] = {
     "hard_mask": _hard_mask,
@@ -154,6 +175,8 @@ FIELD_BUILDERS: dict[str, Callable] = {
     "retain_mask": _retain_mask,
     "mcq_valid": _mcq_valid,
     "distractors": _distractors,
+    "flip_valid": _flip_valid,
+    "flip_anchors": _flip_anchors,
 }
 
 

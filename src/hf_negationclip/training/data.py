@@ -205,14 +205,20 @@ class ImageTextData:
         }
         return frozenset(name for name, present in held.items() if present)
 
-    def set_anchors(self, encode_texts: Callable[[list[str]], torch.Tensor], batch_size: int = 256) -> None:
-        """Fix the starting model's embedding of every affirmative text (a caption's original, else the caption).
+    def set_anchors(
+        self, encode_texts: Callable[[list[str]], torch.Tensor], batch_size: int = 256, flips: bool = False
+    ) -> None:
+        """Fix the starting model's embedding of every affirmative text (a caption's original, else the caption,
+        with ``flips`` also each negated caption's affirmative flip, ``mcq_wrong[0]``).
 
         The ``retain`` loss term keeps the trained model's embeddings of these
         texts close to these anchors, so learning negation does not cost the
         model what it knew about plain captions (zero-shot, retrieval).
         """
-        texts = sorted({c.original or c.text for cs in self.captions for c in cs})
+        texts = {c.original or c.text for cs in self.captions for c in cs}
+        if flips:  # the flips are affirmative texts too (the retain term holds them with ``retain_flips``)
+            texts |= {c.mcq_wrong[0] for cs in self.captions for c in cs if c.mcq_wrong}
+        texts = sorted(texts)
         self.anchor_row = {t: i for i, t in enumerate(texts)}
         self.anchors = torch.cat([encode_texts(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
 

@@ -97,9 +97,36 @@ class FinetuneConfig(TrainingConfig):
     exclusion_scale: float | None = field(
         default=None, metadata={"help": "logit scale of the exclusion term (0 = the model's own)"}
     )
+    square_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "weight of the square term: both directions of negation on (image, distractor) x "
+            "(caption, its affirmative flip); needs distractors and flips (mcq_wrong) in the corpus"
+        },
+    )
+    square_scale: float | None = field(
+        default=None, metadata={"help": "logit scale of the square term (0 = the model's own)"}
+    )
+    square_sides: str | None = field(
+        default=None,
+        metadata={
+            "help": "sides of the square that train: i (image: caption over flip), d (distractor: flip over "
+            "caption), f (flip: distractor over image)"
+        },
+    )
+    retain_flips: bool | None = field(
+        default=None, metadata={"help": "the retain term also holds the flips at their starting embeddings"}
+    )
     retain_weight: float | None = field(
         default=None,
         metadata={"help": "weight of the retain term (affirmative captions keep the starting model's embeddings)"},
+    )
+    negated_retain_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "weight of the negated-retain term: each negated caption stays near the starting model's "
+            "embedding of its affirmative original (keeps what it affirms)"
+        },
     )
     retain_on: str | None = field(
         default=None,
@@ -163,8 +190,13 @@ class FinetuneConfig(TrainingConfig):
             mcq=self.mcq_weight,
             exclusion=self.exclusion_weight,
             exclusion_scale=self.exclusion_scale,
+            square=self.square_weight,
+            square_scale=self.square_scale,
+            square_sides=self.square_sides,
             retain=self.retain_weight,
             retain_on=self.retain_on,
+            retain_flips=self.retain_flips,
+            negated_retain=self.negated_retain_weight,
         )
 
     @property
@@ -333,11 +365,11 @@ def finetune(
         if len(val_records)
         else None
     )
-    if cfg.retain_weight:
+    if cfg.retain_weight or cfg.negated_retain_weight:
         encode = _text_encoder(model, processor.tokenizer)
         for dataset in (data, val_data):
             if dataset is not None:
-                dataset.set_anchors(encode)
+                dataset.set_anchors(encode, flips=cfg.retain_flips)
     logger.info(
         "fine-tuning %s (%s) on %d images, validating on %d",
         cfg.preset,

@@ -10,11 +10,24 @@
   distractors}, images that contain exactly what it says is absent. In a
   random batch almost no image holds the negated object, so only this term
   teaches "no X" to push X away.
+- ``square``: both directions of negation on each caption's 2x2 square: its
+  image I and distractor D (holding the negated thing), the caption C and its
+  affirmative flip F (``mcq_wrong[0]``: the same words, the negation taken
+  out). I picks C over F (caption side), D picks F over C (a negation of
+  something present is false), F picks D over I; the fourth side, C picks I
+  over D, is the exclusion term. The exclusion term alone lets negated
+  captions sink below every affirmative one (right image, wrong caption).
 - ``retain``: 1 - cosine between the model's embedding of each caption's
   affirmative original and the starting model's (fixed anchors): learning
   negation must not move what plain captions mean (zero-shot, retrieval).
   With ``retain_on="picks"`` only the batch's own affirmative rows (the
   ``affirmative_ratio`` swaps) are held, which costs no extra text rows.
+  With ``retain_flips`` the flips of the square are held too.
+- ``negated_retain``: 1 - cosine between each negated caption and the starting
+  model's embedding of its affirmative original: a negated caption keeps what
+  it affirms ("a red circle" in "a red circle with no blue star") and moves
+  only away from what it negates. Without it the exclusion term lets negated
+  captions drop their head and sink to "not X", far from every image.
 
 Each term is one entry of :data:`TERMS`: a small function of the encoded
 batch (:class:`Encoded`) and the :class:`~.batch.Batch`, with the text rows
@@ -34,6 +47,9 @@ import torch.nn.functional as F
 from .batch import Batch, BatchSpec
 
 RETAIN_ON = ("originals", "picks")
+#: the sides of the square term: "i" = image picks caption over flip, "d" = distractor picks flip over caption,
+#: "f" = flip picks distractor over image (the fourth, caption picks image over distractor, is ``exclusion``)
+SQUARE_SIDES = "idf"
 
 
 @dataclass(frozen=True)
@@ -46,16 +62,27 @@ class LossWeights:
     exclusion: float = 0.0
     #: logit scale of the exclusion term; 0 = the model's own (trainable) logit scale
     exclusion_scale: float = 0.0
+    square: float = 0.0
+    #: logit scale of the square term; 0 = the model's own (trainable) logit scale
+    square_scale: float = 0.0
+    #: which sides of the square train (letters of :data:`SQUARE_SIDES`)
+    square_sides: str = SQUARE_SIDES
     retain: float = 0.0
     #: texts the retain term holds: "originals" (an extra text row per caption) | "picks" (no extra rows)
     retain_on: str = "originals"
+    #: the retain term also holds the square's flips (affirmative texts) at their starting embeddings
+    retain_flips: bool = False
+    negated_retain: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("contrastive", "hard_negative", "mcq", "exclusion", "exclusion_scale", "retain"):
+        names = ("contrastive", "hard_negative", "mcq", "exclusion", "exclusion_scale", "square", "square_scale")
+        for name in (*names, "retain", "negated_retain"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
         if self.retain_on not in RETAIN_ON:
             raise ValueError(f"retain_on must be 'originals' or 'picks', not {self.retain_on!r}")
+        if not self.square_sides or set(self.square_sides) - set(SQUARE_SIDES):
+            raise ValueError(f"square_sides must be letters of {SQUARE_SIDES!r}, not {self.square_sides!r}")
 
 
 def gather_with_local_grad(accelerator, x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -81,7 +108,10 @@ def _masked_choice_loss(
     rows = valid.any(dim=1)
     if not rows.any():
         return pos.sum() * 0.0  # keeps the graph connected on a batch without such items
-    logits = scale * torch.cat([pos[:, None], others.masked_fill(~valid, float("-inf"))], dim=1)[rows]
+    # mask after scaling: scale * -inf would give the logit scale a NaN gradient (0 * inf) at every padded slot
+    logits = (scale * torch.cat([pos[:, None], others], dim=1)).masked_fill(
+        torch.cat([torch.zeros_like(valid[:, :1]), ~valid], dim=1), float("-inf")
+    )[rows]
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
@@ -124,6 +154,31 @@ def exclusion_loss(
     return _masked_choice_loss((img * txt).sum(-1), others, valid, scale)
 
 
+def square_loss(
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    flips: torch.Tensor,
+    distractors: torch.Tensor,
+    owner: torch.Tensor,
+    valid: torch.Tensor,
+    scale: torch.Tensor,
+    sides: str = SQUARE_SIDES,
+) -> torch.Tensor:
+    """The mean two-way choice loss over the sides of every square (image, distractor j, caption, flip).
+
+    ``owner[j]`` is the caption row of distractor j, ``valid[row]`` whether that row has a flip;
+    each side is ``softplus(scale * (wrong - right))``, the cross-entropy of a choice between two.
+    """
+    keep = valid[owner] if len(owner) else owner.new_zeros(0, dtype=torch.bool)
+    if not keep.any():
+        return img.sum() * 0.0
+    row = owner[keep]
+    i, d, c, f = img[row], distractors[keep], txt[row], flips[row]
+    ic, i_f, dc, df = (i * c).sum(-1), (i * f).sum(-1), (d * c).sum(-1), (d * f).sum(-1)
+    margins = {"i": i_f - ic, "d": dc - df, "f": i_f - df}  # wrong - right, per side
+    return torch.stack([F.softplus(scale * margins[side]) for side in sides]).mean()
+
+
 def retain_loss(txt: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """Mean ``1 - cos`` between normalised text embeddings and their fixed anchors (0 for no rows)."""
     if not len(txt):
@@ -164,8 +219,14 @@ def retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tenso
     if weights.retain_on == "picks":  # the caption rows that are affirmative texts
         txt = enc.captions
         mask = batch.retain_mask.to(txt.device)
-        return retain_loss(txt[mask], batch.anchor_embeds.to(txt.device)[mask])
-    return retain_loss(enc.texts["originals"], batch.anchor_embeds)
+        held, anchors = txt[mask], batch.anchor_embeds.to(txt.device)[mask]
+    else:
+        held, anchors = enc.texts["originals"], batch.anchor_embeds
+    if weights.retain_flips:
+        valid = batch.flip_valid.to(held.device)
+        held = torch.cat([held, enc.texts["flips"][valid]])
+        anchors = torch.cat([anchors.to(held.device), batch.flip_anchors.to(held.device)[valid]])
+    return retain_loss(held, anchors)
 
 
 def mcq_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
@@ -181,6 +242,21 @@ def exclusion_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Te
     return exclusion_loss(enc.images, enc.captions, enc.distractors, batch.distractor_owner, scale)
 
 
+def negated_retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
+    txt = enc.captions
+    mask = batch.hard_mask.to(txt.device)  # negated caption rows with an original
+    return retain_loss(txt[mask], batch.anchor_embeds.to(txt.device)[mask])
+
+
+def square_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
+    scale = enc.scale
+    if weights.square_scale:
+        scale = torch.tensor(weights.square_scale, device=enc.images.device)
+    flips, owner = enc.texts["flips"], batch.distractor_owner.to(enc.images.device)
+    valid = batch.flip_valid.to(enc.images.device)
+    return square_loss(enc.images, enc.captions, flips, enc.distractors, owner, valid, scale, weights.square_sides)
+
+
 @dataclass(frozen=True)
 class LossTerm:
     """A loss term: its function, the text rows and batch fields it reads, and what the data must hold for it."""
@@ -188,7 +264,7 @@ class LossTerm:
     fn: Callable[[Encoded, Batch, LossWeights], torch.Tensor]
     rows: tuple[str, ...] = ("captions",)
     fields: tuple[str, ...] = ()
-    requires: str | None = None  # an ``ImageTextData.available()`` name; None: any data
+    requires: tuple[str, ...] = ()  # ``ImageTextData.available()`` names the data must hold
     #: rows and fields that depend on the weights (the retain term's ``retain_on``); overrides rows/fields
     needs_of: Callable[[LossWeights], tuple[tuple[str, ...], tuple[str, ...]]] | None = None
 
@@ -197,18 +273,21 @@ class LossTerm:
 
 
 def _retain_needs(weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    flips = (("flips",), ("flip_valid", "flip_anchors")) if weights.retain_flips else ((), ())
     if weights.retain_on == "picks":
-        return ("captions",), ("anchor_embeds", "retain_mask")
-    return ("captions", "originals"), ("anchor_embeds",)
+        return ("captions", *flips[0]), ("anchor_embeds", "retain_mask", *flips[1])
+    return ("captions", "originals", *flips[0]), ("anchor_embeds", *flips[1])
 
 
 #: every loss term, in the order the weighted sum adds them
 TERMS: dict[str, LossTerm] = {
     "contrastive": LossTerm(contrastive_term),
-    "hard_negative": LossTerm(hard_negative_term, ("captions", "originals"), ("hard_mask",), "originals"),
-    "retain": LossTerm(retain_term, requires="anchors", needs_of=_retain_needs),
-    "mcq": LossTerm(mcq_term, ("captions", "mcq_options"), ("mcq_valid",), "mcq"),
-    "exclusion": LossTerm(exclusion_term, fields=("distractors",), requires="distractors"),
+    "hard_negative": LossTerm(hard_negative_term, ("captions", "originals"), ("hard_mask",), ("originals",)),
+    "retain": LossTerm(retain_term, requires=("anchors",), needs_of=_retain_needs),
+    "negated_retain": LossTerm(negated_retain_term, fields=("anchor_embeds", "hard_mask"), requires=("anchors",)),
+    "mcq": LossTerm(mcq_term, ("captions", "mcq_options"), ("mcq_valid",), ("mcq",)),
+    "exclusion": LossTerm(exclusion_term, fields=("distractors",), requires=("distractors",)),
+    "square": LossTerm(square_term, ("captions", "flips"), ("distractors", "flip_valid"), ("distractors", "mcq")),
 }
 
 
@@ -220,7 +299,7 @@ def batch_spec(weights: LossWeights, available: frozenset[str] | set[str]) -> Ba
     """What batches must carry for the weighted terms that the data can feed (``ImageTextData.available()``)."""
     rows, fields = set(), set()
     for name, term in TERMS.items():
-        if _weighted(name, weights) and (term.requires is None or term.requires in available):
+        if _weighted(name, weights) and set(term.requires) <= set(available):
             term_rows, term_fields = term.needs(weights)
             rows.update(term_rows)
             fields.update(term_fields)
