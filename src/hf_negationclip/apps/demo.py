@@ -190,17 +190,16 @@ def evaluate_all(cfg: DemoConfig, out: Path, models: dict[str, Path], tasks: dic
     """Stage 5: the harness on every scene twin + the world probes, every model the same way."""
     from ..evaluation import HarnessConfig, run_harness
     from ..modeling import load_checkpoint
+    from .app import COMPARE_SEEDS, compare_example_hits
 
     _stage("5/6 evaluate all four the same way")
     tasks = {k: v for k, v in tasks.items() if not k.startswith("_")}
     loaded = {label: load_checkpoint(str(path)) for label, path in models.items()}  # once, for both evaluations
     results = run_harness(HarnessConfig(loaded, tasks, str(out / "eval"), cfg.seed, show_progress=cfg.show_progress))
-    from .app import COMPARE_SEEDS, compare_example_hits
-
     for label, path in models.items():
         results["models"][label]["path"] = str(path)
         results["models"][label]["metrics"].update(_world_probe_metrics(world_eval(*loaded[label])))
-        hits = compare_example_hits(*loaded[label], COMPARE_SEEDS)
+        hits = compare_example_hits(*loaded[label])
         results["models"][label]["app_compare_seeds"] = {"right": hits, "seeds": len(COMPARE_SEEDS)}
     results["tasks"] = [*results["tasks"], "world-probes"]
     return results
@@ -265,7 +264,8 @@ def choose_best(results: dict) -> tuple[str, str]:
     candidates = [label for label in results["models"] if label != "baseline" and label in worst]
     if not candidates:
         raise ValueError("no fine-tuned model with negation metrics to choose from")
-    keeping = [label for label in candidates if not lost_affirmation(results, label)]
+    lost = {label: lost_affirmation(results, label) for label in candidates}
+    keeping = [label for label in candidates if not lost[label]]
 
     def mean(label: str) -> float:
         values = [_value(results, label, key) for key in NEGATION_FAMILIES]
@@ -277,9 +277,7 @@ def choose_best(results: dict) -> tuple[str, str]:
     why = f"its worst negation family ({dict(HEADLINE).get(name, name)}) is {value:.3f}" + (
         f", against {', '.join(others)}" if others else ""
     )
-    dropped = [
-        f"{label} ({'; '.join(lost_affirmation(results, label))})" for label in candidates if label not in keeping
-    ]
+    dropped = [f"{label} ({'; '.join(lost[label])})" for label in candidates if lost[label]]
     if not keeping:
         why += "; every fine-tune lost affirmation, so none is safe to publish: " + ", ".join(dropped)
     elif dropped:
@@ -294,7 +292,7 @@ def pick_best(results: dict) -> str:
     return choose_best(results)[0]
 
 
-def write_report(results: dict, out: Path, best: str, seconds: dict, why: str = "") -> str:
+def write_report(results: dict, out: Path, best: str, seconds: dict, why: str) -> str:
     """report.md: the headline table (value [95% interval]), chance and n, then every metric."""
     from ..evaluation import markdown_table
 
@@ -312,7 +310,7 @@ def write_report(results: dict, out: Path, best: str, seconds: dict, why: str = 
         + ", ".join(f"{label} {name} {value:.3f}" for label, (name, value) in worst_negation_family(results).items())
         + ".",
         "",
-        f"Best fine-tune: **{best}**, copied to `best/`: {why or choose_best(results)[1]}.",
+        f"Best fine-tune: **{best}**, copied to `best/`: {why}.",
         "",
         "The app's Compare tab, pre-filled example of seeds 0-19 (true negated caption vs its affirmative twin): "
         + ", ".join(

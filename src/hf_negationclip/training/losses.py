@@ -169,7 +169,7 @@ def square_loss(
     ``owner[j]`` is the caption row of distractor j, ``valid[row]`` whether that row has a flip;
     each side is ``softplus(scale * (wrong - right))``, the cross-entropy of a choice between two.
     """
-    keep = valid[owner] if len(owner) else owner.new_zeros(0, dtype=torch.bool)
+    keep = valid[owner]
     if not keep.any():
         return img.sum() * 0.0
     row = owner[keep]
