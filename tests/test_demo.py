@@ -24,6 +24,7 @@ def demo(tmp_path_factory):
         finetune_epochs=6,  # ours trains twice the epochs (its recipe's epochs_scale): 12
         finetune_batch_size=32,
         n_items=100,
+        segment_steps=300,
         show_progress=False,
     )
     return out, cfg, run_demo(cfg)
@@ -75,6 +76,24 @@ def test_ours_beats_the_baseline_on_controlled_negation_and_still_sees_the_objec
     assert value("ours", "world-probes/negation_probe_accuracy") > value(
         "baseline", "world-probes/negation_probe_accuracy"
     )
+
+
+def test_the_downstream_stage_scores_every_text_tower_in_one_decoder(demo):
+    out, _, results = demo
+    seg = results["downstream"]["segmentation"]
+    assert set(seg["encoders"]) == set(results["models"]) and seg["encoders"]["baseline"]["trained_with"]
+    for label, entry in seg["encoders"].items():
+        for kind in ("affirmative", "negated"):
+            assert entry[kind]["n"] > 0 and entry[kind]["pointing"]["n"] > 0, (label, kind)
+            assert entry[kind]["pointing"]["chance"] == pytest.approx(0.5, abs=0.1)
+        if label != "baseline":
+            assert "negated_delta" in entry
+    # the decoder reads its text: with the tower it was trained with it beats marking every object
+    assert seg["encoders"]["baseline"]["affirmative"]["miou"] > seg["text_blind"]["affirmative"]["miou"]
+    report = (out / "report.md").read_text()
+    section = report.split("## Downstream: CLIPSeg referring segmentation")[1].split("## Every metric")[0]
+    assert all(f"| {label}" in section for label in results["models"]) and "text-blind reference" in section
+    assert (out / "segment" / "segmenter" / "model.safetensors").is_file()
 
 
 def test_outputs_load_with_plain_libraries(demo):

@@ -20,6 +20,7 @@ from transformers import (
 from hf_negationclip import world as scene_world
 from hf_negationclip.apps.cli import main
 from hf_negationclip.downstream import (
+    FeatureCache,
     SegmentConfig,
     clipseg_from_clip,
     extract_layers_for,
@@ -29,6 +30,8 @@ from hf_negationclip.downstream import (
     segmentation_processor,
     summarize,
     swap_text_tower,
+    text_blind_ious,
+    train_decoder,
     vision_activations,
 )
 from hf_negationclip.io import FormatError
@@ -153,16 +156,45 @@ def test_train_decoder_swap_and_cache(tmp_path, seg_world):
             assert r["n"] > 0 and r["miou_ci95"][0] <= r["miou"] <= r["miou_ci95"][1]
             assert r["precision@0.5_ci95"][0] <= r["precision@0.5"] <= r["precision@0.5_ci95"][1]
     assert results["encoders"]["base"]["trained_with"] and "negated_delta" in results["encoders"]["other"]
+    # pointing: against same-category rivals only (every negated expression of the world has one), chance from them
+    for kind in ("affirmative", "negated"):
+        point = results["encoders"]["base"][kind]["pointing"]
+        assert 0 < point["n"] <= results["encoders"]["base"][kind]["n"] and 0 < point["chance"] <= 0.5
+        assert point["ci95"][0] <= point["value"] <= point["ci95"][1]
+    assert results["encoders"]["base"]["negated"]["pointing"]["n"] == results["encoders"]["base"]["negated"]["n"]
+    # the text-blind reference (every object marked) is below 1 and equal for every encoder by construction
+    blind = results["text_blind"]
+    assert 0 < blind["affirmative"]["miou"] < 1 and 0 < blind["negated"]["miou"] < 1
     # training only saw affirmative expressions; evaluation splits them by corpus.has_negation
     train, _, _ = load_referring_samples(seg_world, seg_world / "images", "train", negated=False)
     assert train and not any(s.negated for s in train)
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "| base (trained with) |" in md and "| other |" in md
+    assert "| base (trained with) |" in md and "| other |" in md and "text-blind reference" in md
     # a rerun reuses the trained segmenter and the scored IoUs
     stamp = (tmp_path / "out" / "segmenter" / "model.safetensors").stat().st_mtime_ns
     again = run_segment(cfg)
     assert (tmp_path / "out" / "segmenter" / "model.safetensors").stat().st_mtime_ns == stamp
     assert again["encoders"]["other"]["negated"] == results["encoders"]["other"]["negated"]
+
+
+def test_text_blind_iou_is_the_targets_share_of_every_object(seg_world):
+    samples, masks, _ = load_referring_samples(seg_world, seg_world / "images", "val")
+    blind = text_blind_ious(samples, masks)
+    for s, value in list(zip(samples, blind))[:20]:
+        union = np.zeros_like(masks.mask(s.ann_id))
+        for a in masks.coco.getAnnIds(imgIds=[s.image_id]):
+            union |= masks.mask(a)
+        assert value == pytest.approx(masks.mask(s.ann_id).sum() / union.sum())
+    rivals = [len(masks.rivals(s.ann_id)) for s in samples if s.negated]
+    assert rivals and min(rivals) >= 1  # a negated expression singles its object out among ones of its category
+
+
+def test_pointing_summary_counts_only_items_with_rivals():
+    s = summarize(
+        np.array([0.1, 0.2, 0.3, 0.4]), 200, pointing=np.array([1.0, 0.0, np.nan, 1.0]), rivals=np.array([1, 3, 0, 1])
+    )
+    assert s["pointing"]["n"] == 3 and s["pointing"]["value"] == pytest.approx(2 / 3)
+    assert s["pointing"]["chance"] == pytest.approx((0.5 + 0.25 + 0.5) / 3)
 
 
 def test_summary_intervals():
@@ -257,3 +289,37 @@ def test_real_clipseg_folder_gets_our_text_tower(tmp_path, seg_world, capsys):
     capsys.readouterr()
     with pytest.raises(OSError, match="not a CLIPSeg folder"):
         load_clipseg(str(tmp_path))
+
+
+def _text_share(seg, cache, samples):
+    """How much the expression moves the decoder's logits on one image: the mean absolute change between two
+    objects' expressions over the logits' spread across pixels (about 0 when the text is ignored)."""
+    by_image: dict[int, dict[int, object]] = {}
+    for s in samples:
+        by_image.setdefault(s.image_id, {}).setdefault(s.ann_id, s)
+    pairs = [list(d.values())[:2] for d in by_image.values() if len(d) >= 2]
+    first, second = [p[0] for p in pairs], [p[1] for p in pairs]
+    acts = cache.activations([s.image_path for s in first])
+    with torch.no_grad():
+        a = seg.decoder(acts, cache.text_features([s.sentence for s in first], "t")).logits
+        b = seg.decoder(acts, cache.text_features([s.sentence for s in second], "t")).logits
+    return float((a - b).abs().mean() / a.std())
+
+
+def test_the_decoder_reads_its_text_when_the_text_modulates_the_last_block(seg_world):
+    """Regression: with CLIPSeg's FiLM at block 0 the later raw vision reductions drown the text and the decoder
+    gives nearly the same logits whatever the expression; at the last block (our default) the expression moves them."""
+    train, masks, _ = load_referring_samples(seg_world, seg_world / "images", "train", negated=False)
+    share = {}
+    for layer in (None, 0):
+        torch.manual_seed(0)
+        seg = clipseg_from_clip(
+            NegationCLIPModel(tiny_clip_config()), decoder_intermediate_size=128, conditional_layer=layer
+        )
+        assert seg.config.conditional_layer == (2 if layer is None else 0)
+        cache = FeatureCache(seg, segmentation_processor(None, 96))
+        train_decoder(
+            seg, cache, train, masks, steps=150, batch_size=16, learning_rate=1e-2, show_progress=False, tag="t"
+        )
+        share[layer] = _text_share(seg, cache, train)
+    assert share[None] > 0.01 and share[0] < 1e-3 * share[None], share  # measured: 0.04-0.13 against ~1e-6

@@ -11,7 +11,9 @@ Stages (each cached in its own folder under ``out``, each resumable after a kill
    text tower), ours (minimal pairs + exclusion + retain terms, text tower) and ours with LoRA;
 5. evaluate all four the same way (the harness on the scene twins + the world probes; NegRefCOCOg candidates
    isolated, not cropped: the scene manifest's ``crop_mode``);
-6. ``report.md``, ``results.json``, ``results.png``, ``best/`` (the best fine-tune with its
+6. ``segment/``: downstream, the paper's CLIPSeg protocol: a CLIPSeg decoder trained on the baseline's frozen
+   towers (affirmative referring expressions), every model's text tower swapped in without retraining;
+7. ``report.md``, ``results.json``, ``results.png``, ``best/`` (the best fine-tune with its
    generated model card and ``text_encoder/``), ``datasets/`` (corpus and NegRefCOCOg as
    ``load_dataset``-ready parquet folders).
 
@@ -38,6 +40,9 @@ logger = logging.getLogger(__name__)
 #: the same data order
 FINETUNES: tuple[str, ...] = ("paper", "ours", "ours-lora")
 DEMO_BUDGET = "cpu"
+#: the downstream stage's decoder (``SegmentConfig`` fields; the rest are its defaults): a quarter of CLIPSeg's MLP
+#: width and ten times its learning rate, so 1,500 steps on 2 cores fit in about a minute
+SEGMENT_OPTIONS = dict(learning_rate=1e-2, decoder_intermediate_size=256)
 #: the report's headline rows: (results key, label)
 HEADLINE: tuple[tuple[str, str], ...] = (
     ("world-probes/negation_probe_accuracy", "negation probe (controlled pairs)"),
@@ -91,6 +96,10 @@ class DemoConfig:
         metadata={"help": "share of plain captions mixed into fine-tuning"},
     )
     n_items: int = field(default=200, metadata={"help": "items per scene benchmark twin and per world probe"})
+    segment_steps: int = field(
+        default=1500,
+        metadata={"help": "CLIPSeg decoder training steps of the downstream stage (0: skip the stage)"},
+    )
     fresh: bool = field(default=False, metadata={"help": "delete earlier outputs in --out and start over"})
     show_progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
@@ -116,7 +125,7 @@ def build_data(cfg: DemoConfig, out: Path) -> tuple[Path, dict]:
     from .cards import write_corpus_card, write_negrefcocog_card
 
     world, corpus = out / "world", out / "corpus"
-    _stage("3/6 negated-caption corpus (both pipelines, minimal pairs) and scene benchmarks")
+    _stage("3/7 negated-caption corpus (both pipelines, minimal pairs) and scene benchmarks")
     if not (corpus / "negated_captions_train.json").is_file():
         run_corpus(
             CorpusConfig(
@@ -175,7 +184,7 @@ def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
     runs, image_features = {}, {}  # the frozen vision tower is the baseline's in all three: encode images once
     for k, label in enumerate(FINETUNES, 1):
         run = finetune_config(cfg, out, label)
-        _stage(f"4/6 fine-tune {k}/3: {label} ({RECIPES[label].about}; lr={run.learning_rate:g})")
+        _stage(f"4/7 fine-tune {k}/3: {label} ({RECIPES[label].about}; lr={run.learning_rate:g})")
         folder = out / label
         runs[label] = folder
         if _done(folder):
@@ -192,7 +201,7 @@ def evaluate_all(cfg: DemoConfig, out: Path, models: dict[str, Path], tasks: dic
     from ..modeling import load_checkpoint
     from .app import COMPARE_SEEDS, compare_example_hits
 
-    _stage("5/6 evaluate all four the same way")
+    _stage("5/7 evaluate all four the same way")
     tasks = {k: v for k, v in tasks.items() if not k.startswith("_")}
     loaded = {label: load_checkpoint(str(path)) for label, path in models.items()}  # once, for both evaluations
     results = run_harness(HarnessConfig(loaded, tasks, str(out / "eval"), cfg.seed, show_progress=cfg.show_progress))
@@ -203,6 +212,27 @@ def evaluate_all(cfg: DemoConfig, out: Path, models: dict[str, Path], tasks: dic
         results["models"][label]["app_compare_seeds"] = {"right": hits, "seeds": len(COMPARE_SEEDS)}
     results["tasks"] = [*results["tasks"], "world-probes"]
     return results
+
+
+def run_downstream(cfg: DemoConfig, out: Path, models: dict[str, Path]) -> dict | None:
+    """Stage 6: CLIPSeg decoder trained with the baseline's towers, every model's text tower swapped in."""
+    if not cfg.segment_steps:
+        return None
+    from ..downstream import run_segment_stage
+
+    _stage("6/7 downstream: CLIPSeg referring segmentation, decoder trained with the baseline, text towers swapped")
+    results = run_segment_stage(
+        out / "segment",
+        out / "world",
+        models["baseline"],
+        models,
+        train_steps=cfg.segment_steps,
+        show_progress=cfg.show_progress,
+        seed=cfg.seed,
+        **SEGMENT_OPTIONS,
+    )
+    keep = ("data", "trained_with", "eval_split", "encoders", "text_blind", "seconds")
+    return {k: results[k] for k in keep if k in results}
 
 
 def _value(results: dict, label: str, key: str) -> float | None:
@@ -322,6 +352,18 @@ def write_report(results: dict, out: Path, best: str, seconds: dict, why: str) -
         "",
         "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()),
         "",
+    ]
+    segmentation = results.get("downstream", {}).get("segmentation")
+    if segmentation:
+        from ..downstream import segmentation_table
+
+        lines += [
+            "## Downstream: CLIPSeg referring segmentation",
+            "",
+            segmentation_table(segmentation).rstrip("\n"),
+            "",
+        ]
+    lines += [
         "## Every metric",
         "",
         (out / "eval" / "results.md").read_text(),
@@ -370,10 +412,10 @@ def run_demo(cfg: DemoConfig) -> dict:
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
     seconds, t0 = {}, time.time()
-    _stage("1/6 scene world")
+    _stage("1/7 scene world")
     write_world(out / "world", cfg.images, cfg.seed, show_progress=cfg.show_progress)
     seconds["world"] = time.time() - t0
-    _stage("2/6 baseline CLIP, pre-trained on affirmative captions only")
+    _stage("2/7 baseline CLIP, pre-trained on affirmative captions only")
     t = time.time()
     world_eval = WorldEvaluator(out / "world", "val", cfg.n_items, cfg.seed)
     if _done(out / "baseline") and (out / "baseline" / "metrics.json").is_file():
@@ -402,7 +444,12 @@ def run_demo(cfg: DemoConfig) -> dict:
     t = time.time()
     results = evaluate_all(cfg, out, {"baseline": out / "baseline", **runs}, tasks, world_eval)
     seconds["evaluation"] = time.time() - t
-    _stage("6/6 report, best checkpoint, datasets")
+    t = time.time()
+    segmentation = run_downstream(cfg, out, {"baseline": out / "baseline", **runs})
+    if segmentation:
+        results["downstream"] = {"segmentation": segmentation}
+        seconds["downstream"] = time.time() - t
+    _stage("7/7 report, best checkpoint, datasets")
     best, why = choose_best(results)
     results["best"], results["best_reason"] = best, why
     (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -26,12 +26,14 @@ from .segmentation import (
     load_referring_samples,
     run_segment,
     run_segment_stage,
+    score_segmenter,
     segmentation_processor,
+    segmentation_table,
     summarize,
     swap_text_tower,
+    text_blind_ious,
     train_decoder,
     vision_activations,
-    wilson_interval,
 )
 
 __all__ = [
@@ -54,10 +56,12 @@ __all__ = [
     "load_referring_samples",
     "run_segment",
     "run_segment_stage",
+    "score_segmenter",
     "segmentation_processor",
+    "segmentation_table",
     "summarize",
     "swap_text_tower",
+    "text_blind_ious",
     "train_decoder",
     "vision_activations",
-    "wilson_interval",
 ]

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..evaluation.stats import wilson_interval
+
 logger = logging.getLogger(__name__)
 
 
@@ -483,16 +485,6 @@ def validate_detector(world_dir: str | os.PathLike, split: str = "val", resoluti
 # --------------------------------------------------------------------------- evaluation
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
-    """95% Wilson interval of k successes out of n."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
-
-
 def world_prompts(n: int, seed: int = 0) -> list[dict]:
     """``n`` (c1, s1, c2, s2) with c1 != c2 and s1 != s2: the affirmed and the negated object."""
     from ..world.render import COLORS, SHAPES
@@ -524,7 +516,11 @@ def score_world_images(items: list[dict], negated: np.ndarray, affirmed: np.ndar
 
 def _rate(flags: list[bool]) -> dict:
     k, n = int(sum(flags)), len(flags)
-    return {"value": round(k / n, 4) if n else float("nan"), "n": n, "ci95": wilson(k, n)}
+    return {
+        "value": round(k / n, 4) if n else float("nan"),
+        "n": n,
+        "ci95": [round(x, 4) for x in wilson_interval(k, n)],
+    }
 
 
 @dataclass
@@ -726,5 +722,4 @@ __all__ = [
     "t2i_eval_world",
     "train_t2i",
     "validate_detector",
-    "wilson",
 ]
