@@ -711,7 +711,7 @@ def test_the_demo_runs_are_recipes_of_the_one_table_with_the_values_they_always_
         "paper": dict(train="text", learning_rate=1e-3, contrastive_weight=1.0, exclusion_weight=0.0,
                       retain_weight=0.0, retain_on="originals", minimal_pairs_only=False, lora_r=8, lora_alpha=16),
         "ours": dict(train="text", learning_rate=1e-3, contrastive_weight=0.1, exclusion_weight=2.0,
-                     retain_weight=4.0, retain_on="picks", minimal_pairs_only=True, lora_r=8, lora_alpha=16,
+                     retain_weight=6.0, retain_on="picks", minimal_pairs_only=True, lora_r=8, lora_alpha=16,
                      square_weight=2.0, retain_flips=True, epochs=8),  # issue 17: both directions, 2x the passes
         "ours-lora": dict(train="lora-text", learning_rate=2e-3, contrastive_weight=0.0, exclusion_weight=2.0,
                           retain_weight=8.0, retain_on="picks", minimal_pairs_only=True, lora_r=16, lora_alpha=32),
