@@ -323,3 +323,30 @@ def test_the_decoder_reads_its_text_when_the_text_modulates_the_last_block(seg_w
         )
         share[layer] = _text_share(seg, cache, train)
     assert share[None] > 0.01 and share[0] < 1e-3 * share[None], share  # measured: 0.04-0.13 against ~1e-6
+
+
+def test_a_corrupt_image_is_a_one_line_error_naming_it(tmp_path, seg_world, capsys):
+    a = _save_tiny(tmp_path / "base", 2)
+    broken = tmp_path / "world"
+    shutil.copytree(seg_world / "refcocog", broken / "refcocog")
+    shutil.copytree(seg_world / "images", broken / "images")
+    for image in (broken / "images" / "train").glob("*.jpg"):
+        image.write_bytes(b"not a jpeg")
+    argv = ["segment", "--model", str(a), "--world_dir", str(broken), "--output_dir", str(tmp_path / "out")]
+    capsys.readouterr()
+    assert main([*argv, "--train_steps", "2", "--batch_size", "4", "--show_progress", "false"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: cannot read image") and "/images/train/" in err[-1]
+    assert sum(line.startswith("error:") for line in err) == 1
+
+
+def test_training_options_out_of_range_are_clear_errors(seg_world):
+    train, masks, _ = load_referring_samples(seg_world, seg_world / "images", "train", negated=False)
+    seg = clipseg_from_clip(NegationCLIPModel(tiny_clip_config()), decoder_intermediate_size=64)
+    cache = FeatureCache(seg, segmentation_processor(None, 96))
+    with pytest.raises(ValueError, match="text_noise must be >= 0"):
+        train_decoder(seg, cache, train, masks, steps=1, text_noise=-1.0, show_progress=False)
+    with pytest.raises(ValueError, match="visual_prompts is a share"):
+        train_decoder(seg, cache, train, masks, steps=1, visual_prompts=1.5, show_progress=False)
+    with pytest.raises(ValueError, match="conditional_layer 3 does not fit a 3-block decoder"):
+        clipseg_from_clip(NegationCLIPModel(tiny_clip_config()), conditional_layer=3)

@@ -40,8 +40,8 @@ logger = logging.getLogger(__name__)
 #: the same data order
 FINETUNES: tuple[str, ...] = ("paper", "ours", "ours-lora")
 DEMO_BUDGET = "cpu"
-#: the downstream stage's decoder (``SegmentConfig`` fields; the rest are its defaults): a quarter of CLIPSeg's MLP
-#: width and ten times its learning rate, so 1,500 steps on 2 cores fit in about a minute
+#: the downstream stage's decoder (``SegmentConfig`` fields; the rest are its defaults, text noise 1 included): a
+#: quarter of CLIPSeg's MLP width and ten times its learning rate, so 1,500 steps on 2 cores fit in about a minute
 SEGMENT_OPTIONS = dict(learning_rate=1e-2, decoder_intermediate_size=256)
 #: the report's headline rows: (results key, label)
 HEADLINE: tuple[tuple[str, str], ...] = (
@@ -231,7 +231,7 @@ def run_downstream(cfg: DemoConfig, out: Path, models: dict[str, Path]) -> dict 
         seed=cfg.seed,
         **SEGMENT_OPTIONS,
     )
-    keep = ("data", "trained_with", "eval_split", "encoders", "text_blind", "seconds")
+    keep = ("data", "trained_with", "eval_split", "encoders", "text_blind", "seconds", "config")
     return {k: results[k] for k in keep if k in results}
 
 

@@ -6,7 +6,19 @@ from collections.abc import Sequence
 
 import torch
 
+from ...io import FormatError
 from .data import MaskReader, ReferringSample, visual_prompt
+
+
+def read_rgb(path: str):
+    """The image at ``path`` as RGB; an unreadable or corrupt file is a one-line ``FormatError`` naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except OSError as err:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+        raise FormatError(f"cannot read image {path}: {err}") from err
 
 
 class FeatureCache:
@@ -25,12 +37,7 @@ class FeatureCache:
 
     @torch.no_grad()
     def _encode_images(self, paths: Sequence[str]) -> list[list[torch.Tensor]]:
-        from PIL import Image
-
-        images = []
-        for p in paths:
-            with Image.open(p) as im:
-                images.append(im.convert("RGB"))
+        images = [read_rgb(p) for p in paths]
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device, self.seg.dtype)
         layers = vision_activations(self.seg, pixels)
         return [[a[i] for a in layers] for i in range(len(paths))]
@@ -66,15 +73,13 @@ class FeatureCache:
     @torch.no_grad()
     def prompt_features(self, samples: Sequence[ReferringSample], masks: MaskReader) -> torch.Tensor:
         """CLIP image features of each sample's visual prompt (:func:`visual_prompt`), cached per target object."""
-        from PIL import Image
 
         todo = list(dict.fromkeys(s for s in samples if ("prompt", s.ann_id) not in self.text))
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             images = []
             for sample in chunk:
-                with Image.open(sample.image_path) as im:
-                    images.append(visual_prompt(im.convert("RGB"), masks.mask(sample.ann_id)))
+                images.append(visual_prompt(read_rgb(sample.image_path), masks.mask(sample.ann_id)))
             pixels = self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device, self.seg.dtype)
             feats = self.seg.clip.get_image_features(pixel_values=pixels)
             feats = getattr(feats, "pooler_output", feats)

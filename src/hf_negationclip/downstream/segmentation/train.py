@@ -39,6 +39,7 @@ def train_decoder(
     log_every: int = 50,
     dice_weight: float = 1.0,
     visual_prompts: float = 0.0,
+    text_noise: float = 0.0,
 ) -> list[dict]:
     """Train ``seg.decoder`` only (CLIP frozen): CLIPSeg's BCE + ``dice_weight`` x soft Dice; AdamW, cosine.
 
@@ -50,10 +51,17 @@ def train_decoder(
     (rescaled to the text's norm, so a plain CLIPSeg forward on text stays in
     distribution): the decoder learns to read CLIP's joint space rather than
     one text tower's quirks, which is what a swapped-in text tower relies on.
+    ``text_noise`` adds Gaussian noise to the text features of each batch,
+    ``text_noise`` times their mean per-dimension spread across the batch: the
+    decoder learns to read the neighbourhood of a text embedding rather than
+    its exact point, so another tower's features (which every fine-tune moves
+    a little) still land where it reads them.
     Returns the training log (mean loss every ``log_every`` steps).
     """
     if not 0.0 <= visual_prompts <= 1.0:
         raise ValueError(f"visual_prompts is a share in [0, 1], got {visual_prompts}")
+    if text_noise < 0:
+        raise ValueError(f"text_noise must be >= 0, got {text_noise}")
     if not samples:
         raise ValueError("no training samples")
     freeze_clip(seg)
@@ -77,6 +85,9 @@ def train_decoder(
         del order[:batch_size]
         acts = cache.activations([s.image_path for s in batch])
         cond = cache.text_features([s.sentence for s in batch], tag)
+        if text_noise:
+            spread = cond.std(0, keepdim=True).mean()
+            cond = cond + text_noise * spread * torch.randn(cond.shape, generator=generator).to(cond)
         if visual_prompts:
             mix = torch.rand(len(batch), 1, generator=generator) * (
                 torch.rand(len(batch), 1, generator=generator) < visual_prompts
