@@ -64,17 +64,9 @@ def score_segmenter(
     return {"iou": ious, "pointing": pointing, "rivals": rivals}
 
 
-def evaluate_segmenter(
-    seg,
-    cache: FeatureCache,
-    samples: Sequence[ReferringSample],
-    masks: MaskReader,
-    tag: str,
-    batch_size: int = 64,
-    show_progress: bool = True,
-) -> np.ndarray:
-    """IoU of each expression's predicted mask (sigmoid > 0.5, resized to the image) with its target mask."""
-    return score_segmenter(seg, cache, samples, masks, tag, batch_size, show_progress)["iou"]
+def evaluate_segmenter(*args, **kwargs) -> np.ndarray:
+    """IoU of each expression's predicted mask with its target mask: :func:`score_segmenter`'s ``iou`` (same arguments)."""
+    return score_segmenter(*args, **kwargs)["iou"]
 
 
 def text_blind_ious(samples: Sequence[ReferringSample], masks: MaskReader) -> np.ndarray:
