@@ -15,20 +15,30 @@ encodes::
 ``@FOLDER`` scores a finished checkpoint instead of training. Each run prints
 one line (every family, then the worst negation family) and appends the full
 row to ``<out>/sweep.jsonl``.
+
+``--square_items N`` (default 600) also scores N of the corpus's own training squares
+(image I, distractor D holding the negated thing, caption C, its flip F) side by side:
+``sq_i`` I picks C over F (what the caption flip family measures), ``sq_d`` D picks F
+over C, ``sq_c`` C picks I over D (the exclusion term), ``sq_f`` F picks D over I. A
+side low on training data is underfitting, not a probe/corpus mismatch.
 """
 
 import argparse
 import ast
 import json
+import random
 import shutil
 import time
 from pathlib import Path
 
+import torch
+
 from hf_negationclip import WorldEvaluator
 from hf_negationclip.apps.demo import HEADLINE, NEGATION_FAMILIES, DemoConfig, finetune_config
-from hf_negationclip.evaluation import HarnessConfig, run_harness
+from hf_negationclip.evaluation import HarnessConfig, embed_images, embed_texts, run_harness
 from hf_negationclip.modeling import load_checkpoint
-from hf_negationclip.training import RECIPES, finetune
+from hf_negationclip.training import RECIPES, finetune, load_negated_corpus
+from hf_negationclip.training.data import negated_captions_path
 
 #: short column names of the report's headline rows
 SHORT = {
@@ -83,10 +93,30 @@ def score(model, processor, evaluator, tasks: dict, out: Path) -> dict:
     return {SHORT[key]: round(metrics[key]["value"], 3) for key in SHORT if "value" in metrics.get(key, {})}
 
 
+def training_squares(demo: Path, n: int, seed: int = 0) -> list:
+    """``n`` records of the demo's training corpus with a distractor and a flip (the square term's squares)."""
+    records = load_negated_corpus(negated_captions_path(demo / "corpus", "train"), demo / "world" / "images" / "train")
+    squares = [r for r in records if r.caption.distractors and r.caption.mcq_wrong]
+    return random.Random(seed).sample(squares, min(n, len(squares)))
+
+
+def square_sides(model, processor, squares: list) -> dict:
+    """Per side of the 2x2 square, the share of ``squares`` on which the model makes the right choice."""
+    with torch.no_grad():
+        i = embed_images(model, processor, [r.image for r in squares])
+        d = embed_images(model, processor, [r.caption.distractors[0] for r in squares])
+        c = embed_texts(model, processor, [r.caption.text for r in squares])
+        f = embed_texts(model, processor, [r.caption.mcq_wrong[0] for r in squares])
+    ic, i_f, dc, df = (i * c).sum(-1), (i * f).sum(-1), (d * c).sum(-1), (d * f).sum(-1)
+    sides = {"sq_i": ic > i_f, "sq_d": df > dc, "sq_c": ic > dc, "sq_f": df > i_f}
+    return {name: round(right.float().mean().item(), 3) for name, right in sides.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--demo", default="runs/demo", help="a finished demo folder (baseline/, corpus/, world/)")
     ap.add_argument("--out", default="runs/sweep")
+    ap.add_argument("--square_items", type=int, default=600, help="training squares to score per run (0: none)")
     ap.add_argument("runs", nargs="+", help='"<recipe> key=value ..." (recipe: paper | ours | ours-lora) or "@FOLDER"')
     args = ap.parse_args()
     demo, out = Path(args.demo), Path(args.out)
@@ -96,6 +126,7 @@ def main() -> None:
     manifest = json.loads((demo / "benchmarks" / "manifest.json").read_text())
     tasks = {name: spec for name, spec in manifest["tasks"].items() if name in TASK_PREFIXES}
     features: dict = {}
+    squares = training_squares(demo, args.square_items) if args.square_items > 0 else []
     out.mkdir(parents=True, exist_ok=True)
     negation = [SHORT[key] for key in NEGATION_FAMILIES]
     for k, ((label, overrides), text) in enumerate(zip(runs, args.runs)):
@@ -113,9 +144,15 @@ def main() -> None:
             row["steps"] = max((h["step"] for h in result["history"]), default=0)
             row["train_seconds"] = round(result["train_seconds"], 1)
         row.update(score(model, processor, evaluator, tasks, folder / "eval"))
+        if squares:
+            row.update(square_sides(model, processor, squares))
         worst = min(negation, key=lambda name: row.get(name, 1.0))
         row.update(worst=worst, worst_value=row.get(worst), seconds=round(time.time() - t, 1))
-        cells = " ".join(f"{name}={row[name]}" for name in [*negation, "aff", "mcq_aff", "shape", "R@1"] if name in row)
+        cells = " ".join(
+            f"{name}={row[name]}"
+            for name in [*negation, "aff", "mcq_aff", "shape", "R@1", "sq_i", "sq_d"]
+            if name in row
+        )
         print(f"{text:<50} {cells} | worst {worst}={row.get(worst)} ({row['seconds']} s)", flush=True)
         with (out / "sweep.jsonl").open("a") as fh:
             fh.write(json.dumps(row) + "\n")
