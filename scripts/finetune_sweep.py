@@ -38,6 +38,7 @@ from hf_negationclip.apps.demo import HEADLINE, NEGATION_FAMILIES, DemoConfig, f
 from hf_negationclip.evaluation import HarnessConfig, embed_images, embed_texts, run_harness
 from hf_negationclip.modeling import load_checkpoint
 from hf_negationclip.training import RECIPES, finetune, load_negated_corpus
+from hf_negationclip.training.batch import Pick, flip_text, has_flip
 from hf_negationclip.training.data import negated_captions_path
 
 #: short column names of the report's headline rows
@@ -96,7 +97,7 @@ def score(model, processor, evaluator, tasks: dict, out: Path) -> dict:
 def training_squares(demo: Path, n: int, seed: int = 0) -> list:
     """``n`` records of the demo's training corpus with a distractor and a flip (the square term's squares)."""
     records = load_negated_corpus(negated_captions_path(demo / "corpus", "train"), demo / "world" / "images" / "train")
-    squares = [r for r in records if r.caption.distractors and r.caption.mcq_wrong]
+    squares = [r for r in records if has_flip(Pick(r.caption, False))]  # the records the square term trains on
     return random.Random(seed).sample(squares, min(n, len(squares)))
 
 
@@ -106,7 +107,7 @@ def square_sides(model, processor, squares: list) -> dict:
         i = embed_images(model, processor, [r.image for r in squares])
         d = embed_images(model, processor, [r.caption.distractors[0] for r in squares])
         c = embed_texts(model, processor, [r.caption.text for r in squares])
-        f = embed_texts(model, processor, [r.caption.mcq_wrong[0] for r in squares])
+        f = embed_texts(model, processor, [flip_text(Pick(r.caption, False)) for r in squares])
     ic, i_f, dc, df = (i * c).sum(-1), (i * f).sum(-1), (d * c).sum(-1), (d * f).sum(-1)
     sides = {"sq_i": ic > i_f, "sq_d": df > dc, "sq_c": ic > dc, "sq_f": df > i_f}
     return {name: round(right.float().mean().item(), 3) for name, right in sides.items()}
