@@ -461,3 +461,33 @@ def test_flip_and_scope_swap_checks_name_their_reasons():
     twins = text_twins(neg, cap, target, VOCAB, model_flip="a green dog")
     assert twins["flip_rejected"] == "flip dropped content words" and twins["flip_source"] == "rules"
     assert twins["flip"] == "a red circle with a blue star"
+
+
+def test_negation_clause_is_the_negation_alone_and_its_flip_alone():
+    from hf_negationclip.corpus import negation_clause
+
+    cap = "a red circle"
+    assert negation_clause("no blue star here: a red circle", cap, "a blue star here: a red circle") == (
+        "No blue star here",
+        "A blue star here",
+    )
+    assert negation_clause("not a blue star, but rather a red circle", cap, "a blue star, but rather a red circle") == (
+        "Not a blue star",
+        "A blue star",
+    )
+    assert negation_clause(
+        "a red circle, and there isn't a blue star", cap, "a red circle, and there is a blue star"
+    ) == (
+        "There isn't a blue star",
+        "There is a blue star",
+    )
+    assert negation_clause("A red circle; the circle is not large", cap, "A red circle; the circle is large") == (
+        "The circle is not large",
+        "The circle is large",
+    )
+    # nothing when the caption is split around the negation, the clause leans on the caption's noun, or no flip
+    assert negation_clause("a red circle with no blue star, left", "a red circle, left", "x") is None
+    assert negation_clause("a red circle that is not blue", cap, "a red circle that is blue") is None
+    assert negation_clause("a red circle, though not small", cap, "a red circle, though small") is None
+    assert negation_clause("no blue star here: a red circle", cap, None) is None
+    assert negation_clause("no blue star here: a red circle", cap, "no blue star here: a red circle") is None

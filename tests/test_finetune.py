@@ -490,16 +490,23 @@ def test_runs_from_one_vision_tower_share_encoded_images_and_picks_retain_adds_n
         LossWeights(retain=1.0, retain_on="everything")
 
 
-def test_finetune_reuses_image_features_only_for_the_same_vision_tower(setup, tmp_path):
+def test_finetune_reuses_image_features_and_anchors_only_for_the_same_towers(setup, tmp_path):
     kw = dict(train="text", max_steps=1, val_fraction=0.0, exclusion_weight=1.0, export_text_encoder=False)
     features = {}
     finetune(_cfg(setup, tmp_path / "a", **kw), image_features=features)
     finetune(_cfg(setup, tmp_path / "b", retain_weight=1.0, retain_on="picks", **kw), image_features=features)
-    assert len(features) == 1  # same base checkpoint: one fingerprint, reused
+    vision = [k for k in features if not k.startswith("text:")]
+    texts = [k for k in features if k.startswith("text:")]
+    assert len(vision) == 1 and len(texts) == 1  # same base checkpoint: one fingerprint each, reused
+    anchors = dict(features[texts[0]])
+    assert anchors  # the retain term's anchors, kept for the next run from this text tower
+    finetune(_cfg(setup, tmp_path / "d", retain_weight=1.0, retain_on="picks", **kw), image_features=features)
+    assert features[texts[0]].keys() == anchors.keys()
+    assert all(features[texts[0]][t] is anchors[t] for t in anchors)  # read back, not encoded again
     torch.manual_seed(1)
     NegationCLIPModel(tiny_clip_config(64)).save_pretrained(tmp_path / "other")
     finetune(_cfg(setup, tmp_path / "c", preset=str(tmp_path / "other"), **kw), image_features=features)
-    assert len(features) == 2  # other vision weights never read the first run's features
+    assert len([k for k in features if not k.startswith("text:")]) == 2  # other vision weights: their own features
 
 
 def test_group_by_length_keeps_every_image_once_and_cuts_padding():
@@ -764,3 +771,59 @@ def test_unreadable_images_and_distractors_are_dropped_and_listed(setup, tmp_pat
     assert listed == {"count": 2, "images": skipped}
     ds = [TrainRecord(Path("nope.jpg"), Caption("a red circle"))]
     assert drop_unreadable_images(ds, show_progress=False) == ([], ["nope.jpg"])
+
+
+def test_clause_ratio_trains_negated_picks_as_their_negation_clause_and_holds_its_flip():
+    from hf_negationclip.training.data import Caption
+
+    caption = Caption(
+        "no blue star here: a red circle",
+        "a red circle",
+        (Path("d0"),),
+        ("a blue star here: a red circle", "no red circle here: a blue star"),
+        ("No blue star here", "A blue star here"),
+    )
+    plain = Caption("a green cross")
+    records = [TrainRecord(Path(f"i{k}"), caption if k % 2 == 0 else plain) for k in range(8)]
+    processor = load_processor(image_size=64)
+    data = ImageTextData(records, processor, cache_images=False, show_progress=False, clause_ratio=1.0)
+    picks = data.entries(range(8), epoch=0, seed=0)
+    assert [p.text for p in picks] == ["No blue star here", "a green cross"] * 4
+    view = picks[0].caption
+    assert view.mcq_wrong == ("A blue star here",) and view.distractors == caption.distractors and picks[0].negated
+    # the same picks and affirmative swaps as without clauses; clause views only replace negated picks
+    half = ImageTextData(records, processor, False, False, affirmative_ratio=0.5, clause_ratio=1.0)
+    none = ImageTextData(records, processor, False, False, affirmative_ratio=0.5)
+    for a, b in zip(half.entries(range(8), 3, 1), none.entries(range(8), 3, 1)):
+        assert a.swapped == b.swapped and (a.text == b.text or (b.negated and a.text == "No blue star here"))
+    data.set_anchors(lambda texts: torch.randn(len(texts), 4), flips=True)
+    assert {"A blue star here", "a blue star here: a red circle", "a red circle"} <= set(data.anchor_row)
+    assert len(data.text_lengths(0, 0)) == 8
+
+
+def test_vision_head_run_trains_the_head_on_cached_cls_states_and_keeps_the_body(setup, tmp_path):
+    features = {}
+    cfg = _cfg(setup, tmp_path, epochs=2, train="text+vision-head", exclusion_weight=1.0, image_retain_weight=1.0)
+    result = finetune(cfg, image_features=features)
+    assert any("image_retain" in h for h in result["history"])
+    first = next(h["image_retain"] for h in result["history"] if "image_retain" in h)
+    assert first == pytest.approx(0.0, abs=1e-6)  # the anchors are the starting model's own embeddings
+    before, after = _weights(setup["base"]), _weights(tmp_path)
+    head = ("vision_model.post_layernorm.", "visual_projection.")
+    for name, value in before.items():
+        if name.startswith("vision_model.") and not name.startswith(head):
+            assert torch.equal(value, after[name]), name  # the vision body is frozen
+    assert not torch.equal(before["visual_projection.weight"], after["visual_projection.weight"])
+    # the cache holds CLS states below the head, under their own fingerprint; the head's forward reproduces
+    # the pixel path exactly
+    (key,) = [k for k in features if k.startswith("vision_cls:")]
+    model = NegationCLIPModel.from_pretrained(tmp_path).eval()
+    processor = load_processor(image_size=64)
+    pixels = torch.randn(2, 3, 64, 64)
+    ids = processor.tokenizer(["a red circle"] * 2, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        via_pixels = model(input_ids=ids, pixel_values=pixels).image_embeds
+        via_cls = model(input_ids=ids, vision_cls=model.vision_cls_states(pixels)).image_embeds
+    assert torch.allclose(via_pixels, via_cls, atol=1e-5) and len(features[key]) > 0
+    with pytest.raises(ValueError, match="not both"):
+        model(input_ids=ids, image_embeds=via_cls, vision_cls=torch.zeros(2, 128))

@@ -288,6 +288,7 @@ def model_card_context(
             any(config.get(k) for k in ("lock_image_tower", "freeze_vision", "lock_image"))
             or config.get("train") in ("text", "lora-text")
         ),
+        "vision_head_only": config.get("train") == "text+vision-head",
         "lora": adapter or str(config.get("train", "")).startswith("lora") or (run_dir / "adapter").is_dir(),
         "recipe": {k: v for k, v in public.items() if not isinstance(v, (dict, list))},
         "recipe_nested": {k: v for k, v in public.items() if isinstance(v, (dict, list))},

@@ -21,6 +21,7 @@ from .captions import (
 from .export import export_split, form_position_histogram, load_interchange
 from .pipeline import CorpusConfig, CorpusStats, question_target, run_corpus, run_split
 from .sources import SplitSource, load_split
+from .twins import negation_clause
 from .validation import validate
 from .vocabulary import Mention, Target, Vocabulary
 
@@ -41,6 +42,7 @@ __all__ = [
     "load_coco_captions",
     "load_interchange",
     "load_split",
+    "negation_clause",
     "negation_cues",
     "negation_position",
     "question_target",

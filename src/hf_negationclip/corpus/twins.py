@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 
+from .captions import has_negation
 from .validation import validate_flip, validate_scope_swap
 from .vocabulary import Mention, Target, Vocabulary, pluralize
 
@@ -132,3 +133,48 @@ def text_twins(
     out["scope_swap"], out["scope_missing"] = scope_swap(negated_caption, caption, target, vocab)
     out["mcq_wrong"] = [t for t in (out["flip"], out["scope_swap"]) if t]
     return out
+
+
+# joints between a negation clause and the caption it is attached to ("no X, just C", "C, and no X")
+_FRONT_JOINT = re.compile(r"(?:[\s,;:.\-]|\b(?:just|only|but rather|rather|but|and|of|then)\b)+$", re.IGNORECASE)
+_END_JOINT = re.compile(r"^(?:[\s,;:.\-]|\b(?:and|but|which|then)\b)+", re.IGNORECASE)
+
+
+# a clause starting with these leans on the caption's last noun; words that name nothing on their own
+_DANGLING = frozenset("that that's which though is isn't are aren't was wasn't".split())
+_NOT_NAMING = frozenset("a an the any some no not n't without".split())
+
+
+def _clause_of(text: str, caption: str) -> str | None:
+    """What ``text`` says beside the caption it keeps verbatim at its front or end, joints trimmed; else None."""
+    span = _caption_span(text, caption)
+    if span is None:
+        return None
+    before, after = text[: span[0]], text[span[1] :]
+    if before.strip(" .,;:") and after.strip(" .,;:"):
+        return None  # the caption is split around the clause ("a red circle with no blue star, left")
+    clause = _FRONT_JOINT.sub("", before) if before.strip(" .,;:") else _END_JOINT.sub("", after)
+    clause = clause.strip(" .,;:")
+    words = clause.lower().split()
+    if not words or words[0] in _DANGLING or len([w for w in words if w not in _NOT_NAMING]) < 2:
+        return None  # "that is not cyan", "though not small": the clause leans on a noun of the caption
+    return clause[:1].upper() + clause[1:]
+
+
+def negation_clause(negated_caption: str, caption: str, flip: str | None) -> tuple[str, str] | None:
+    """The negation alone and its flip alone, without the caption both repeat, or None.
+
+    "no blue star here: a red circle" with flip "a blue star here: a red circle"
+    -> ("No blue star here", "A blue star here"). A clause has no head to lean
+    on: an image picks "No blue star here" over "A blue star here" only by
+    seeing that no blue star is there, where with the head ("a red circle")
+    dropping the negated thing would do. None when the caption is not kept
+    whole at the front or end, or the two clauses are not a negation and its
+    affirmation of the same words.
+    """
+    if not flip:
+        return None
+    clause, affirmed = _clause_of(negated_caption, caption), _clause_of(flip, caption)
+    if clause is None or affirmed is None or not has_negation(clause) or has_negation(affirmed):
+        return None
+    return clause, affirmed

@@ -139,6 +139,12 @@ class NegationCLIPModel(CLIPModel):
         for module in (self.vision_model, self.visual_projection):
             module.requires_grad_(False)
 
+    def unfreeze_vision_head(self) -> None:
+        """Let the vision tower's final LayerNorm and projection train (the body stays as it is)."""
+        self.vision_model.post_layernorm.requires_grad_(True)
+        self.visual_projection.requires_grad_(True)
+        self.logit_scale.requires_grad_(True)
+
     def lock_text_final_layer_norm(self) -> None:
         self.text_model.final_layer_norm.requires_grad_(False)
 
@@ -244,9 +250,17 @@ class NegationCLIPModel(CLIPModel):
         model = PeftModel.from_pretrained(base_model, str(adapter.parent))
         return model.merge_and_unload() if merge_lora else model
 
-    def forward(self, *args, image_embeds: torch.Tensor | None = None, **kwargs):
+    def forward(
+        self, *args, image_embeds: torch.Tensor | None = None, vision_cls: torch.Tensor | None = None, **kwargs
+    ):
         """``CLIPModel.forward``; given ``image_embeds`` (projected image features, e.g. cached once from a
-        frozen vision tower) the vision tower is skipped and those are used instead of ``pixel_values``."""
+        frozen vision tower) the vision tower is skipped and those are used instead of ``pixel_values``;
+        given ``vision_cls`` (:meth:`vision_cls_states`, cached from a frozen vision body) only the vision
+        head runs: its final LayerNorm and projection."""
+        if vision_cls is not None:
+            if image_embeds is not None:
+                raise ValueError("pass image_embeds or vision_cls, not both")
+            image_embeds = self.visual_projection(self.vision_model.post_layernorm(vision_cls.to(self.dtype)))
         if image_embeds is None:
             return super().forward(*args, **kwargs)
         from transformers.models.clip.modeling_clip import CLIPOutput
@@ -276,6 +290,11 @@ class NegationCLIPModel(CLIPModel):
     def image_embeddings(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Projected (unnormalised) image features, the input ``forward(image_embeds=...)`` takes."""
         return feature_tensor(self.get_image_features(pixel_values=pixel_values))
+
+    @torch.no_grad()
+    def vision_cls_states(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The vision tower's CLS state before its final LayerNorm: what ``forward(vision_cls=...)`` takes."""
+        return self.vision_model(pixel_values=pixel_values).last_hidden_state[:, 0]
 
     @torch.no_grad()
     def similarity(

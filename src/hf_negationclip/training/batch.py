@@ -97,7 +97,7 @@ class Batch:
     """The tensors of one batch. Optional fields are ``None`` when no weighted loss term reads them."""
 
     images: torch.Tensor  # [n, ...] pixel values, or [n, d] image embeddings (``image_kind``)
-    image_kind: str  # the model's keyword for ``images``: "pixel_values" | "image_embeds"
+    image_kind: str  # the model's keyword for ``images``: "pixel_values" | "image_embeds" | "vision_cls"
     input_ids: torch.Tensor  # every text row, one padding length
     attention_mask: torch.Tensor
     rows: dict[str, slice]  # row kind -> its rows of ``input_ids`` (``ROW_KINDS`` order)
@@ -109,6 +109,7 @@ class Batch:
     distractor_owner: torch.Tensor | None = None  # [m] caption row of each distractor, in row order
     flip_valid: torch.Tensor | None = None  # [n] bool: the caption row has a flip and a distractor (square term)
     flip_anchors: torch.Tensor | None = None  # [n, d]: the starting model's embedding of each flip row
+    image_anchors: torch.Tensor | None = None  # [n, d]: the starting model's embedding of each image
 
     def __len__(self) -> int:
         """The number of captions (= images)."""
@@ -130,6 +131,7 @@ class BatchSources:
 
     anchors: Callable[[list[str]], torch.Tensor] | None = None  # affirmative texts -> fixed embeddings
     distractors: Callable[[list], torch.Tensor] | None = None  # distractor paths -> images of ``image_kind``
+    image_anchors: torch.Tensor | None = None  # the starting model's embeddings of the batch's images
 
 
 def _hard_mask(picks, images, sources) -> dict:
@@ -168,6 +170,10 @@ def _flip_anchors(picks, images, sources) -> dict:
     return {"flip_anchors": sources.anchors([flip_text(p) for p in picks])}
 
 
+def _image_anchors(picks, images, sources) -> dict:
+    return {"image_anchors": sources.image_anchors}
+
+
 #: optional fields: spec name -> builder ``(picks, images, sources) -> {Batch field: tensor}``
 FIELD_BUILDERS: dict[str, Callable] = {
     "hard_mask": _hard_mask,
@@ -177,6 +183,7 @@ FIELD_BUILDERS: dict[str, Callable] = {
     "distractors": _distractors,
     "flip_valid": _flip_valid,
     "flip_anchors": _flip_anchors,
+    "image_anchors": _image_anchors,
 }
 
 

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..corpus import load_coco_captions
+from ..corpus import load_coco_captions, negation_clause
 from ..io import FormatError, read_json
 from .batch import Batch, BatchSources, BatchSpec, Pick, collate
 
@@ -38,6 +38,12 @@ class Caption:
     original: str | None = None  # the affirmative caption a negated one was made from
     distractors: tuple[Path, ...] = ()  # images holding the negated thing (minimal pairs)
     mcq_wrong: tuple[str, ...] = ()  # wrong options of a multiple-choice question on the image
+    #: the negation alone and its flip alone ("No blue star here", "A blue star here"), without the caption
+    clause: tuple[str, str] | None = None
+
+    def clause_view(self) -> Caption:
+        """This caption trained as its negation clause: the clause as text, its flip as the one wrong option."""
+        return replace(self, text=self.clause[0], mcq_wrong=(self.clause[1],), clause=None)
 
 
 @dataclass(frozen=True)
@@ -156,9 +162,11 @@ class ImageTextData:
     Drawing per image (not per caption) keeps an image from meeting itself as
     a negative in the same batch. With ``affirmative_ratio`` > 0, that
     fraction of the negated picks of an epoch uses the caption's original
-    affirmative caption instead (keeps generality). With an ``encoder``
+    affirmative caption instead (keeps generality); with ``clause_ratio`` > 0,
+    that fraction of the other negated picks trains as its negation clause
+    alone (:meth:`Caption.clause_view`, same image and distractors). With an ``encoder``
     (pixels -> image embeddings, e.g. a frozen vision tower) every image and
-    distractor is encoded ONCE here and batches carry ``image_embeds``
+    distractor is encoded ONCE here and batches carry its features (``image_kind``)
     instead of pixels: a text-side fine-tune then never runs the vision tower
     again, and the cache holds a few hundred bytes per image, not its pixels.
     """
@@ -172,15 +180,19 @@ class ImageTextData:
         affirmative_ratio: float = 0.0,
         encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
         feature_store: dict | None = None,
+        clause_ratio: float = 0.0,
+        image_kind: str = "image_embeds",
     ):
         captions: dict[object, list[Caption]] = defaultdict(list)
         for r in records:  # CaptionRecord (image_path, caption str) or TrainRecord
             captions[image_key(r)].append(r.caption if isinstance(r.caption, Caption) else Caption(r.caption))
         self.paths = sorted(captions, key=_sort_key)
         self.captions = [captions[p] for p in self.paths]
-        self.processor, self.affirmative_ratio = processor, affirmative_ratio
+        self.processor, self.affirmative_ratio, self.clause_ratio = processor, affirmative_ratio, clause_ratio
         self.spec = BatchSpec()  # what a batch carries beyond captions: set from the loss terms (losses.batch_spec)
-        self.cache = self.distractor_cache = self.anchors = None
+        self.cache = self.distractor_cache = self.anchors = self.image_anchors = None
+        #: the model's keyword for what batches carry: an ``encoder``'s features (``image_kind``) or pixels
+        self.image_kind = image_kind if encoder is not None else "pixel_values"
         self._token_counts: dict[str, int] | None = None  # text -> token count, for group_by_length
         self._order_key = self._order = None  # the last grouped order (a function of epoch, seed, group size)
         self.encoder, self.feature_store = encoder, feature_store
@@ -202,25 +214,49 @@ class ImageTextData:
             "distractors": any(c.distractors for c in captions),
             "mcq": any(c.mcq_wrong for c in captions),
             "anchors": self.anchors is not None,
+            "image_anchors": self.image_anchors is not None,
         }
         return frozenset(name for name, present in held.items() if present)
 
     def set_anchors(
-        self, encode_texts: Callable[[list[str]], torch.Tensor], batch_size: int = 256, flips: bool = False
+        self,
+        encode_texts: Callable[[list[str]], torch.Tensor],
+        batch_size: int = 256,
+        flips: bool = False,
+        store: dict | None = None,
     ) -> None:
         """Fix the starting model's embedding of every affirmative text (a caption's original, else the caption,
         with ``flips`` also each negated caption's affirmative flip, ``mcq_wrong[0]``).
 
         The ``retain`` loss term keeps the trained model's embeddings of these
         texts close to these anchors, so learning negation does not cost the
-        model what it knew about plain captions (zero-shot, retrieval).
+        model what it knew about plain captions (zero-shot, retrieval). A
+        ``store`` (text -> anchor of this starting model, shared by runs from
+        it) is filled with the texts it lacks and read for the rest.
         """
         texts = {c.original or c.text for cs in self.captions for c in cs}
         if flips:  # the flips are affirmative texts too (the retain term holds them with ``retain_flips``)
             texts |= {c.mcq_wrong[0] for cs in self.captions for c in cs if c.mcq_wrong}
+            if self.clause_ratio:
+                texts |= {c.clause[1] for cs in self.captions for c in cs if c.clause}
         texts = sorted(texts)
+        store = {} if store is None else store  # text -> anchor of THIS starting model: only new texts are encoded
+        todo = [t for t in texts if t not in store]
+        for i in range(0, len(todo), batch_size):
+            store.update(zip(todo[i : i + batch_size], encode_texts(todo[i : i + batch_size])))
         self.anchor_row = {t: i for i, t in enumerate(texts)}
-        self.anchors = torch.cat([encode_texts(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+        self.anchors = torch.stack([store[t] for t in texts])
+
+    def set_image_anchors(self, encode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 1024) -> None:
+        """Fix the starting model's embedding of every image (``encode``: cached images -> embeddings).
+
+        The ``image_retain`` term keeps each image near it while the vision side trains.
+        """
+        if self.cache is None:
+            raise ValueError("the image-retain term needs the images cached: leave cache_images on")
+        self.image_anchors = torch.cat(
+            [encode(self.cache[i : i + batch_size]) for i in range(0, len(self.cache), batch_size)]
+        )
 
     def _process(self, sources: Sequence) -> torch.Tensor:
         return self.processor(images=[open_image(s) for s in sources], return_tensors="pt")["pixel_values"]
@@ -280,28 +316,34 @@ class ImageTextData:
     def text_lengths(self, epoch: int, seed: int) -> torch.Tensor:
         """Token count of the text each image uses in an epoch (its caption, or the affirmative original)."""
         if self._token_counts is None:
-            texts = sorted({t for cs in self.captions for c in cs for t in (c.text, c.original) if t})
+            texts = {t for cs in self.captions for c in cs for t in (c.text, c.original) if t}
+            texts = sorted(texts | {c.clause[0] for cs in self.captions for c in cs if c.clause})
             ids = self.processor.tokenizer(texts, truncation=True)["input_ids"]
             self._token_counts = {t: len(i) for t, i in zip(texts, ids)}
         counts = self._token_counts
         return torch.tensor([counts[pick.text] for pick in self.entries(range(len(self)), epoch, seed)])
 
-    def _caption_picks(self, epoch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Which caption of each image an epoch uses, and whether it swaps to the affirmative original."""
+    def _caption_picks(self, epoch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Which caption of each image an epoch uses, whether it swaps to the affirmative original, whether to
+        its negation clause (drawn after the others: a ``clause_ratio`` leaves the other draws as they were)."""
         if getattr(self, "_picks_key", None) != (epoch, seed):
             gen = torch.Generator().manual_seed(seed * 7_919 + epoch)
             picks = torch.randint(0, 1 << 30, (len(self),), generator=gen)
             swap = torch.rand(len(self), generator=gen) < self.affirmative_ratio
-            self._picks_key, self._picks = (epoch, seed), (picks, swap)
+            clause = torch.rand(len(self), generator=gen) < self.clause_ratio
+            self._picks_key, self._picks = (epoch, seed), (picks, swap, clause)
         return self._picks
 
     def entries(self, indices: Sequence[int], epoch: int, seed: int) -> list[Pick]:
         """The caption each image index uses in an epoch, and whether it swaps to its affirmative original."""
-        picks, swap = self._caption_picks(epoch, seed)
+        picks, swap, clause = self._caption_picks(epoch, seed)
         out = []
         for i in indices:
             entry = self.captions[i][int(picks[i]) % len(self.captions[i])]
-            out.append(Pick(entry, bool(swap[i]) and entry.original is not None))
+            swapped = bool(swap[i]) and entry.original is not None
+            if not swapped and bool(clause[i]) and entry.clause is not None:
+                entry = entry.clause_view()
+            out.append(Pick(entry, swapped))
         return out
 
     def _distractor_pixels(self, paths: Sequence[Path]) -> torch.Tensor:
@@ -319,9 +361,10 @@ class ImageTextData:
             if self.anchors is not None
             else None,
             distractors=self._distractor_pixels,
+            image_anchors=self.image_anchors[list(indices)] if self.image_anchors is not None else None,
         )
-        kind = "image_embeds" if self.encoder is not None else "pixel_values"
-        return collate(self.entries(indices, epoch, seed), pixels, kind, self.processor.tokenizer, self.spec, sources)
+        picks = self.entries(indices, epoch, seed)
+        return collate(picks, pixels, self.image_kind, self.processor.tokenizer, self.spec, sources)
 
 
 # --------------------------------------------------------------------------- sources
@@ -367,8 +410,11 @@ def load_negated_corpus(path: str | os.PathLike, image_dir: str | os.PathLike) -
         image = rec.image_path
         if isinstance(ann.get("image"), str):  # an added pair's rendered positive (relative to the JSON's folder)
             image = path.parent / ann["image"]
+        wrong = _mcq_wrong(ann)
+        given_flip = wrong[0] if original and "mcq_wrong" in ann and wrong else None  # not the fallback option
+        clause = negation_clause(rec.caption, original, given_flip) if given_flip else None
         records.append(
-            TrainRecord(image, Caption(rec.caption, original and original.strip(), tuple(distractors), _mcq_wrong(ann)))
+            TrainRecord(image, Caption(rec.caption, original and original.strip(), tuple(distractors), wrong, clause))
         )
     if missing:
         logger.warning("%s: %d distractor images are missing and were skipped", path, missing)

@@ -34,7 +34,22 @@ from .recipes import RECIPES, get_recipe
 
 logger = logging.getLogger(__name__)
 
-TRAIN_PARTS: tuple[str, ...] = ("text", "vision", "both", "lora-text", "lora-vision", "lora-both")
+TRAIN_PARTS: tuple[str, ...] = (
+    "text",
+    "text+vision-head",
+    "vision",
+    "both",
+    "lora-text",
+    "lora-vision",
+    "lora-both",
+)
+#: train parts that leave the vision body frozen -> what its cached features are (the model's forward keyword):
+#: projected image embeddings, or the CLS state below the vision head (final LayerNorm + projection), which trains
+FROZEN_VISION_FEATURES: dict[str, str] = {
+    "text": "image_embeds",
+    "lora-text": "image_embeds",
+    "text+vision-head": "vision_cls",
+}
 
 
 @dataclass
@@ -114,8 +129,22 @@ class FinetuneConfig(TrainingConfig):
             "caption), f (flip: distractor over image)"
         },
     )
+    clause_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "share of the negated picks of an epoch that train as their negation clause alone "
+            "('No blue star here' against its flip 'A blue star here', same image and distractor)"
+        },
+    )
     retain_flips: bool | None = field(
         default=None, metadata={"help": "the retain term also holds the flips at their starting embeddings"}
+    )
+    image_retain_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "weight of the image-retain term: each image keeps the starting model's embedding "
+            "(1 - cosine); for runs whose vision side trains (e.g. --train text+vision-head)"
+        },
     )
     retain_weight: float | None = field(
         default=None,
@@ -177,8 +206,8 @@ class FinetuneConfig(TrainingConfig):
             raise ValueError(f"unknown train part {self.train!r}; choose one of {', '.join(TRAIN_PARTS)}")
         if self.retain_on not in RETAIN_ON:
             raise ValueError(f"retain_on must be originals or picks, not {self.retain_on!r}")
-        if not 0 <= self.val_fraction < 1 or not 0 <= self.affirmative_ratio <= 1:
-            raise ValueError("val_fraction must be in [0, 1) and affirmative_ratio in [0, 1]")
+        if not 0 <= self.val_fraction < 1 or not 0 <= self.affirmative_ratio <= 1 or not 0 <= self.clause_ratio <= 1:
+            raise ValueError("val_fraction must be in [0, 1), affirmative_ratio and clause_ratio in [0, 1]")
         if self.lora_r < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
             raise ValueError("lora_r must be >= 1, lora_alpha > 0 and lora_dropout in [0, 1)")
         self.loss_weights()  # validates the weights
@@ -197,6 +226,7 @@ class FinetuneConfig(TrainingConfig):
             retain_on=self.retain_on,
             retain_flips=self.retain_flips,
             negated_retain=self.negated_retain_weight,
+            image_retain=self.image_retain_weight,
         )
 
     @property
@@ -239,9 +269,11 @@ def read_config_file(path: str | os.PathLike) -> dict:
 
 def configure_trainable(model: NegationCLIPModel, cfg: FinetuneConfig):
     """Freeze what ``cfg.train`` leaves alone; for LoRA return the ``PeftModel`` (base weights frozen)."""
-    if cfg.train == "text":  # the paper: text tower, embeddings, projection, logit scale; not the final LayerNorm
+    if cfg.train in ("text", "text+vision-head"):  # the paper's text part: not the text's final LayerNorm
         model.freeze(text=False, vision=True)
         model.lock_text_final_layer_norm()
+        if cfg.train == "text+vision-head":  # + the vision tower's final LayerNorm and projection
+            model.unfreeze_vision_head()
     elif cfg.train == "vision":
         model.freeze(text=True, vision=False)
     elif cfg.train == "both":
@@ -264,28 +296,61 @@ def _on_launch_device(model: NegationCLIPModel) -> torch.device:
     return device
 
 
-def _frozen_image_encoder(model: NegationCLIPModel) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Pixels -> projected image features on the training device (the vision tower never changes in this run)."""
+def _frozen_image_encoder(
+    model: NegationCLIPModel, kind: str = "image_embeds"
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Pixels -> the frozen part's image features on the training device (``kind``: projected embeddings, or
+    the CLS state below the vision head); what makes them never changes in this run."""
     device = _on_launch_device(model)
+    features_of = model.image_embeddings if kind == "image_embeds" else model.vision_cls_states
 
     def encode(pixels: torch.Tensor) -> torch.Tensor:
         was_training = model.training
         model.eval()
-        features = model.image_embeddings(pixels.to(device, model.dtype)).float().cpu()
+        features = features_of(pixels.to(device, model.dtype)).float().cpu()
         model.train(was_training)
         return features
 
     return encode
 
 
-def _vision_fingerprint(model: NegationCLIPModel, processor) -> str:
-    """Identity of what makes image features: the vision tower's and projection's weights and the image processing."""
-    digest = hashlib.sha256(json.dumps(processor.image_processor.to_dict(), sort_keys=True, default=str).encode())
+def _fingerprint(model: NegationCLIPModel, prefixes: tuple[str, ...], settings: dict) -> str:
+    """A digest of ``settings`` and of the weights whose names start with ``prefixes``."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
-        if name.startswith(("vision_model.", "visual_projection.")):
+        if name.startswith(prefixes):
             digest.update(name.encode())
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _vision_fingerprint(model: NegationCLIPModel, processor, kind: str = "image_embeds") -> str:
+    """Identity of what makes image features of ``kind``: the weights below them and the image processing."""
+    if kind == "image_embeds":
+        return _fingerprint(model, ("vision_model.", "visual_projection."), processor.image_processor.to_dict())
+    below_head = ("vision_model.embeddings.", "vision_model.pre_layrnorm.", "vision_model.encoder.")
+    return kind + ":" + _fingerprint(model, below_head, processor.image_processor.to_dict())
+
+
+def _starting_image_embeddings(model: NegationCLIPModel, kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Cached images of ``kind`` -> this (starting) model's projected image embeddings: the image-retain anchors."""
+    device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        images = images.to(device, model.dtype)
+        if kind == "image_embeds":
+            return images.float().cpu()
+        if kind == "vision_cls":
+            return model.visual_projection(model.vision_model.post_layernorm(images)).float().cpu()
+        return model.image_embeddings(images).float().cpu()
+
+    return encode
+
+
+def _text_fingerprint(model: NegationCLIPModel, processor) -> str:
+    """Identity of what makes the retain term's anchors: the starting text tower's and projection's weights."""
+    return "text:" + _fingerprint(model, ("text_model.", "text_projection."), processor.tokenizer.init_kwargs)
 
 
 def _text_encoder(model: NegationCLIPModel, tokenizer) -> Callable[[list[str]], torch.Tensor]:
@@ -336,7 +401,8 @@ def finetune(
     ``image_features``: a dict shared by several runs (the demo's three
     fine-tunes) that keeps the cached image features between them: keyed by a
     fingerprint of the frozen vision tower and image size, so only runs from
-    the same vision weights reuse each other's features.
+    the same vision weights reuse each other's features; the retain term's
+    text anchors are kept there too, keyed by the starting text tower.
 
     ``cfg.output_dir`` gets: the merged checkpoint (``model.safetensors``,
     ``config.json``) and processor, ``adapter/`` for LoRA runs,
@@ -353,23 +419,48 @@ def finetune(
     model, processor = load_checkpoint(cfg.preset, seed=cfg.seed)
     (out / "training_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     encoder = store = None
-    if cfg.cache_image_features and cfg.train in ("text", "lora-text"):
-        encoder = _frozen_image_encoder(model)
+    kind = FROZEN_VISION_FEATURES.get(cfg.train) if cfg.cache_image_features else None
+    if kind is not None:
+        encoder = _frozen_image_encoder(model, kind)
         if image_features is not None:
-            store = image_features.setdefault(_vision_fingerprint(model, processor), {})
+            store = image_features.setdefault(_vision_fingerprint(model, processor, kind), {})
     data = ImageTextData(
-        train_records, processor, cfg.cache_images, cfg.show_progress, cfg.affirmative_ratio, encoder, store
+        train_records,
+        processor,
+        cfg.cache_images,
+        cfg.show_progress,
+        cfg.affirmative_ratio,
+        encoder,
+        store,
+        cfg.clause_ratio,
+        kind or "image_embeds",
     )
     val_data = (
-        ImageTextData(val_records, processor, cfg.cache_images, False, encoder=encoder, feature_store=store)
+        ImageTextData(
+            val_records,
+            processor,
+            cfg.cache_images,
+            False,
+            encoder=encoder,
+            feature_store=store,
+            image_kind=kind or "image_embeds",
+        )
         if len(val_records)
         else None
     )
-    if cfg.retain_weight or cfg.negated_retain_weight:
-        encode = _text_encoder(model, processor.tokenizer)
+    if cfg.image_retain_weight:  # the starting model's embedding of every image, before any step
+        _on_launch_device(model)
         for dataset in (data, val_data):
             if dataset is not None:
-                dataset.set_anchors(encode, flips=cfg.retain_flips)
+                dataset.set_image_anchors(_starting_image_embeddings(model, dataset.image_kind))
+    if cfg.retain_weight or cfg.negated_retain_weight:
+        encode = _text_encoder(model, processor.tokenizer)
+        anchors = None
+        if image_features is not None:
+            anchors = image_features.setdefault(_text_fingerprint(model, processor), {})
+        for dataset in (data, val_data):
+            if dataset is not None:
+                dataset.set_anchors(encode, flips=cfg.retain_flips, store=anchors)
     logger.info(
         "fine-tuning %s (%s) on %d images, validating on %d",
         cfg.preset,

@@ -28,6 +28,9 @@
   it affirms ("a red circle" in "a red circle with no blue star") and moves
   only away from what it negates. Without it the exclusion term lets negated
   captions drop their head and sink to "not X", far from every image.
+- ``image_retain``: 1 - cosine between each image's embedding and the
+  starting model's, for runs whose vision side trains (the vision head of
+  ``--train text+vision-head``): images move only as far as negation needs.
 
 Each term is one entry of :data:`TERMS`: a small function of the encoded
 batch (:class:`Encoded`) and the :class:`~.batch.Batch`, with the text rows
@@ -73,10 +76,11 @@ class LossWeights:
     #: the retain term also holds the square's flips (affirmative texts) at their starting embeddings
     retain_flips: bool = False
     negated_retain: float = 0.0
+    image_retain: float = 0.0
 
     def __post_init__(self) -> None:
         names = ("contrastive", "hard_negative", "mcq", "exclusion", "exclusion_scale", "square", "square_scale")
-        for name in (*names, "retain", "negated_retain"):
+        for name in (*names, "retain", "negated_retain", "image_retain"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
         if self.retain_on not in RETAIN_ON:
@@ -242,6 +246,10 @@ def exclusion_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Te
     return exclusion_loss(enc.images, enc.captions, enc.distractors, batch.distractor_owner, scale)
 
 
+def image_retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
+    return retain_loss(enc.images, batch.image_anchors.to(enc.images.device))
+
+
 def negated_retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
     txt = enc.captions
     mask = batch.hard_mask.to(txt.device)  # negated caption rows with an original
@@ -285,6 +293,7 @@ TERMS: dict[str, LossTerm] = {
     "hard_negative": LossTerm(hard_negative_term, ("captions", "originals"), ("hard_mask",), ("originals",)),
     "retain": LossTerm(retain_term, requires=("anchors",), needs_of=_retain_needs),
     "negated_retain": LossTerm(negated_retain_term, fields=("anchor_embeds", "hard_mask"), requires=("anchors",)),
+    "image_retain": LossTerm(image_retain_term, fields=("image_anchors",), requires=("image_anchors",)),
     "mcq": LossTerm(mcq_term, ("captions", "mcq_options"), ("mcq_valid",), ("mcq",)),
     "exclusion": LossTerm(exclusion_term, fields=("distractors",), requires=("distractors",)),
     "square": LossTerm(square_term, ("captions", "flips"), ("distractors", "flip_valid"), ("distractors", "mcq")),
