@@ -538,9 +538,15 @@ def test_group_by_length_keeps_every_image_once_and_cuts_padding():
 
 # --------------------------------------------------------------------------- the typed batch and the loss terms
 
-_PICKS = [  # negated with 2 distractors and 1 option; negated with 1 distractor and 2 options; swapped; plain
+_PICKS = [  # negated with 2 distractors and 1 option; negated with 1 distractor, 2 options and a bare image (its
+    # record trains on an added pair's positive); swapped; plain
     Pick(Caption("a red circle with no blue star", "a red circle", (Path("d0"), Path("d1")), ("a red star",)), False),
-    Pick(Caption("a cross without a square", "a cross and a square", (Path("d2"),), ("a square", "a cross")), False),
+    Pick(
+        Caption(
+            "a cross without a square", "a cross and a square", (Path("d2"),), ("a square", "a cross"), bare=Path("b1")
+        ),
+        False,
+    ),
     Pick(Caption("a green cross but no star", "a green cross", (Path("d3"),), ("a star",)), True),
     Pick(Caption("a yellow triangle"), False),
 ]
@@ -556,6 +562,8 @@ def _hand_batch(spec: BatchSpec, dim: int = 128):
         distractors=lambda paths: torch.stack([distractors[p] for p in paths]),
     )
     images = torch.randn(len(_PICKS), dim, generator=gen)
+    distractors[Path("b1")] = torch.randn(dim, generator=gen)
+    sources = dataclasses.replace(sources, image_anchors=torch.randn(len(_PICKS), dim, generator=gen))
     anchors.update({t: torch.randn(dim, generator=gen) for t in ("a red star", "a square")})  # the flips
     tokenizer = load_processor(image_size=64).tokenizer
     return collate(_PICKS, images, "image_embeds", tokenizer, spec, sources), anchors, distractors
@@ -615,9 +623,11 @@ def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weigh
         retain=3.0,
         retain_on=retain_on,
         retain_flips=retain_flips,
+        image_retain=0.4,
+        square_sides="idfo",
     )
     batch, anchors, distractors = _hand_batch(
-        batch_spec(weights, frozenset({"originals", "distractors", "mcq", "anchors"}))
+        batch_spec(weights, frozenset({"originals", "distractors", "mcq", "anchors", "image_anchors"}))
     )
     torch.manual_seed(0)
     model = NegationCLIPModel(tiny_clip_config(64)).eval()
@@ -669,7 +679,11 @@ def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weigh
                 I[row] @ Fl[row] - d @ Fl[row],  # the flip prefers the distractor
             )
         ]
-        expected["square"] = F.softplus(s * torch.stack(sides)).mean()
+        side_means = [F.softplus(s * torch.stack(sides[k::3])).mean() for k in range(3)]
+        B = F.normalize(distractors[Path("b1")], dim=-1)  # row 1's own image: picks its caption over the flip
+        side_means.append(F.softplus(s * (B @ Fl[1] - B @ T[1])))
+        expected["square"] = torch.stack(side_means).mean()
+        expected["image_retain"] = (1 - (I * F.normalize(batch.image_anchors, dim=-1)).sum(-1)).mean()
     assert set(parts) == {"loss", *expected} == {"loss", *TERMS}
     for name, value in expected.items():
         assert parts[name].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-6), name
@@ -827,3 +841,49 @@ def test_vision_head_run_trains_the_head_on_cached_cls_states_and_keeps_the_body
     assert torch.allclose(via_pixels, via_cls, atol=1e-5) and len(features[key]) > 0
     with pytest.raises(ValueError, match="not both"):
         model(input_ids=ids, image_embeds=via_cls, vision_cls=torch.zeros(2, 128))
+
+
+def test_an_added_pairs_record_keeps_the_captions_own_image_for_square_side_o(tmp_path):
+    from PIL import Image
+
+    from hf_negationclip.training.losses import batch_spec
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "corpus" / "positives").mkdir(parents=True)
+    (tmp_path / "corpus" / "distractors").mkdir()
+    colours = {
+        "images/1.png": (200, 0, 0),
+        "corpus/positives/1.png": (0, 200, 0),
+        "corpus/distractors/1.png": (0, 0, 9),
+    }
+    for rel, colour in colours.items():
+        Image.new("RGB", (32, 32), colour).save(tmp_path / rel)
+    ann = {
+        "id": 1,
+        "image_id": 1,
+        "caption": "a red circle",
+        "updated_caption": "a red circle with no blue star",
+        "distractors": ["distractors/1.png"],
+        "image": "positives/1.png",
+        "mcq_wrong": ["a red circle with a blue star"],
+    }
+    data = {"images": [{"id": 1, "file_name": "1.png", "height": 32, "width": 32}], "annotations": [ann]}
+    path = tmp_path / "corpus" / "negated_captions_train.json"
+    path.write_text(json.dumps(data))
+    (record,) = load_negated_corpus(path, tmp_path / "images")
+    assert record.image == tmp_path / "corpus" / "positives" / "1.png"  # trains on the positive (same count as D)
+    assert record.caption.bare == tmp_path / "images" / "1.png"  # the scene the caption was written of
+    processor = load_processor(image_size=64)
+    dataset = ImageTextData([record], processor, show_progress=False)
+    weights = LossWeights(square=1.0, square_sides="idfo")
+    dataset.spec = batch_spec(weights, dataset.available())
+    batch = dataset.batch([0], epoch=0, seed=0)
+    assert batch.bare_owner.tolist() == [0]
+    own = processor(images=[Image.open(record.caption.bare)], return_tensors="pt")["pixel_values"]
+    assert torch.allclose(batch.bare_images, own)  # from the cache, beside the distractors
+    assert not torch.allclose(batch.images, own)
+    # without side "o" nothing extra is built or encoded
+    dataset.spec = batch_spec(LossWeights(square=1.0), dataset.available())
+    assert dataset.batch([0], epoch=0, seed=0).bare_owner is None
+    with pytest.raises(ValueError, match="square_sides"):
+        LossWeights(square_sides="idx")

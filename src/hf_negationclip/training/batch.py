@@ -110,6 +110,8 @@ class Batch:
     flip_valid: torch.Tensor | None = None  # [n] bool: the caption row has a flip and a distractor (square term)
     flip_anchors: torch.Tensor | None = None  # [n, d]: the starting model's embedding of each flip row
     image_anchors: torch.Tensor | None = None  # [n, d]: the starting model's embedding of each image
+    bare_owner: torch.Tensor | None = None  # [b] caption row of each bare image (square side "o"), in row order
+    bare_images: torch.Tensor | None = None  # [b, ...] each square's own image without an added pair's object
 
     def __len__(self) -> int:
         """The number of captions (= images)."""
@@ -130,7 +132,8 @@ class BatchSources:
     """Where the collator gets what is not in the picks: anchors of affirmative texts and distractor images."""
 
     anchors: Callable[[list[str]], torch.Tensor] | None = None  # affirmative texts -> fixed embeddings
-    distractors: Callable[[list], torch.Tensor] | None = None  # distractor paths -> images of ``image_kind``
+    #: distractor (and bare image) paths -> images of ``image_kind``
+    distractors: Callable[[list], torch.Tensor] | None = None
     image_anchors: torch.Tensor | None = None  # the starting model's embeddings of the batch's images
 
 
@@ -170,6 +173,15 @@ def _flip_anchors(picks, images, sources) -> dict:
     return {"flip_anchors": sources.anchors([flip_text(p) for p in picks])}
 
 
+def _bare_images(picks, images, sources) -> dict:
+    """The caption's own image of every square trained on an added pair's positive (``Caption.bare``)."""
+    owner = [row for row, p in enumerate(picks) if has_flip(p) and p.caption.bare is not None]
+    return {
+        "bare_owner": torch.tensor(owner, dtype=torch.long),
+        "bare_images": sources.distractors([picks[row].caption.bare for row in owner]) if owner else images[:0],
+    }
+
+
 def _image_anchors(picks, images, sources) -> dict:
     return {"image_anchors": sources.image_anchors}
 
@@ -184,6 +196,7 @@ FIELD_BUILDERS: dict[str, Callable] = {
     "flip_valid": _flip_valid,
     "flip_anchors": _flip_anchors,
     "image_anchors": _image_anchors,
+    "bare_images": _bare_images,
 }
 
 

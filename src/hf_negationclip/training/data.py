@@ -40,6 +40,9 @@ class Caption:
     mcq_wrong: tuple[str, ...] = ()  # wrong options of a multiple-choice question on the image
     #: the negation alone and its flip alone ("No blue star here", "A blue star here"), without the caption
     clause: tuple[str, str] | None = None
+    #: the caption's own image when its record trains on an added pair's rendered positive (the scene the caption
+    #: was written of, without the added object): the square term's side "o" picks the caption over its flip there
+    bare: Path | None = None
 
     def clause_view(self) -> Caption:
         """This caption trained as its negation clause: the clause as text, its flip as the one wrong option."""
@@ -115,7 +118,8 @@ def _readable(source) -> bool:
 
 
 def drop_unreadable_images(records: Sequence, show_progress: bool = True) -> tuple[list, list[str]]:
-    """``records`` without those whose image cannot be read, and without unreadable distractors; + what was skipped.
+    """``records`` without those whose image cannot be read, without unreadable distractors and bare images; + what
+    was skipped.
 
     Every image and distractor is decoded once, up front (threads), so the data a run trains on, and hence its
     batches, stay a function of the seed: a resumed run skips the same images. Like webdataset's
@@ -126,6 +130,8 @@ def drop_unreadable_images(records: Sequence, show_progress: bool = True) -> tup
     sources = {image_key(r): None for r in records}
     for r in records:
         sources.update(dict.fromkeys(getattr(r.caption, "distractors", ())))
+        if getattr(r.caption, "bare", None) is not None:
+            sources[r.caption.bare] = None
     todo = list(sources)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         readable = list(
@@ -141,6 +147,8 @@ def drop_unreadable_images(records: Sequence, show_progress: bool = True) -> tup
         distractors = getattr(r.caption, "distractors", ())
         if any(d in bad for d in distractors):
             r = replace(r, caption=replace(r.caption, distractors=tuple(d for d in distractors if d not in bad)))
+        if getattr(r.caption, "bare", None) in bad:
+            r = replace(r, caption=replace(r.caption, bare=None))
         kept.append(r)
     skipped = sorted(describe_image(s) for s in bad)
     logger.warning("skipped %d unreadable images (of %d): %s", len(skipped), len(todo), ", ".join(skipped[:5]))
@@ -198,7 +206,8 @@ class ImageTextData:
         self.encoder, self.feature_store = encoder, feature_store
         if cache_images or encoder is not None:
             self.cache = self._process_all(self.paths, "preprocessing images", show_progress)
-            extra = sorted({d for cs in self.captions for c in cs for d in c.distractors}, key=str)
+            extra = {d for cs in self.captions for c in cs for d in c.distractors}
+            extra = sorted(extra | {c.bare for cs in self.captions for c in cs if c.bare is not None}, key=str)
             if extra:
                 self.distractor_row = {d: i for i, d in enumerate(extra)}
                 self.distractor_cache = self._process_all(extra, "preprocessing distractors", show_progress)
@@ -407,14 +416,16 @@ def load_negated_corpus(path: str | os.PathLike, image_dir: str | os.PathLike) -
             else:
                 missing += 1
         original = ann.get("caption") if isinstance(ann.get("caption"), str) and ann["caption"].strip() else None
-        image = rec.image_path
+        image, bare = rec.image_path, None
         if isinstance(ann.get("image"), str):  # an added pair's rendered positive (relative to the JSON's folder)
-            image = path.parent / ann["image"]
+            image, bare = path.parent / ann["image"], rec.image_path
         wrong = _mcq_wrong(ann)
         given_flip = wrong[0] if original and "mcq_wrong" in ann and wrong else None  # not the fallback option
         clause = negation_clause(rec.caption, original, given_flip) if given_flip else None
         records.append(
-            TrainRecord(image, Caption(rec.caption, original and original.strip(), tuple(distractors), wrong, clause))
+            TrainRecord(
+                image, Caption(rec.caption, original and original.strip(), tuple(distractors), wrong, clause, bare)
+            )
         )
     if missing:
         logger.warning("%s: %d distractor images are missing and were skipped", path, missing)

@@ -126,7 +126,8 @@ class FinetuneConfig(TrainingConfig):
         default=None,
         metadata={
             "help": "sides of the square that train: i (image: caption over flip), d (distractor: flip over "
-            "caption), f (flip: distractor over image)"
+            "caption), f (flip: distractor over image), o (side i on the caption's own image where the square's "
+            "image is an added pair's rendered positive)"
         },
     )
     clause_ratio: float | None = field(

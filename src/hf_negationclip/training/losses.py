@@ -51,8 +51,9 @@ from .batch import Batch, BatchSpec
 
 RETAIN_ON = ("originals", "picks")
 #: the sides of the square term: "i" = image picks caption over flip, "d" = distractor picks flip over caption,
-#: "f" = flip picks distractor over image (the fourth, caption picks image over distractor, is ``exclusion``)
-SQUARE_SIDES = "idf"
+#: "f" = flip picks distractor over image (the fourth, caption picks image over distractor, is ``exclusion``),
+#: "o" = side i on the caption's own image where the square's image is an added pair's positive (``Caption.bare``)
+SQUARE_SIDES = "idfo"
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class LossWeights:
     #: logit scale of the square term; 0 = the model's own (trainable) logit scale
     square_scale: float = 0.0
     #: which sides of the square train (letters of :data:`SQUARE_SIDES`)
-    square_sides: str = SQUARE_SIDES
+    square_sides: str = "idf"
     retain: float = 0.0
     #: texts the retain term holds: "originals" (an extra text row per caption) | "picks" (no extra rows)
     retain_on: str = "originals"
@@ -166,12 +167,18 @@ def square_loss(
     owner: torch.Tensor,
     valid: torch.Tensor,
     scale: torch.Tensor,
-    sides: str = SQUARE_SIDES,
+    sides: str = "idf",
+    bare: torch.Tensor | None = None,
+    bare_owner: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The mean two-way choice loss over the sides of every square (image, distractor j, caption, flip).
+    """The mean over ``sides`` of each side's mean two-way choice loss over the squares (image, distractor j,
+    caption, flip).
 
     ``owner[j]`` is the caption row of distractor j, ``valid[row]`` whether that row has a flip;
     each side is ``softplus(scale * (wrong - right))``, the cross-entropy of a choice between two.
+    Side "o" reads ``bare`` (caption row ``bare_owner[b]``'s own image, see ``Caption.bare``): the
+    scene the caption was written of picks the caption over its flip; a batch without such rows
+    averages the other sides.
     """
     keep = valid[owner]
     if not keep.any():
@@ -180,7 +187,10 @@ def square_loss(
     i, d, c, f = img[row], distractors[keep], txt[row], flips[row]
     ic, i_f, dc, df = (i * c).sum(-1), (i * f).sum(-1), (d * c).sum(-1), (d * f).sum(-1)
     margins = {"i": i_f - ic, "d": dc - df, "f": i_f - df}  # wrong - right, per side
-    return torch.stack([F.softplus(scale * margins[side]) for side in sides]).mean()
+    if "o" in sides and bare is not None and len(bare_owner):
+        o = bare_owner
+        margins["o"] = (bare * flips[o]).sum(-1) - (bare * txt[o]).sum(-1)
+    return torch.stack([F.softplus(scale * margins[side]).mean() for side in sides if side in margins]).mean()
 
 
 def retain_loss(txt: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -204,6 +214,7 @@ class Encoded:
     images_global: torch.Tensor  # every process's images; this process's rows keep their gradient
     captions_global: torch.Tensor
     offset: int  # where this process's rows start in the global batch
+    bare: torch.Tensor | None = None  # the squares' own images without an added pair's object [b, d] (side "o")
 
     @property
     def captions(self) -> torch.Tensor:
@@ -262,7 +273,11 @@ def square_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tenso
         scale = torch.tensor(weights.square_scale, device=enc.images.device)
     flips, owner = enc.texts["flips"], batch.distractor_owner.to(enc.images.device)
     valid = batch.flip_valid.to(enc.images.device)
-    return square_loss(enc.images, enc.captions, flips, enc.distractors, owner, valid, scale, weights.square_sides)
+    bare_owner = batch.bare_owner.to(enc.images.device) if batch.bare_owner is not None else None
+    sides = weights.square_sides
+    return square_loss(
+        enc.images, enc.captions, flips, enc.distractors, owner, valid, scale, sides, enc.bare, bare_owner
+    )
 
 
 @dataclass(frozen=True)
@@ -287,6 +302,11 @@ def _retain_needs(weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...
     return ("captions", "originals", *flips[0]), ("anchor_embeds", *flips[1])
 
 
+def _square_needs(weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    bare = ("bare_images",) if "o" in weights.square_sides else ()
+    return ("captions", "flips"), ("distractors", "flip_valid", *bare)
+
+
 #: every loss term, in the order the weighted sum adds them
 TERMS: dict[str, LossTerm] = {
     "contrastive": LossTerm(contrastive_term),
@@ -296,7 +316,7 @@ TERMS: dict[str, LossTerm] = {
     "image_retain": LossTerm(image_retain_term, fields=("image_anchors",), requires=("image_anchors",)),
     "mcq": LossTerm(mcq_term, ("captions", "mcq_options"), ("mcq_valid",), ("mcq",)),
     "exclusion": LossTerm(exclusion_term, fields=("distractors",), requires=("distractors",)),
-    "square": LossTerm(square_term, ("captions", "flips"), ("distractors", "flip_valid"), ("distractors", "mcq")),
+    "square": LossTerm(square_term, requires=("distractors", "mcq"), needs_of=_square_needs),
 }
 
 
@@ -315,7 +335,10 @@ def batch_spec(weights: LossWeights, available: frozenset[str] | set[str]) -> Ba
     return BatchSpec(tuple(rows), frozenset(fields))
 
 
-_FIELD_ATTRS = {"distractors": "distractor_owner"}  # spec field -> the Batch attribute that shows it is there
+_FIELD_ATTRS = {
+    "distractors": "distractor_owner",
+    "bare_images": "bare_owner",
+}  # spec field -> the Batch attribute that shows it is there
 
 
 def active_terms(batch: Batch, weights: LossWeights) -> list[str]:
@@ -339,6 +362,9 @@ def encode(model, batch: Batch, terms: list[str], weights: LossWeights, accelera
     images = batch.images
     if any("distractors" in fields for _, fields in needs):
         images = torch.cat([images, batch.distractor_images])
+    n_bare = 0
+    if any("bare_images" in fields for _, fields in needs):
+        images, n_bare = torch.cat([images, batch.bare_images]), len(batch.bare_images)
     out = model(
         input_ids=batch.input_ids[index], attention_mask=batch.attention_mask[index], **{batch.image_kind: images}
     )
@@ -353,7 +379,8 @@ def encode(model, batch: Batch, terms: list[str], weights: LossWeights, accelera
     base = model.module if hasattr(model, "module") else model
     img_g, offset = gather_with_local_grad(accelerator, img)
     txt_g, _ = gather_with_local_grad(accelerator, texts["captions"])
-    return Encoded(img, img_all[n_img:], texts, base.logit_scale.exp().float(), img_g, txt_g, offset)
+    others, bare = img_all[n_img : len(img_all) - n_bare], img_all[len(img_all) - n_bare :]
+    return Encoded(img, others, texts, base.logit_scale.exp().float(), img_g, txt_g, offset, bare)
 
 
 def compute_loss(model, batch: Batch, weights: LossWeights, accelerator=None) -> tuple[torch.Tensor, dict]:
