@@ -563,7 +563,13 @@ def _hand_batch(spec: BatchSpec, dim: int = 128):
     )
     images = torch.randn(len(_PICKS), dim, generator=gen)
     distractors[Path("b1")] = torch.randn(dim, generator=gen)
-    sources = dataclasses.replace(sources, image_anchors=torch.randn(len(_PICKS), dim, generator=gen))
+    fixed = {p: torch.randn(dim, generator=gen) for p in distractors}  # the starting model's distractors, bare
+    sources = dataclasses.replace(
+        sources,
+        image_anchors=torch.randn(len(_PICKS), dim, generator=gen),
+        distractor_anchors=lambda paths: torch.stack([fixed[p] for p in paths]),
+    )
+    distractors["fixed"] = fixed
     anchors.update({t: torch.randn(dim, generator=gen) for t in ("a red star", "a square")})  # the flips
     tokenizer = load_processor(image_size=64).tokenizer
     return collate(_PICKS, images, "image_embeds", tokenizer, spec, sources), anchors, distractors
@@ -683,7 +689,13 @@ def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weigh
         B = F.normalize(distractors[Path("b1")], dim=-1)  # row 1's own image: picks its caption over the flip
         side_means.append(F.softplus(s * (B @ Fl[1] - B @ T[1])))
         expected["square"] = torch.stack(side_means).mean()
-        expected["image_retain"] = (1 - (I * F.normalize(batch.image_anchors, dim=-1)).sum(-1)).mean()
+        # every image the step encodes is held: the batch's, its distractors, the bare image
+        fixed = distractors["fixed"]
+        held = torch.cat([I, D, B[None]])
+        starts = torch.cat(
+            [batch.image_anchors, torch.stack([fixed[Path(f"d{i}")] for i in range(3)]), fixed[Path("b1")][None]]
+        )
+        expected["image_retain"] = (1 - (held * F.normalize(starts, dim=-1)).sum(-1)).mean()
     assert set(parts) == {"loss", *expected} == {"loss", *TERMS}
     for name, value in expected.items():
         assert parts[name].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-6), name

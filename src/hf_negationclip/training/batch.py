@@ -112,6 +112,8 @@ class Batch:
     image_anchors: torch.Tensor | None = None  # [n, d]: the starting model's embedding of each image
     bare_owner: torch.Tensor | None = None  # [b] caption row of each bare image (square side "o"), in row order
     bare_images: torch.Tensor | None = None  # [b, ...] each square's own image without an added pair's object
+    distractor_anchors: torch.Tensor | None = None  # [m, d]: the starting model's embedding of each distractor
+    bare_anchors: torch.Tensor | None = None  # [b, d]: the starting model's embedding of each bare image
 
     def __len__(self) -> int:
         """The number of captions (= images)."""
@@ -135,6 +137,8 @@ class BatchSources:
     #: distractor (and bare image) paths -> images of ``image_kind``
     distractors: Callable[[list], torch.Tensor] | None = None
     image_anchors: torch.Tensor | None = None  # the starting model's embeddings of the batch's images
+    #: distractor (and bare image) paths -> the starting model's embeddings (the image-retain term holds them too)
+    distractor_anchors: Callable[[list], torch.Tensor] | None = None
 
 
 def _hard_mask(picks, images, sources) -> dict:
@@ -159,10 +163,13 @@ def _distractors(picks, images, sources) -> dict:
     """Every negated caption's distractors, encoded where the caption is (co-located by construction)."""
     owner = [row for row, p in enumerate(picks) if p.negated for _ in p.caption.distractors]
     paths = [d for p in picks if p.negated for d in p.caption.distractors]
-    return {
+    out = {
         "distractor_owner": torch.tensor(owner, dtype=torch.long),
         "distractor_images": sources.distractors(paths) if paths else images[:0],
     }
+    if sources.distractor_anchors is not None and paths:
+        out["distractor_anchors"] = sources.distractor_anchors(paths)
+    return out
 
 
 def _flip_valid(picks, images, sources) -> dict:
@@ -176,10 +183,14 @@ def _flip_anchors(picks, images, sources) -> dict:
 def _bare_images(picks, images, sources) -> dict:
     """The caption's own image of every square trained on an added pair's positive (``Caption.bare``)."""
     owner = [row for row, p in enumerate(picks) if has_flip(p) and p.caption.bare is not None]
-    return {
+    paths = [picks[row].caption.bare for row in owner]
+    out = {
         "bare_owner": torch.tensor(owner, dtype=torch.long),
-        "bare_images": sources.distractors([picks[row].caption.bare for row in owner]) if owner else images[:0],
+        "bare_images": sources.distractors(paths) if owner else images[:0],
     }
+    if sources.distractor_anchors is not None and paths:
+        out["bare_anchors"] = sources.distractor_anchors(paths)
+    return out
 
 
 def _image_anchors(picks, images, sources) -> dict:

@@ -198,7 +198,7 @@ class ImageTextData:
         self.captions = [captions[p] for p in self.paths]
         self.processor, self.affirmative_ratio, self.clause_ratio = processor, affirmative_ratio, clause_ratio
         self.spec = BatchSpec()  # what a batch carries beyond captions: set from the loss terms (losses.batch_spec)
-        self.cache = self.distractor_cache = self.anchors = self.image_anchors = None
+        self.cache = self.distractor_cache = self.anchors = self.image_anchors = self.distractor_anchors = None
         #: the model's keyword for what batches carry: an ``encoder``'s features (``image_kind``) or pixels
         self.image_kind = image_kind if encoder is not None else "pixel_values"
         self._token_counts: dict[str, int] | None = None  # text -> token count, for group_by_length
@@ -257,15 +257,20 @@ class ImageTextData:
         self.anchors = torch.stack([store[t] for t in texts])
 
     def set_image_anchors(self, encode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 1024) -> None:
-        """Fix the starting model's embedding of every image (``encode``: cached images -> embeddings).
+        """Fix the starting model's embedding of every image (``encode``: cached images -> embeddings), the
+        distractors and the captions' own images (``Caption.bare``) included.
 
-        The ``image_retain`` term keeps each image near it while the vision side trains.
+        The ``image_retain`` term keeps each image a step encodes near it while the vision side trains.
         """
         if self.cache is None:
             raise ValueError("the image-retain term needs the images cached: leave cache_images on")
-        self.image_anchors = torch.cat(
-            [encode(self.cache[i : i + batch_size]) for i in range(0, len(self.cache), batch_size)]
-        )
+
+        def encode_all(cache: torch.Tensor) -> torch.Tensor:
+            return torch.cat([encode(cache[i : i + batch_size]) for i in range(0, len(cache), batch_size)])
+
+        self.image_anchors = encode_all(self.cache)
+        if self.distractor_cache is not None:
+            self.distractor_anchors = encode_all(self.distractor_cache)
 
     def _process(self, sources: Sequence) -> torch.Tensor:
         return self.processor(images=[open_image(s) for s in sources], return_tensors="pt")["pixel_values"]
@@ -371,6 +376,9 @@ class ImageTextData:
             else None,
             distractors=self._distractor_pixels,
             image_anchors=self.image_anchors[list(indices)] if self.image_anchors is not None else None,
+            distractor_anchors=(lambda paths: self.distractor_anchors[[self.distractor_row[p] for p in paths]])
+            if self.distractor_anchors is not None
+            else None,
         )
         picks = self.entries(indices, epoch, seed)
         return collate(picks, pixels, self.image_kind, self.processor.tokenizer, self.spec, sources)

@@ -31,6 +31,8 @@
 - ``image_retain``: 1 - cosine between each image's embedding and the
   starting model's, for runs whose vision side trains (the vision head of
   ``--train text+vision-head``): images move only as far as negation needs.
+  Every image the step encodes is held: the batch's, its distractors and the
+  squares' bare images (side "o"), so no image a term pushes goes unheld.
 
 Each term is one entry of :data:`TERMS`: a small function of the encoded
 batch (:class:`Encoded`) and the :class:`~.batch.Batch`, with the text rows
@@ -258,7 +260,13 @@ def exclusion_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Te
 
 
 def image_retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
-    return retain_loss(enc.images, batch.image_anchors.to(enc.images.device))
+    """Every image the step encodes: the batch's, and the distractors and bare images where they are encoded."""
+    held, anchors = [enc.images], [batch.image_anchors]
+    for images, fixed in ((enc.distractors, batch.distractor_anchors), (enc.bare, batch.bare_anchors)):
+        if images is not None and fixed is not None and len(images) == len(fixed):
+            held.append(images)
+            anchors.append(fixed)
+    return retain_loss(torch.cat(held), torch.cat(anchors).to(enc.images.device))
 
 
 def negated_retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
