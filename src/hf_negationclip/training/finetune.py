@@ -44,10 +44,12 @@ TRAIN_PARTS: tuple[str, ...] = (
     "lora-both",
 )
 #: train parts that leave the vision body frozen -> what its cached features are (the model's forward keyword):
-#: projected image embeddings, or the CLS state below the vision head (final LayerNorm + projection), which trains
+#: the CLS state below the vision head (final LayerNorm + projection), which the head turns into the image
+#: embedding in each step (a frozen head for text runs, a training one for text+vision-head), so runs from one
+#: baseline share one store, whatever they train ("image_embeds", the projected embeddings, is still accepted)
 FROZEN_VISION_FEATURES: dict[str, str] = {
-    "text": "image_embeds",
-    "lora-text": "image_embeds",
+    "text": "vision_cls",
+    "lora-text": "vision_cls",
     "text+vision-head": "vision_cls",
 }
 
@@ -143,8 +145,9 @@ class FinetuneConfig(TrainingConfig):
     image_retain_weight: float | None = field(
         default=None,
         metadata={
-            "help": "weight of the image-retain term: each image keeps the starting model's embedding "
-            "(1 - cosine); for runs whose vision side trains (e.g. --train text+vision-head)"
+            "help": "weight of the image-retain term: every image a step encodes (distractors and bare images "
+            "included) keeps the starting model's embedding (1 - cosine); for runs whose vision side trains "
+            "(e.g. --train text+vision-head)"
         },
     )
     retain_weight: float | None = field(
