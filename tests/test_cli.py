@@ -15,6 +15,19 @@ def test_help_lists_every_subcommand(capsys):
         assert f"  {name}" in out
 
 
+def test_every_subcommand_prints_its_help(capsys):
+    # argparse %-formats help strings: a bare "%" in a field's help crashed `segment --help`
+    from hf_negationclip.apps.cli import _commands
+
+    for name in _commands():
+        try:
+            code = main([name, "--help"])
+        except SystemExit as done:  # argparse exits after printing the help
+            code = done.code
+        assert code == 0, (name, capsys.readouterr().err)
+        assert "usage: hf-negationclip" in capsys.readouterr().out, name
+
+
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "hf-negationclip"
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)

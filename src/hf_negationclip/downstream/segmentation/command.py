@@ -73,7 +73,7 @@ class SegmentConfig:
         metadata={
             "help": "Gaussian noise on the training text features, in units of their spread (0: none): the decoder "
             "reads a neighbourhood of each embedding, so a swapped-in tower lands where it reads (scene world: "
-            "ours' affirmative mIoU 91% -> 100% of the baseline's, negated mIoU gain +0.008 -> +0.21)"
+            "ours' affirmative mIoU 0.91 -> 1.00 of the baseline's, negated mIoU gain +0.008 -> +0.21)"
         },
     )
     reduce_dim: int = field(default=64, metadata={"help": "decoder width (CLIPSeg rd64)"})
