@@ -301,6 +301,18 @@ def _head(rng: np.random.Generator, objects: Sequence[dict], pool: Sequence[dict
     return phrases, claims
 
 
+def _draw_absent(rng: np.random.Generator, pool: Sequence[WorldImage]) -> tuple:
+    """One image of ``pool``, a template, a head naming its objects and a new object it lacks:
+    ``(image, form, head, head_claims, bare phrase of the absent object, its attributes)``."""
+    im = pool[int(rng.integers(len(pool)))]
+    form = list(CAPTION_FORMS)[int(rng.integers(len(CAPTION_FORMS)))]
+    level = _named_level(rng)
+    named = _new_object(rng, im.objects, level)
+    head, head_claims = _head(rng, im.objects, im.objects, 2, named["shape"])
+    bare, attrs = _phrase(named, level)
+    return im, form, head, head_claims, bare, attrs
+
+
 def build_caption_flip_probe(
     images: Sequence[WorldImage], n_items: int = 200, seed: int = 0
 ) -> list[CaptionChoiceItem]:
@@ -317,12 +329,7 @@ def build_caption_flip_probe(
         raise ValueError("no images with objects to build a caption-flip probe from")
     items = []
     for _ in range(n_items):
-        im = pool[int(rng.integers(len(pool)))]
-        form = list(CAPTION_FORMS)[int(rng.integers(len(CAPTION_FORMS)))]
-        level = _named_level(rng)
-        named = _new_object(rng, im.objects, level)
-        head, head_claims = _head(rng, im.objects, im.objects, 2, named["shape"])
-        bare, attrs = _phrase(named, level)
+        im, form, head, head_claims, bare, attrs = _draw_absent(rng, pool)
         right = (_caption(form, True, head, bare), (*head_claims, (attrs, False)))
         wrong = (_caption(form, False, head, bare), (*head_claims, (attrs, True)))
         items.append(_caption_item(rng, im, "caption_flip", form, right, wrong))
@@ -369,12 +376,7 @@ def build_scope_swap_probe(images: Sequence[WorldImage], n_items: int = 200, see
         raise ValueError("no images with objects to build a scope-swap probe from")
     items = []
     for _ in range(n_items):
-        im = pool[int(rng.integers(len(pool)))]
-        form = list(CAPTION_FORMS)[int(rng.integers(len(CAPTION_FORMS)))]
-        level = _named_level(rng)
-        named = _new_object(rng, im.objects, level)
-        head, head_claims = _head(rng, im.objects, im.objects, 2, named["shape"])
-        bare, attrs = _phrase(named, level)
+        im, form, head, head_claims, bare, attrs = _draw_absent(rng, pool)
         j = int(rng.integers(len(head)))  # the mentioned object the negation moves onto
         swapped = head[:j] + [bare] + head[j + 1 :]
         swapped_claims = [*head_claims[:j], (attrs, True), *head_claims[j + 1 :], (head_claims[j][0], False)]
