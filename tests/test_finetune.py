@@ -552,6 +552,11 @@ _PICKS = [  # negated with 2 distractors and 1 option; negated with 1 distractor
 ]
 
 
+def _starting(image: torch.Tensor) -> torch.Tensor:
+    """The hand batch's "starting model's embedding" of a distractor or bare image: not the image itself."""
+    return image.flip(0)
+
+
 def _hand_batch(spec: BatchSpec, dim: int = 128):
     gen = torch.Generator().manual_seed(0)
     anchors = {t: torch.randn(dim, generator=gen) for t in ("a red circle", "a cross and a square", "a green cross")}
@@ -563,13 +568,11 @@ def _hand_batch(spec: BatchSpec, dim: int = 128):
     )
     images = torch.randn(len(_PICKS), dim, generator=gen)
     distractors[Path("b1")] = torch.randn(dim, generator=gen)
-    fixed = {p: torch.randn(dim, generator=gen) for p in distractors}  # the starting model's distractors, bare
     sources = dataclasses.replace(
         sources,
         image_anchors=torch.randn(len(_PICKS), dim, generator=gen),
-        distractor_anchors=lambda paths: torch.stack([fixed[p] for p in paths]),
+        distractor_anchors=lambda paths: torch.stack([_starting(distractors[p]) for p in paths]),
     )
-    distractors["fixed"] = fixed
     anchors.update({t: torch.randn(dim, generator=gen) for t in ("a red star", "a square")})  # the flips
     tokenizer = load_processor(image_size=64).tokenizer
     return collate(_PICKS, images, "image_embeds", tokenizer, spec, sources), anchors, distractors
@@ -690,11 +693,9 @@ def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weigh
         side_means.append(F.softplus(s * (B @ Fl[1] - B @ T[1])))
         expected["square"] = torch.stack(side_means).mean()
         # every image the step encodes is held: the batch's, its distractors, the bare image
-        fixed = distractors["fixed"]
         held = torch.cat([I, D, B[None]])
-        starts = torch.cat(
-            [batch.image_anchors, torch.stack([fixed[Path(f"d{i}")] for i in range(3)]), fixed[Path("b1")][None]]
-        )
+        others = [_starting(distractors[Path(p)]) for p in ("d0", "d1", "d2", "b1")]
+        starts = torch.cat([batch.image_anchors, torch.stack(others)])
         expected["image_retain"] = (1 - (held * F.normalize(starts, dim=-1)).sum(-1)).mean()
     assert set(parts) == {"loss", *expected} == {"loss", *TERMS}
     for name, value in expected.items():

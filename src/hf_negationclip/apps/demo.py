@@ -181,9 +181,7 @@ def finetune_config(cfg: DemoConfig, out: Path, label: str, **overrides):
 
 def run_finetunes(cfg: DemoConfig, out: Path, evaluator) -> dict[str, Path]:
     """Stage 4: the three fine-tunes from the baseline, same data, same budget."""
-    # the frozen vision body is the baseline's in all three: images are encoded once per feature kind (embeddings for
-    # paper and ours-lora, CLS states below the vision head for ours)
-    runs, image_features = {}, {}
+    runs, image_features = {}, {}  # the frozen vision body is the baseline's in all three: its CLS states, once
     for k, label in enumerate(FINETUNES, 1):
         run = finetune_config(cfg, out, label)
         _stage(f"4/7 fine-tune {k}/3: {label} ({RECIPES[label].about}; lr={run.learning_rate:g})")

@@ -263,7 +263,7 @@ def image_retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch
     """Every image the step encodes: the batch's, and the distractors and bare images where they are encoded."""
     held, anchors = [enc.images], [batch.image_anchors]
     for images, fixed in ((enc.distractors, batch.distractor_anchors), (enc.bare, batch.bare_anchors)):
-        if images is not None and fixed is not None and len(images) == len(fixed):
+        if fixed is not None:  # built with the images' own field, so they were encoded
             held.append(images)
             anchors.append(fixed)
     return retain_loss(torch.cat(held), torch.cat(anchors).to(enc.images.device))
