@@ -831,32 +831,45 @@ def test_clause_ratio_trains_negated_picks_as_their_negation_clause_and_holds_it
     assert len(data.text_lengths(0, 0)) == 8
 
 
-def test_vision_head_run_trains_the_head_on_cached_cls_states_and_keeps_the_body(setup, tmp_path):
+@pytest.mark.parametrize(
+    "train, kind, trained",
+    [
+        ("text+vision-head", "vision_cls", ("vision_model.post_layernorm.", "visual_projection.")),
+        (
+            "text+vision-top",
+            "vision_states",
+            ("vision_model.encoder.layers.2.", "vision_model.post_layernorm.", "visual_projection."),
+        ),
+    ],
+)
+def test_vision_head_runs_train_the_top_on_cached_states_and_keep_the_body(setup, tmp_path, train, kind, trained):
     features = {}
-    cfg = _cfg(setup, tmp_path, epochs=2, train="text+vision-head", exclusion_weight=1.0, image_retain_weight=1.0)
+    cfg = _cfg(setup, tmp_path, epochs=2, train=train, exclusion_weight=1.0, image_retain_weight=1.0)
     result = finetune(cfg, image_features=features)
     assert any("image_retain" in h for h in result["history"])
     first = next(h["image_retain"] for h in result["history"] if "image_retain" in h)
     assert first == pytest.approx(0.0, abs=1e-6)  # the anchors are the starting model's own embeddings
     before, after = _weights(setup["base"]), _weights(tmp_path)
-    head = ("vision_model.post_layernorm.", "visual_projection.")
     for name, value in before.items():
-        if name.startswith("vision_model.") and not name.startswith(head):
-            assert torch.equal(value, after[name]), name  # the vision body is frozen
-    assert not torch.equal(before["visual_projection.weight"], after["visual_projection.weight"])
-    # the cache holds CLS states below the head, under their own fingerprint; the head's forward reproduces
-    # the pixel path exactly
-    (key,) = [k for k in features if k.startswith("vision_cls:")]
+        if name.startswith("vision_model.") and not name.startswith(trained):
+            assert torch.equal(value, after[name]), name  # the rest of the vision body is frozen
+    for prefix in trained:  # every trained part moved
+        assert any(not torch.equal(v, after[k]) for k, v in before.items() if k.startswith(prefix)), prefix
+    # the cache holds the states below the trained part, under their own fingerprint; the forward from them
+    # reproduces the pixel path exactly
+    (key,) = [k for k in features if k.startswith(kind + ":")]
     model = NegationCLIPModel.from_pretrained(tmp_path).eval()
     processor = load_processor(image_size=64)
     pixels = torch.randn(2, 3, 64, 64)
     ids = processor.tokenizer(["a red circle"] * 2, return_tensors="pt")["input_ids"]
+    states = model.vision_cls_states(pixels) if kind == "vision_cls" else model.vision_block_inputs(pixels)
     with torch.no_grad():
         via_pixels = model(input_ids=ids, pixel_values=pixels).image_embeds
-        via_cls = model(input_ids=ids, vision_cls=model.vision_cls_states(pixels)).image_embeds
-    assert torch.allclose(via_pixels, via_cls, atol=1e-5) and len(features[key]) > 0
-    with pytest.raises(ValueError, match="not both"):
-        model(input_ids=ids, image_embeds=via_cls, vision_cls=torch.zeros(2, 128))
+        via_cache = model(input_ids=ids, **{kind: states}).image_embeds
+    assert torch.allclose(via_pixels, via_cache, atol=1e-5) and len(features[key]) > 0
+    assert features[key][next(iter(features[key]))].shape == states.shape[1:]
+    with pytest.raises(ValueError, match="pass one of"):
+        model(input_ids=ids, image_embeds=via_cache, **{kind: states})
 
 
 def test_an_added_pairs_record_keeps_the_captions_own_image_for_square_side_o(tmp_path):

@@ -139,11 +139,15 @@ class NegationCLIPModel(CLIPModel):
         for module in (self.vision_model, self.visual_projection):
             module.requires_grad_(False)
 
-    def unfreeze_vision_head(self) -> None:
-        """Let the vision tower's final LayerNorm and projection train (the body stays as it is)."""
+    def unfreeze_vision_head(self, last_blocks: int = 0) -> None:
+        """Let the vision tower's final LayerNorm and projection train, with its ``last_blocks`` encoder blocks
+        (the rest of the body stays as it is)."""
         self.vision_model.post_layernorm.requires_grad_(True)
         self.visual_projection.requires_grad_(True)
         self.logit_scale.requires_grad_(True)
+        layers = self.vision_model.encoder.layers
+        for layer in layers[len(layers) - last_blocks :] if last_blocks else ():
+            layer.requires_grad_(True)
 
     def lock_text_final_layer_norm(self) -> None:
         self.text_model.final_layer_norm.requires_grad_(False)
@@ -251,16 +255,24 @@ class NegationCLIPModel(CLIPModel):
         return model.merge_and_unload() if merge_lora else model
 
     def forward(
-        self, *args, image_embeds: torch.Tensor | None = None, vision_cls: torch.Tensor | None = None, **kwargs
+        self,
+        *args,
+        image_embeds: torch.Tensor | None = None,
+        vision_cls: torch.Tensor | None = None,
+        vision_states: torch.Tensor | None = None,
+        **kwargs,
     ):
         """``CLIPModel.forward``; given ``image_embeds`` (projected image features, e.g. cached once from a
         frozen vision tower) the vision tower is skipped and those are used instead of ``pixel_values``;
         given ``vision_cls`` (:meth:`vision_cls_states`, cached from a frozen vision body) only the vision
-        head runs: its final LayerNorm and projection."""
-        if vision_cls is not None:
-            if image_embeds is not None:
-                raise ValueError("pass image_embeds or vision_cls, not both")
-            image_embeds = self.visual_projection(self.vision_model.post_layernorm(vision_cls.to(self.dtype)))
+        head runs: its final LayerNorm and projection; given ``vision_states`` (:meth:`vision_block_inputs`:
+        every token's state below the last encoder block) that block and the head run."""
+        if sum(x is not None for x in (image_embeds, vision_cls, vision_states)) > 1:
+            raise ValueError("pass one of image_embeds, vision_cls, vision_states")
+        if vision_states is not None:
+            image_embeds = self.head_embeddings(vision_states, "vision_states")
+        elif vision_cls is not None:
+            image_embeds = self.head_embeddings(vision_cls, "vision_cls")
         if image_embeds is None:
             return super().forward(*args, **kwargs)
         from transformers.models.clip.modeling_clip import CLIPOutput
@@ -295,6 +307,27 @@ class NegationCLIPModel(CLIPModel):
     def vision_cls_states(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The vision tower's CLS state before its final LayerNorm: what ``forward(vision_cls=...)`` takes."""
         return self.vision_model(pixel_values=pixel_values).last_hidden_state[:, 0]
+
+    def head_embeddings(self, features: torch.Tensor, kind: str) -> torch.Tensor:
+        """Projected (unnormalised) image features from cached ``features`` of ``kind``: "vision_cls" (the CLS
+        state below the head: final LayerNorm + projection) or "vision_states" (every token below the last
+        encoder block: that block, then the head). With gradients: these are the parts that train on them."""
+        features = features.to(self.dtype)
+        if kind == "vision_states":
+            features = self.vision_model.encoder.layers[-1](features, None)[:, 0]
+        elif kind != "vision_cls":
+            raise ValueError(f"unknown cached image features {kind!r}: vision_cls | vision_states")
+        return self.visual_projection(self.vision_model.post_layernorm(features))
+
+    @torch.no_grad()
+    def vision_block_inputs(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Every token's state where the vision tower's last encoder block starts: what ``forward(vision_states=...)``
+        takes ([n, tokens, hidden])."""
+        vision = self.vision_model
+        states = vision.pre_layrnorm(vision.embeddings(pixel_values))
+        for layer in vision.encoder.layers[:-1]:
+            states = layer(states, None)
+        return states
 
     @torch.no_grad()
     def similarity(

@@ -37,20 +37,29 @@ logger = logging.getLogger(__name__)
 TRAIN_PARTS: tuple[str, ...] = (
     "text",
     "text+vision-head",
+    "text+vision-top",
     "vision",
     "both",
     "lora-text",
     "lora-vision",
     "lora-both",
 )
-#: train parts that leave the vision body frozen -> what its cached features are (the model's forward keyword):
-#: the CLS state below the vision head (final LayerNorm + projection), which the head turns into the image
-#: embedding in each step (a frozen head for text runs, a training one for text+vision-head), so runs from one
-#: baseline share one store, whatever they train ("image_embeds", the projected embeddings, is still accepted)
+#: train parts that leave (most of) the vision body frozen -> what its cached features are (the model's forward
+#: keyword): the CLS state below the vision head (final LayerNorm + projection), which the head turns into the
+#: image embedding in each step (a frozen head for text runs, a training one for text+vision-head), so runs from
+#: one baseline share one store, whatever they train; for text+vision-top (the last encoder block trains too)
+#: every token's state below that block ("image_embeds", the projected embeddings, is still accepted)
 FROZEN_VISION_FEATURES: dict[str, str] = {
     "text": "vision_cls",
     "lora-text": "vision_cls",
     "text+vision-head": "vision_cls",
+    "text+vision-top": "vision_states",
+}
+#: what each kind of cached image feature is made by (a method of the model) and what it leaves to train
+_FEATURE_MAKERS = {
+    "image_embeds": "image_embeddings",
+    "vision_cls": "vision_cls_states",
+    "vision_states": "vision_block_inputs",
 }
 
 
@@ -273,11 +282,11 @@ def read_config_file(path: str | os.PathLike) -> dict:
 
 def configure_trainable(model: NegationCLIPModel, cfg: FinetuneConfig):
     """Freeze what ``cfg.train`` leaves alone; for LoRA return the ``PeftModel`` (base weights frozen)."""
-    if cfg.train in ("text", "text+vision-head"):  # the paper's text part: not the text's final LayerNorm
+    if cfg.train in ("text", "text+vision-head", "text+vision-top"):  # the paper's text part: not its final LayerNorm
         model.freeze(text=False, vision=True)
         model.lock_text_final_layer_norm()
-        if cfg.train == "text+vision-head":  # + the vision tower's final LayerNorm and projection
-            model.unfreeze_vision_head()
+        if cfg.train != "text":  # + the vision tower's final LayerNorm and projection (and its last block)
+            model.unfreeze_vision_head(last_blocks=int(cfg.train == "text+vision-top"))
     elif cfg.train == "vision":
         model.freeze(text=True, vision=False)
     elif cfg.train == "both":
@@ -306,7 +315,7 @@ def _frozen_image_encoder(
     """Pixels -> the frozen part's image features on the training device (``kind``: projected embeddings, or
     the CLS state below the vision head); what makes them never changes in this run."""
     device = _on_launch_device(model)
-    features_of = model.image_embeddings if kind == "image_embeds" else model.vision_cls_states
+    features_of = getattr(model, _FEATURE_MAKERS[kind])
 
     def encode(pixels: torch.Tensor) -> torch.Tensor:
         was_training = model.training
@@ -345,8 +354,8 @@ def _starting_image_embeddings(model: NegationCLIPModel, kind: str) -> Callable[
         images = images.to(device, model.dtype)
         if kind == "image_embeds":
             return images.float().cpu()
-        if kind == "vision_cls":
-            return model.visual_projection(model.vision_model.post_layernorm(images)).float().cpu()
+        if kind in ("vision_cls", "vision_states"):  # the head (and last block) of the starting model
+            return model.head_embeddings(images, kind).float().cpu()
         return model.image_embeddings(images).float().cpu()
 
     return encode
