@@ -916,3 +916,20 @@ def test_an_added_pairs_record_keeps_the_captions_own_image_for_square_side_o(tm
     assert dataset.batch([0], epoch=0, seed=0).bare_owner is None
     with pytest.raises(ValueError, match="square_sides"):
         LossWeights(square_sides="idx")
+
+
+def test_image_relations_loss_is_zero_at_the_start_and_ignores_moves_no_text_sees():
+    from hf_negationclip.training.losses import relations_loss
+
+    torch.manual_seed(0)
+    texts = torch.randn(6, 8)
+    texts[:, 6:] = 0  # no text looks along the last two dimensions
+    texts = torch.nn.functional.normalize(texts, dim=-1)
+    start = torch.nn.functional.normalize(torch.randn(5, 8) + torch.tensor([0.0] * 6 + [2.0, -2.0]), dim=-1)
+    scale = torch.tensor(10.0)
+    assert relations_loss(start, start, texts, scale).item() == pytest.approx(0.0, abs=1e-6)
+    unseen = start[:, [0, 1, 2, 3, 4, 5, 7, 6]]  # rotated where no text looks: same norm, same similarities
+    assert relations_loss(unseen, start, texts, scale).item() == pytest.approx(0.0, abs=1e-6)
+    assert (1 - (unseen * start).sum(-1)).mean() > 0.5  # a retain distance would charge that move
+    swapped = start[[1, 0, 2, 3, 4]]  # two images trade places: their rankings change
+    assert relations_loss(swapped, start, texts, scale).item() > 0.05

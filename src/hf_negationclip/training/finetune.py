@@ -159,6 +159,14 @@ class FinetuneConfig(TrainingConfig):
             "(e.g. --train text+vision-head)"
         },
     )
+    image_relation_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "weight of the image-relations term: every image a step encodes keeps the starting model's "
+            "similarities to the batch's affirmative texts (KL of the two softmax rankings, both directions), "
+            "not its position: the images may move where no affirmative text looks"
+        },
+    )
     retain_weight: float | None = field(
         default=None,
         metadata={"help": "weight of the retain term (affirmative captions keep the starting model's embeddings)"},
@@ -240,6 +248,7 @@ class FinetuneConfig(TrainingConfig):
             retain_flips=self.retain_flips,
             negated_retain=self.negated_retain_weight,
             image_retain=self.image_retain_weight,
+            image_relations=self.image_relation_weight,
         )
 
     @property
@@ -461,12 +470,12 @@ def finetune(
         if len(val_records)
         else None
     )
-    if cfg.image_retain_weight:  # the starting model's embedding of every image, before any step
+    if cfg.image_retain_weight or cfg.image_relation_weight:  # the starting model's embedding of every image
         _on_launch_device(model)
         for dataset in (data, val_data):
             if dataset is not None:
                 dataset.set_image_anchors(_starting_image_embeddings(model, dataset.image_kind))
-    if cfg.retain_weight or cfg.negated_retain_weight:
+    if cfg.retain_weight or cfg.negated_retain_weight or cfg.image_relation_weight:
         encode = _text_encoder(model, processor.tokenizer)
         anchors = None
         if image_features is not None:

@@ -28,6 +28,10 @@
   it affirms ("a red circle" in "a red circle with no blue star") and moves
   only away from what it negates. Without it the exclusion term lets negated
   captions drop their head and sink to "not X", far from every image.
+- ``image_relations``: each image the step encodes keeps the starting model's
+  softmax ranking of the batch's affirmative texts (and each text its ranking of
+  the images): KL, not a distance, so an image may move where no affirmative
+  text looks (a binding feature) but not where retrieval and zero-shot read.
 - ``image_retain``: 1 - cosine between each image's embedding and the
   starting model's, for runs whose vision side trains (the vision head of
   ``--train text+vision-head``): images move only as far as negation needs.
@@ -80,10 +84,11 @@ class LossWeights:
     retain_flips: bool = False
     negated_retain: float = 0.0
     image_retain: float = 0.0
+    image_relations: float = 0.0
 
     def __post_init__(self) -> None:
         names = ("contrastive", "hard_negative", "mcq", "exclusion", "exclusion_scale", "square", "square_scale")
-        for name in (*names, "retain", "negated_retain", "image_retain"):
+        for name in (*names, "retain", "negated_retain", "image_retain", "image_relations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
         if self.retain_on not in RETAIN_ON:
@@ -259,14 +264,42 @@ def exclusion_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Te
     return exclusion_loss(enc.images, enc.captions, enc.distractors, batch.distractor_owner, scale)
 
 
-def image_retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
-    """Every image the step encodes: the batch's, and the distractors and bare images where they are encoded."""
+def relations_loss(
+    images: torch.Tensor, anchors: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """KL(starting || now) of the softmax over fixed ``texts`` of each image (image -> text) and of each text
+    over the images (text -> image): the images keep how they rank the texts and are ranked by them, not
+    where they are (``anchors``: the starting embeddings of ``images``; all normalised)."""
+    now, start = scale * images @ texts.T, scale * anchors @ texts.T
+    kl = sum(
+        F.kl_div(F.log_softmax(a, dim=1), F.log_softmax(b, dim=1), log_target=True, reduction="batchmean")
+        for a, b in ((now, start), (now.T, start.T))
+    )
+    return kl / 2
+
+
+def _held_images(enc: Encoded, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image the step encodes (the batch's, and the distractors and bare images where they are encoded)
+    with its starting embedding."""
     held, anchors = [enc.images], [batch.image_anchors]
     for images, fixed in ((enc.distractors, batch.distractor_anchors), (enc.bare, batch.bare_anchors)):
         if fixed is not None:  # built with the images' own field, so they were encoded
             held.append(images)
             anchors.append(fixed)
-    return retain_loss(torch.cat(held), torch.cat(anchors).to(enc.images.device))
+    return torch.cat(held), torch.cat(anchors).to(enc.images.device)
+
+
+def image_retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
+    """Every image the step encodes: the batch's, and the distractors and bare images where they are encoded."""
+    return retain_loss(*_held_images(enc, batch))
+
+
+def image_relations_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
+    """Every image the step encodes keeps its starting similarities to the batch's affirmative texts (each
+    caption row's original, at the starting model's embedding), at the model's logit scale (no gradient)."""
+    held, anchors = _held_images(enc, batch)
+    texts = F.normalize(batch.anchor_embeds.to(held.device).float(), dim=-1)
+    return relations_loss(held, F.normalize(anchors.float(), dim=-1), texts, enc.scale.detach())
 
 
 def negated_retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
@@ -322,6 +355,9 @@ TERMS: dict[str, LossTerm] = {
     "retain": LossTerm(retain_term, requires=("anchors",), needs_of=_retain_needs),
     "negated_retain": LossTerm(negated_retain_term, fields=("anchor_embeds", "hard_mask"), requires=("anchors",)),
     "image_retain": LossTerm(image_retain_term, fields=("image_anchors",), requires=("image_anchors",)),
+    "image_relations": LossTerm(
+        image_relations_term, fields=("image_anchors", "anchor_embeds"), requires=("image_anchors", "anchors")
+    ),
     "mcq": LossTerm(mcq_term, ("captions", "mcq_options"), ("mcq_valid",), ("mcq",)),
     "exclusion": LossTerm(exclusion_term, fields=("distractors",), requires=("distractors",)),
     "square": LossTerm(square_term, requires=("distractors", "mcq"), needs_of=_square_needs),

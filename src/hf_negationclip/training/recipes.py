@@ -47,7 +47,9 @@ BUDGETS: dict[str, dict] = {
 }
 
 _NO_LORA = dict(lora_r=8, lora_alpha=16, lora_target_modules=None)  # peft's defaults, for --train lora-* runs
-_NO_EXTRA_TERMS = dict(hard_negative_weight=0.0, mcq_weight=0.0, exclusion_scale=0.0, image_retain_weight=0.0)
+_NO_EXTRA_TERMS = dict(
+    hard_negative_weight=0.0, mcq_weight=0.0, exclusion_scale=0.0, image_retain_weight=0.0, image_relation_weight=0.0
+)
 _NO_SQUARE = dict(
     square_weight=0.0,
     square_scale=0.0,
