@@ -491,3 +491,27 @@ def test_negation_clause_is_the_negation_alone_and_its_flip_alone():
     assert negation_clause("a red circle, though not small", cap, "a red circle, though small") is None
     assert negation_clause("no blue star here: a red circle", cap, None) is None
     assert negation_clause("no blue star here: a red circle", cap, "no blue star here: a red circle") is None
+
+
+def test_bind_ratio_proposes_an_absent_conjunction_of_parts_that_are_there_and_changes_nothing_at_zero():
+    from hf_negationclip.corpus.backends import RulesBackend
+
+    caption = "a small red circle to the left of a blue square"
+
+    def targets(**options):
+        jobs = [
+            Job(1, 1, caption, Path("x.jpg"), "absent-object", seed, mentions=VOCAB.mentions(caption))
+            for seed in range(400)
+        ]
+        RulesBackend(**options).propose(jobs, VOCAB, "random")
+        return [j.target for j in jobs]
+
+    default, none, every = targets(), targets(bind_ratio=0.0), targets(bind_ratio=1.0)
+    assert default == none and every != none
+    fresh = [t for t in every if t.category not in ("circle", "square")]
+    assert fresh and all(dict(t.attributes).get("color") in ("red", "blue") for t in fresh)
+    # "no red triangle" beside "a red circle": the colour is there, on another shape
+    shared = [t for t in none if t.category not in ("circle", "square") and dict(t.attributes).get("color")]
+    assert 0 < sum(dict(t.attributes)["color"] in ("red", "blue") for t in shared) < len(shared)
+    with pytest.raises(ValueError, match="bind_ratio"):
+        CorpusConfig(bind_ratio=1.5)

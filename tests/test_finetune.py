@@ -633,6 +633,7 @@ def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weigh
         retain_on=retain_on,
         retain_flips=retain_flips,
         image_retain=0.4,
+        image_relations=0.3,
         square_sides="idfo",
     )
     batch, anchors, distractors = _hand_batch(
@@ -697,6 +698,14 @@ def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weigh
         others = [_starting(distractors[Path(p)]) for p in ("d0", "d1", "d2", "b1")]
         starts = torch.cat([batch.image_anchors, torch.stack(others)])
         expected["image_retain"] = (1 - (held * F.normalize(starts, dim=-1)).sum(-1)).mean()
+        # ... and keeps how it ranks the batch's affirmative texts at their anchors (and they rank it)
+        now, then = s * held @ A.T, s * F.normalize(starts, dim=-1) @ A.T
+
+        def kl(p_logits, q_logits):  # KL(softmax p || softmax q), mean over rows
+            p_log = p_logits.log_softmax(1)
+            return (p_log.exp() * (p_log - q_logits.log_softmax(1))).sum(1).mean()
+
+        expected["image_relations"] = (kl(then, now) + kl(then.T, now.T)) / 2
     assert set(parts) == {"loss", *expected} == {"loss", *TERMS}
     for name, value in expected.items():
         assert parts[name].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-6), name

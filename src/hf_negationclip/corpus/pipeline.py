@@ -50,6 +50,13 @@ class CorpusConfig:
     splits: str = field(default="", metadata={"help": "comma-separated splits; empty = every split found"})
     pipelines: str = field(default="absent-object,vqa-no", metadata={"help": "absent-object, vqa-no, or both"})
     proposer: str = field(default="plausible", metadata={"help": "pipeline 1 proposer: plausible | random"})
+    bind_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "rules backend: share of new-object proposals that take an attribute of a mentioned object "
+            "('a blue circle' -> 'no blue star'): what is absent is the conjunction, not its parts"
+        },
+    )
     backend: str = field(default="rules", metadata={"help": "text backend: rules | transformers | openai"})
     verifiers: str = field(
         default="annotations", metadata={"help": "'+'-chained verifiers: annotations, clip, mllm, none"}
@@ -107,6 +114,8 @@ class CorpusConfig:
             raise ValueError(f"--pipelines must list {PIPELINES}, got {self.pipelines!r}")
         if self.proposer not in ("plausible", "random"):
             raise ValueError(f"--proposer must be plausible or random, got {self.proposer!r}")
+        if not 0 <= self.bind_ratio <= 1:
+            raise ValueError(f"--bind_ratio must be in [0, 1], got {self.bind_ratio}")
         if not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"need 0 <= --shard_index < --num_shards, got {self.shard_index} / {self.num_shards}")
         if self.batch_size < 1 or self.max_in_flight < 1:

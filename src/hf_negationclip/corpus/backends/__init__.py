@@ -14,7 +14,7 @@ VERIFIERS = ("annotations", "clip", "mllm", "none")
 def make_text_backend(cfg) -> TextBackend:
     """The text backend named by ``cfg.backend`` (a :class:`~hf_negationclip.corpus.CorpusConfig`)."""
     if cfg.backend == "rules":
-        return RulesBackend()
+        return RulesBackend(bind_ratio=cfg.bind_ratio)
     if cfg.backend == "transformers":
         from .transformers_lm import TransformersTextBackend
 

@@ -167,8 +167,10 @@ class RulesBackend:
 
     name = "rules"
 
-    def __init__(self, cooccurrence: dict[str, dict[str, int]] | None = None):
+    def __init__(self, cooccurrence: dict[str, dict[str, int]] | None = None, bind_ratio: float = 0.0):
         self.cooccurrence = cooccurrence or {}
+        #: share of new-object proposals that borrow an attribute of a mentioned object (a binding negation)
+        self.bind_ratio = bind_ratio
 
     def propose(self, jobs: Sequence[Job], vocab: Vocabulary, proposer: str) -> None:
         for job in jobs:
@@ -202,6 +204,13 @@ class RulesBackend:
             for k, vals in sorted(vocab.attribute_values.items())
             if k != "size" and rng.random() < 0.5
         )
+        # a binding negation: "a blue circle ... no blue star", the attribute is there, on another object; its own
+        # generator, so the corpus without it (bind_ratio 0) draws exactly what it always did
+        bind = np.random.default_rng([job.seed, 3])
+        borrowed = sorted({a for m in job.mentions for a in m.attributes if a[0] != "size"})
+        if borrowed and bind.random() < self.bind_ratio:
+            key, value = borrowed[int(bind.integers(len(borrowed)))]
+            attrs = tuple(sorted({**dict(attrs), key: value}.items()))
         return Target("object", category, attrs)
 
     def rewrite(self, jobs: Sequence[Job]) -> None:
