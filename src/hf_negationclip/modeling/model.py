@@ -145,8 +145,8 @@ class NegationCLIPModel(CLIPModel):
         self.vision_model.post_layernorm.requires_grad_(True)
         self.visual_projection.requires_grad_(True)
         self.logit_scale.requires_grad_(True)
-        layers = self.vision_model.encoder.layers
-        for layer in layers[len(layers) - last_blocks :] if last_blocks else ():
+        layers = list(self.vision_model.encoder.layers)
+        for layer in layers[len(layers) - last_blocks :]:
             layer.requires_grad_(True)
 
     def lock_text_final_layer_norm(self) -> None:

@@ -55,7 +55,7 @@ FROZEN_VISION_FEATURES: dict[str, str] = {
     "text+vision-head": "vision_cls",
     "text+vision-top": "vision_states",
 }
-#: what each kind of cached image feature is made by (a method of the model) and what it leaves to train
+#: the model's method that makes each kind of cached image feature from pixels
 _FEATURE_MAKERS = {
     "image_embeds": "image_embeddings",
     "vision_cls": "vision_cls_states",
@@ -321,8 +321,9 @@ def _on_launch_device(model: NegationCLIPModel) -> torch.device:
 def _frozen_image_encoder(
     model: NegationCLIPModel, kind: str = "image_embeds"
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Pixels -> the frozen part's image features on the training device (``kind``: projected embeddings, or
-    the CLS state below the vision head); what makes them never changes in this run."""
+    """Pixels -> the frozen part's image features on the training device (``kind``: projected embeddings, the
+    CLS state below the vision head, or every token's state below the last block); what makes them never changes
+    in this run."""
     device = _on_launch_device(model)
     features_of = getattr(model, _FEATURE_MAKERS[kind])
 

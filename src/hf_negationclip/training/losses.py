@@ -28,15 +28,15 @@
   it affirms ("a red circle" in "a red circle with no blue star") and moves
   only away from what it negates. Without it the exclusion term lets negated
   captions drop their head and sink to "not X", far from every image.
-- ``image_relations``: each image the step encodes keeps the starting model's
-  softmax ranking of the batch's affirmative texts (and each text its ranking of
-  the images): KL, not a distance, so an image may move where no affirmative
-  text looks (a binding feature) but not where retrieval and zero-shot read.
 - ``image_retain``: 1 - cosine between each image's embedding and the
   starting model's, for runs whose vision side trains (the vision head of
   ``--train text+vision-head``): images move only as far as negation needs.
   Every image the step encodes is held: the batch's, its distractors and the
   squares' bare images (side "o"), so no image a term pushes goes unheld.
+- ``image_relations``: each image the step encodes keeps the starting model's
+  softmax ranking of the batch's affirmative texts (and each text its ranking of
+  the images): KL, not a distance, so an image may move where no affirmative
+  text looks (a binding feature) but not where retrieval and zero-shot read.
 
 Each term is one entry of :data:`TERMS`: a small function of the encoded
 batch (:class:`Encoded`) and the :class:`~.batch.Batch`, with the text rows
