@@ -493,6 +493,25 @@ def test_negation_clause_is_the_negation_alone_and_its_flip_alone():
     assert negation_clause("no blue star here: a red circle", cap, "no blue star here: a red circle") is None
 
 
+def test_swapped_clause_negates_the_object_the_scope_swap_names_in_the_clause_words():
+    from hf_negationclip.corpus import swapped_clause
+
+    neg = "there isn't any triangle here, only four shapes: a cross, a diamond and a circle"
+    swap = "there isn't any cross here, only four shapes: a triangle, a diamond and a circle"
+    cap = "four shapes: a cross, a diamond and a circle"
+    assert swapped_clause(neg, cap, "There isn't any triangle here", swap) == "There isn't any cross here"
+    neg, swap = "a red circle; a small hexagon is not in the scene", "a small hexagon; a red circle is not in the scene"
+    assert swapped_clause(neg, "a red circle", "A small hexagon is not in the scene", swap) == (
+        "A red circle is not in the scene"
+    )
+    neg, swap = "no blue stars here: a red circle", "no red circles here: a blue star"
+    assert swapped_clause(neg, "a red circle", "No blue stars here", swap) == "No red circles here"
+    # nothing without a swap, for a clause the caption does not hold, or a swap that is not the two phrases traded
+    assert swapped_clause(neg, "a red circle", "No blue stars here", None) is None
+    assert swapped_clause(neg, "a red circle", "No green star here", swap) is None
+    assert swapped_clause(neg, "a red circle", "No blue stars here", "no green squares here: a red circle") is None
+
+
 def test_bind_ratio_proposes_an_absent_conjunction_of_parts_that_are_there_and_changes_nothing_at_zero():
     from hf_negationclip.corpus.backends import RulesBackend
 

@@ -584,7 +584,8 @@ def test_the_collator_lays_out_named_rows_and_fields():
     assert batch.rows == {"captions": slice(0, 4), "originals": slice(4, 8), "mcq_options": slice(8, 16)}
     texts = ["a red circle with no blue star", "a cross without a square", "a green cross", "a yellow triangle"]
     texts += ["a red circle", "a cross and a square", "a green cross", "a yellow triangle"]
-    texts += ["a red star", _PICKS[0].caption.text, "a square", "a cross", "a star", "a green cross but no star"]
+    texts += ["a red star", _PICKS[0].caption.text, "a square", "a cross"]
+    texts += ["a green cross"] * 2  # swapped to its original: its options are masked, so they repeat its text
     texts += ["a yellow triangle"] * 2  # no options: padded with the caption itself, masked out
     tokenizer = load_processor(image_size=64).tokenizer
     assert torch.equal(batch.input_ids, tokenizer(texts, padding=True, return_tensors="pt")["input_ids"])
@@ -642,8 +643,14 @@ def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weigh
     torch.manual_seed(0)
     model = NegationCLIPModel(tiny_clip_config(64)).eval()
     tokenizer = load_processor(image_size=64).tokenizer
+    seen = []  # the text rows the one forward pass encodes: each distinct text once
+    hook = model.text_model.register_forward_pre_hook(
+        lambda module, args, kw: seen.append(kw["input_ids"]), with_kwargs=True
+    )
     with torch.no_grad():
         _, parts = compute_loss(model, batch, weights)
+        hook.remove()
+        assert len(seen[0]) == len(torch.unique(batch.input_ids, dim=0)) < len(batch.input_ids)
 
         def text(texts):  # each kind encoded on its own, not in the batch's one forward pass
             tok = tokenizer(texts, padding=True, return_tensors="pt")
@@ -838,6 +845,10 @@ def test_clause_ratio_trains_negated_picks_as_their_negation_clause_and_holds_it
     data.set_anchors(lambda texts: torch.randn(len(texts), 4), flips=True)
     assert {"A blue star here", "a blue star here: a red circle", "a red circle"} <= set(data.anchor_row)
     assert len(data.text_lengths(0, 0)) == 8
+    # with the scope swap's clause (the negation of the object the image holds) both are the view's wrong options
+    swapped = Caption(caption.text, caption.original, caption.distractors, caption.mcq_wrong,
+                      (*caption.clause, "No red circle here"))  # fmt: skip
+    assert swapped.clause_view().mcq_wrong == ("A blue star here", "No red circle here")
 
 
 @pytest.mark.parametrize(
@@ -907,6 +918,15 @@ def test_an_added_pairs_record_keeps_the_captions_own_image_for_square_side_o(tm
     }
     data = {"images": [{"id": 1, "file_name": "1.png", "height": 32, "width": 32}], "annotations": [ann]}
     path = tmp_path / "corpus" / "negated_captions_train.json"
+    path.write_text(json.dumps(data))
+    (record,) = load_negated_corpus(path, tmp_path / "images")
+    assert record.caption.clause == ("With no blue star", "With a blue star")  # no scope swap in the file
+    ann.update(updated_caption="a red circle; no blue star here", mcq_wrong=["a red circle; a blue star here",
+               "a blue star; no red circle here"])  # fmt: skip
+    path.write_text(json.dumps(data))
+    (clauses,) = load_negated_corpus(path, tmp_path / "images")
+    assert clauses.caption.clause == ("No blue star here", "A blue star here", "No red circle here")
+    ann.update(updated_caption="a red circle with no blue star", mcq_wrong=["a red circle with a blue star"])
     path.write_text(json.dumps(data))
     (record,) = load_negated_corpus(path, tmp_path / "images")
     assert record.image == tmp_path / "corpus" / "positives" / "1.png"  # trains on the positive (same count as D)

@@ -21,7 +21,7 @@ from .captions import (
 from .export import export_split, form_position_histogram, load_interchange
 from .pipeline import CorpusConfig, CorpusStats, question_target, run_corpus, run_split
 from .sources import SplitSource, load_split
-from .twins import negation_clause
+from .twins import negation_clause, swapped_clause
 from .validation import validate
 from .vocabulary import Mention, Target, Vocabulary
 
@@ -49,5 +49,6 @@ __all__ = [
     "read_json",
     "run_corpus",
     "run_split",
+    "swapped_clause",
     "validate",
 ]

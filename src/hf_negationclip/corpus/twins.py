@@ -178,3 +178,61 @@ def negation_clause(negated_caption: str, caption: str, flip: str | None) -> tup
     if clause is None or affirmed is None or not has_negation(clause) or has_negation(affirmed):
         return None
     return clause, affirmed
+
+
+_WORDS = re.compile(r"\w+|[^\w\s]+|\s+")
+_ARTICLES = frozenset("a an the any some".split())
+
+
+def _one_edit(x: str, y: str) -> tuple[list[str], list[str]]:
+    """The words of ``x`` and of ``y`` between their common prefix and common suffix (word level)."""
+    a, b = _WORDS.findall(x.lower()), _WORDS.findall(y.lower())
+    p = 0
+    while p < min(len(a), len(b)) and a[p] == b[p]:
+        p += 1
+    s = 0
+    while s < min(len(a), len(b)) - p and a[-1 - s] == b[-1 - s]:
+        s += 1
+    return a[p : len(a) - s], b[p : len(b) - s]
+
+
+def _singular(word: str) -> str:
+    if re.search(r"(?:ss|x|ch|sh)es$", word):
+        return word[:-2]
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+
+
+def _content(words: list[str]) -> set[str]:
+    """The words that name something (no articles, no punctuation), singular."""
+    return {_singular(w) for w in words if w.isalpha() and w not in _ARTICLES}
+
+
+def swapped_clause(negated_caption: str, caption: str, clause: str, swap: str | None) -> str | None:
+    """The negation clause with its negated thing replaced by the object the scope swap negates, or None.
+
+    "No blue star here" of "no blue star here: a red circle" (caption "a red
+    circle") with swap "no red circle here: a blue star" -> "No red circle
+    here": the negation of an object the image holds, in the clause's words
+    (NegBench's wrong options "This image does not feature <a present object>").
+    The swap must be the caption and the clause each with one phrase changed,
+    the two phrases trading places; None when it is not (or there is no swap).
+    """
+    span = _caption_span(negated_caption, caption)
+    at = negated_caption.lower().find(clause.lower())
+    if not swap or span is None or at < 0:
+        return None
+    front = at < span[0]  # the clause before the caption, else after it
+    joint = negated_caption[at + len(clause) : span[0]] if front else negated_caption[span[1] : at]
+    if not joint:
+        return None
+    for k in (m.start() for m in re.finditer(re.escape(joint), swap, re.IGNORECASE)):
+        head, tail = swap[:k], swap[k + len(joint) :]
+        new_clause, new_caption = (head, tail) if front else (tail, head)
+        lost, gained = _one_edit(clause, new_clause)
+        moved_out, moved_in = _one_edit(negated_caption[span[0] : span[1]], new_caption)
+        if (lost or gained) and _content(gained) <= _content(moved_out):
+            if _content(lost) <= _content(moved_in) | _content(gained):
+                text = _fix_articles(new_clause.strip(" .,;:"))
+                text = text[:1].upper() + text[1:]
+                return text if has_negation(text) and text.lower() != clause.lower() else None
+    return None

@@ -52,8 +52,14 @@ def mcq_width(picks: Sequence[Pick]) -> int:
 
 
 def _mcq_options(picks: Sequence[Pick]) -> list[str]:
-    k = mcq_width(picks)  # a caption with fewer options is padded with itself; ``mcq_valid`` masks the padding
-    return [p.caption.mcq_wrong[j] if j < len(p.caption.mcq_wrong) else p.caption.text for p in picks for j in range(k)]
+    # a caption with fewer options is padded with its pick's text, and so are all options of a pick that is not
+    # negated (``mcq_valid`` masks both): repeated rows cost no encoding
+    k = mcq_width(picks)
+    return [
+        p.caption.mcq_wrong[j] if p.negated and j < len(p.caption.mcq_wrong) else p.text
+        for p in picks
+        for j in range(k)
+    ]
 
 
 def has_flip(pick: Pick) -> bool:

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..corpus import load_coco_captions, negation_clause
+from ..corpus import load_coco_captions, negation_clause, swapped_clause
 from ..io import FormatError, read_json
 from .batch import Batch, BatchSources, BatchSpec, Pick, collate
 
@@ -38,15 +38,17 @@ class Caption:
     original: str | None = None  # the affirmative caption a negated one was made from
     distractors: tuple[Path, ...] = ()  # images holding the negated thing (minimal pairs)
     mcq_wrong: tuple[str, ...] = ()  # wrong options of a multiple-choice question on the image
-    #: the negation alone and its flip alone ("No blue star here", "A blue star here"), without the caption
-    clause: tuple[str, str] | None = None
+    #: the negation alone and its flip alone ("No blue star here", "A blue star here"), without the caption, and
+    #: where the caption has a scope swap, the clause negating the object the image holds ("No red circle here")
+    clause: tuple[str, ...] | None = None
     #: the caption's own image when its record trains on an added pair's rendered positive (the scene the caption
     #: was written of, without the added object): the square term's side "o" picks the caption over its flip there
     bare: Path | None = None
 
     def clause_view(self) -> Caption:
-        """This caption trained as its negation clause: the clause as text, its flip as the one wrong option."""
-        return replace(self, text=self.clause[0], mcq_wrong=(self.clause[1],), clause=None)
+        """This caption trained as its negation clause: the clause as text, its flip (and the clause negating a
+        present object) as the wrong options."""
+        return replace(self, text=self.clause[0], mcq_wrong=tuple(self.clause[1:]), clause=None)
 
 
 @dataclass(frozen=True)
@@ -430,6 +432,9 @@ def load_negated_corpus(path: str | os.PathLike, image_dir: str | os.PathLike) -
         wrong = _mcq_wrong(ann)
         given_flip = wrong[0] if original and "mcq_wrong" in ann and wrong else None  # not the fallback option
         clause = negation_clause(rec.caption, original, given_flip) if given_flip else None
+        if clause and len(wrong) > 1:  # the file's options are (flip, scope swap)
+            swapped = swapped_clause(rec.caption, original, clause[0], wrong[1])
+            clause = (*clause, swapped) if swapped else clause
         records.append(
             TrainRecord(
                 image, Caption(rec.caption, original and original.strip(), tuple(distractors), wrong, clause, bare)

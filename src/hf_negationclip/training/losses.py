@@ -409,10 +409,13 @@ def encode(model, batch: Batch, terms: list[str], weights: LossWeights, accelera
     n_bare = 0
     if any("bare_images" in fields for _, fields in needs):
         images, n_bare = torch.cat([images, batch.bare_images]), len(batch.bare_images)
-    out = model(
-        input_ids=batch.input_ids[index], attention_mask=batch.attention_mask[index], **{batch.image_kind: images}
-    )
-    img_all, txt_all = out.image_embeds.float(), out.text_embeds.float()
+    # each distinct text row is encoded once (a pick without a flip repeats its caption in the flip rows, the MCQ
+    # rows repeat the flip and pad with the caption); the embeddings are gathered back, gradients summed
+    rows = torch.cat([batch.input_ids[index], batch.attention_mask[index]], dim=1)
+    distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    width = batch.input_ids.shape[1]
+    out = model(input_ids=distinct[:, :width], attention_mask=distinct[:, width:], **{batch.image_kind: images})
+    img_all, txt_all = out.image_embeds.float(), out.text_embeds.float()[inverse]
     texts, start = {}, 0
     for k in kinds:
         size = batch.rows[k].stop - batch.rows[k].start
