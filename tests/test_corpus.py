@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -187,6 +188,7 @@ def test_rules_rewrites_keep_the_caption_and_vary_the_wording():
         texts.add(text)
         forms.add(form)
     assert forms == set(OBJECT_FORMS) and len(texts) > 60
+    assert not [t for t in texts if re.search(r"\ba (?:image|[aeiou])", t, re.IGNORECASE)]  # "an image", not "a image"
     job = Job(
         1,
         1,

@@ -38,7 +38,7 @@ OBJECT_FORMS: dict[str, dict[str, tuple[str, ...]]] = {
         "end": ("{c}; there is no {x}", "{c}, and there are no {xs} in the {pic}"),
     },
     "not-but": {"front": ("not {ax} but {c}", "not {ax}, but rather {c}"), "mid": ("{h}, but not {ax},{t}",)},
-    "free-of": {"front": ("a {pic} free of {xs}: {c}",), "end": ("{c}, free of {xs}", "{c}, entirely free of {xs}")},
+    "free-of": {"front": ("{apic} free of {xs}: {c}",), "end": ("{c}, free of {xs}", "{c}, entirely free of {xs}")},
     "lacking": {"front": ("lacking {ax}, {c}",), "end": ("{c}, lacking {ax}", "{c} lacking any {xs}")},
     "absent": {
         "front": ("{AX} is absent from this {pic}: {c}",),
@@ -116,6 +116,7 @@ def object_slots(target: Target, rng: np.random.Generator) -> dict[str, str]:
         "AX": _capital(a1),
         "pic": _pick(rng, PICTURE),
     }
+    slots["apic"] = f"{article(slots['pic'])} {slots['pic']}"  # "an image free of ...", "a photo free of ..."
     return slots
 
 
