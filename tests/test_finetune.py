@@ -760,17 +760,18 @@ def test_the_demo_runs_are_recipes_of_the_one_table_with_the_values_they_always_
     expected = {  # the demo's fine-tunes before the recipe table (demo.FINETUNES over the "tiny" recipe)
         "paper": dict(train="text", learning_rate=1e-3, contrastive_weight=1.0, exclusion_weight=0.0,
                       retain_weight=0.0, retain_on="originals", minimal_pairs_only=False, lora_r=8, lora_alpha=16),
-        # issue 17: both directions, 2x the passes; then the vision head, side o, clauses, image retain 8, retain 10
-        "ours": dict(train="text+vision-head", learning_rate=1e-3, contrastive_weight=0.1, exclusion_weight=2.0,
+        # issue 17: both directions, 2x the passes; then the vision head, side o, clauses, retain 10; then the last
+        # vision block, image relations 4 + image retain 1, square 4
+        "ours": dict(train="text+vision-top", learning_rate=1e-3, contrastive_weight=0.1, exclusion_weight=2.0,
                      retain_weight=10.0, retain_on="picks", minimal_pairs_only=True, lora_r=8, lora_alpha=16,
-                     square_weight=2.0, retain_flips=True, epochs=8, square_sides="idfo", clause_ratio=0.3,
-                     image_retain_weight=8.0),
+                     square_weight=4.0, retain_flips=True, epochs=8, square_sides="idfo", clause_ratio=0.3,
+                     image_retain_weight=1.0, image_relation_weight=4.0),
         "ours-lora": dict(train="lora-text", learning_rate=2e-3, contrastive_weight=0.0, exclusion_weight=2.0,
                           retain_weight=8.0, retain_on="picks", minimal_pairs_only=True, lora_r=16, lora_alpha=32),
     }  # fmt: skip
     for label in ("paper", "ours-lora"):  # unchanged: no square term, text side only
         expected[label].update(square_weight=0.0, retain_flips=False, square_sides="idf", clause_ratio=0.0)
-        expected[label].update(image_retain_weight=0.0)
+        expected[label].update(image_retain_weight=0.0, image_relation_weight=0.0)
     assert FINETUNES == tuple(expected) and set(FINETUNES) <= set(RECIPES)
     for label, values in expected.items():
         run = finetune_config(DemoConfig(), tmp_path, label)
