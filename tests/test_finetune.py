@@ -765,7 +765,7 @@ def test_the_demo_runs_are_recipes_of_the_one_table_with_the_values_they_always_
         "ours": dict(train="text+vision-top", learning_rate=1e-3, contrastive_weight=0.1, exclusion_weight=2.0,
                      retain_weight=10.0, retain_on="picks", minimal_pairs_only=True, lora_r=8, lora_alpha=16,
                      square_weight=4.0, retain_flips=True, epochs=8, square_sides="idfo", clause_ratio=0.3,
-                     image_retain_weight=1.0, image_relation_weight=4.0),
+                     image_retain_weight=2.0, image_relation_weight=4.0),
         "ours-lora": dict(train="lora-text", learning_rate=2e-3, contrastive_weight=0.0, exclusion_weight=2.0,
                           retain_weight=8.0, retain_on="picks", minimal_pairs_only=True, lora_r=16, lora_alpha=32),
     }  # fmt: skip

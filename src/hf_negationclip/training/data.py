@@ -414,7 +414,7 @@ def load_negated_corpus(path: str | os.PathLike, image_dir: str | os.PathLike) -
     path = Path(path)
     base = load_coco_captions(path, image_dir, caption_field="updated_caption")
     anns = {a.get("id"): a for a in read_json(path)["annotations"] if isinstance(a, dict)}
-    records, missing = [], 0
+    records, missing, clauses, swaps = [], 0, 0, 0
     for rec in base:
         ann = anns.get(rec.annotation_id, {})
         distractors = []
@@ -434,7 +434,8 @@ def load_negated_corpus(path: str | os.PathLike, image_dir: str | os.PathLike) -
         clause = negation_clause(rec.caption, original, given_flip) if given_flip else None
         if clause and len(wrong) > 1:  # the file's options are (flip, scope swap)
             swapped = swapped_clause(rec.caption, original, clause[0], wrong[1])
-            clause = (*clause, swapped) if swapped else clause
+            clause, swaps = ((*clause, swapped), swaps + 1) if swapped else (clause, swaps)
+        clauses += clause is not None
         records.append(
             TrainRecord(
                 image, Caption(rec.caption, original and original.strip(), tuple(distractors), wrong, clause, bare)
@@ -442,6 +443,7 @@ def load_negated_corpus(path: str | os.PathLike, image_dir: str | os.PathLike) -
         )
     if missing:
         logger.warning("%s: %d distractor images are missing and were skipped", path, missing)
+    logger.info("%s: %d negation clauses, %d with the clause of their scope swap", path, clauses, swaps)
     return records
 
 
