@@ -26,7 +26,7 @@ from hf_negationclip.training import (
     exclusion_loss,
     finetune,
 )
-from hf_negationclip.training.batch import BatchSources, Pick, collate
+from hf_negationclip.training.batch import BatchSources, Pick, collate, has_flip
 from hf_negationclip.training.data import (
     Caption,
     ImageTextData,
@@ -927,7 +927,13 @@ def test_an_added_pairs_record_keeps_the_captions_own_image_for_square_side_o(tm
     path.write_text(json.dumps(data))
     (clauses,) = load_negated_corpus(path, tmp_path / "images")
     assert clauses.caption.clause == ("No blue star here", "A blue star here", "No red circle here")
-    ann.update(updated_caption="a red circle with no blue star", mcq_wrong=["a red circle with a blue star"])
+    # a backend that built the scope swap but no flip: the swap is an MCQ option, never the square's flip
+    ann.update(updated_caption="a red circle with no blue star", mcq_wrong=["a blue star with no red circle"])
+    path.write_text(json.dumps(data))
+    (no_flip,) = load_negated_corpus(path, tmp_path / "images")
+    assert no_flip.caption.mcq_wrong == ("a blue star with no red circle",) and no_flip.caption.flip is None
+    assert no_flip.caption.clause is None and not has_flip(Pick(no_flip.caption, False))
+    ann.update(mcq_wrong=["a red circle with a blue star"])
     path.write_text(json.dumps(data))
     (record,) = load_negated_corpus(path, tmp_path / "images")
     assert record.image == tmp_path / "corpus" / "positives" / "1.png"  # trains on the positive (same count as D)

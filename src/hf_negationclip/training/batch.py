@@ -63,13 +63,13 @@ def _mcq_options(picks: Sequence[Pick]) -> list[str]:
 
 
 def has_flip(pick: Pick) -> bool:
-    """A negated pick with an affirmative flip (``mcq_wrong[0]``) and a distractor: a full 2x2 square."""
-    return pick.negated and bool(pick.caption.mcq_wrong) and bool(pick.caption.distractors)
+    """A negated pick with an affirmative flip (``Caption.flip``) and a distractor: a full 2x2 square."""
+    return pick.negated and pick.caption.flip is not None and bool(pick.caption.distractors)
 
 
 def flip_text(pick: Pick) -> str:
     """The pick's affirmative flip (its first wrong option), or its own text when it has no square (masked)."""
-    return pick.caption.mcq_wrong[0] if has_flip(pick) else pick.text
+    return pick.caption.flip if has_flip(pick) else pick.text
 
 
 #: the kinds of text rows, in the order a batch lays them out: kind -> the texts of that kind for a batch's picks

@@ -17,13 +17,14 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..corpus import load_coco_captions, negation_clause, swapped_clause
+from ..corpus import has_negation, load_coco_captions, negation_clause, swapped_clause
 from ..io import FormatError, read_json
 from .batch import Batch, BatchSources, BatchSpec, Pick, collate
 
@@ -44,6 +45,13 @@ class Caption:
     #: the caption's own image when its record trains on an added pair's rendered positive (the scene the caption
     #: was written of, without the added object): the square term's side "o" picks the caption over its flip there
     bare: Path | None = None
+
+    @cached_property
+    def flip(self) -> str | None:
+        """The affirmative flip (the first wrong option), or None: a first option that negates something is a
+        scope swap written without its flip (a backend that could not build one), not a flip."""
+        first = self.mcq_wrong[0] if self.mcq_wrong else None
+        return first if first and not has_negation(first) else None
 
     def clause_view(self) -> Caption:
         """This caption trained as its negation clause: the clause as text, its flip (and the clause negating a
@@ -237,7 +245,7 @@ class ImageTextData:
         store: dict | None = None,
     ) -> None:
         """Fix the starting model's embedding of every affirmative text (a caption's original, else the caption,
-        with ``flips`` also each negated caption's affirmative flip, ``mcq_wrong[0]``).
+        with ``flips`` also each negated caption's affirmative flip, ``Caption.flip``).
 
         The ``retain`` loss term keeps the trained model's embeddings of these
         texts close to these anchors, so learning negation does not cost the
@@ -247,7 +255,7 @@ class ImageTextData:
         """
         texts = {c.original or c.text for cs in self.captions for c in cs}
         if flips:  # the flips are affirmative texts too (the retain term holds them with ``retain_flips``)
-            texts |= {c.mcq_wrong[0] for cs in self.captions for c in cs if c.mcq_wrong}
+            texts |= {c.flip for cs in self.captions for c in cs if c.flip}
             if self.clause_ratio:
                 texts |= {c.clause[1] for cs in self.captions for c in cs if c.clause}
         texts = sorted(texts)
@@ -430,7 +438,8 @@ def load_negated_corpus(path: str | os.PathLike, image_dir: str | os.PathLike) -
         if isinstance(ann.get("image"), str):  # an added pair's rendered positive (relative to the JSON's folder)
             image, bare = path.parent / ann["image"], rec.image_path
         wrong = _mcq_wrong(ann)
-        given_flip = wrong[0] if original and "mcq_wrong" in ann and wrong else None  # not the fallback option
+        given = original and "mcq_wrong" in ann and wrong and not has_negation(wrong[0])  # not the fallback option
+        given_flip = wrong[0] if given else None
         clause = negation_clause(rec.caption, original, given_flip) if given_flip else None
         if clause and len(wrong) > 1:  # the file's options are (flip, scope swap)
             swapped = swapped_clause(rec.caption, original, clause[0], wrong[1])
