@@ -19,7 +19,7 @@ import re
 
 from .captions import has_negation
 from .validation import validate_flip, validate_scope_swap
-from .vocabulary import Mention, Target, Vocabulary, pluralize
+from .vocabulary import Mention, Target, Vocabulary, pluralize, singularize
 
 
 def affirmative_flip(negated_caption: str, caption: str, negated: str | None) -> str | None:
@@ -196,15 +196,9 @@ def _one_edit(x: str, y: str) -> tuple[list[str], list[str]]:
     return a[p : len(a) - s], b[p : len(b) - s]
 
 
-def _singular(word: str) -> str:
-    if re.search(r"(?:ss|x|ch|sh)es$", word):
-        return word[:-2]
-    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
-
-
 def _content(words: list[str]) -> set[str]:
     """The words that name something (no articles, no punctuation), singular."""
-    return {_singular(w) for w in words if w.isalpha() and w not in _ARTICLES}
+    return {singularize(w) for w in words if w.isalpha() and w not in _ARTICLES}
 
 
 def swapped_clause(negated_caption: str, caption: str, clause: str, swap: str | None) -> str | None:
@@ -230,9 +224,10 @@ def swapped_clause(negated_caption: str, caption: str, clause: str, swap: str | 
         new_clause, new_caption = (head, tail) if front else (tail, head)
         lost, gained = _one_edit(clause, new_clause)
         moved_out, moved_in = _one_edit(negated_caption[span[0] : span[1]], new_caption)
-        if (lost or gained) and _content(gained) <= _content(moved_out):
-            if _content(lost) <= _content(moved_in) | _content(gained):
-                text = _fix_articles(new_clause.strip(" .,;:"))
-                text = text[:1].upper() + text[1:]
-                return text if has_negation(text) and text.lower() != clause.lower() else None
+        # the phrase the clause gained came out of the caption, the one it lost went into it
+        traded = _content(gained) <= _content(moved_out) and _content(lost) <= _content(moved_in) | _content(gained)
+        if (lost or gained) and traded:
+            text = _fix_articles(new_clause.strip(" .,;:"))
+            text = text[:1].upper() + text[1:]
+            return text if has_negation(text) and text.lower() != clause.lower() else None
     return None

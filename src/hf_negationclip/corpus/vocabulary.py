@@ -71,6 +71,18 @@ def pluralize(noun: str) -> str:
     return f"{head} {plural}".strip()
 
 
+def singularize(word: str) -> str:
+    """The singular of one word that :func:`pluralize` may have made ("crosses" -> "cross"); others unchanged."""
+    for singular, plural in _IRREGULAR.items():
+        if word == plural:
+            return singular
+    if re.search(r"(s|x|z|ch|sh)es$", word):
+        return word[:-2]
+    if re.search(r"[^aeiou]ies$", word):
+        return word[:-3] + "y"
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+
+
 def article(phrase: str) -> str:
     return "an" if phrase[:1].lower() in "aeiou" else "a"
 

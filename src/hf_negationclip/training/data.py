@@ -31,6 +31,12 @@ from .batch import Batch, BatchSources, BatchSpec, Pick, collate
 logger = logging.getLogger(__name__)
 
 
+def _flip_of(options: Sequence[str]) -> str | None:
+    """The first wrong option when it negates nothing; a first option that negates something is a scope swap
+    written without its flip (a backend that could not build one), not a flip."""
+    return options[0] if options and not has_negation(options[0]) else None
+
+
 @dataclass(frozen=True)
 class Caption:
     """A caption and what the optional loss terms need of it."""
@@ -48,10 +54,8 @@ class Caption:
 
     @cached_property
     def flip(self) -> str | None:
-        """The affirmative flip (the first wrong option), or None: a first option that negates something is a
-        scope swap written without its flip (a backend that could not build one), not a flip."""
-        first = self.mcq_wrong[0] if self.mcq_wrong else None
-        return first if first and not has_negation(first) else None
+        """The affirmative flip (the first wrong option), or None (see :func:`_flip_of`)."""
+        return _flip_of(self.mcq_wrong)
 
     def clause_view(self) -> Caption:
         """This caption trained as its negation clause: the clause as text, its flip (and the clause negating a
@@ -438,12 +442,11 @@ def load_negated_corpus(path: str | os.PathLike, image_dir: str | os.PathLike) -
         if isinstance(ann.get("image"), str):  # an added pair's rendered positive (relative to the JSON's folder)
             image, bare = path.parent / ann["image"], rec.image_path
         wrong = _mcq_wrong(ann)
-        given = original and "mcq_wrong" in ann and wrong and not has_negation(wrong[0])  # not the fallback option
-        given_flip = wrong[0] if given else None
+        given_flip = _flip_of(wrong) if original and "mcq_wrong" in ann else None  # not the fallback option
         clause = negation_clause(rec.caption, original, given_flip) if given_flip else None
-        if clause and len(wrong) > 1:  # the file's options are (flip, scope swap)
-            swapped = swapped_clause(rec.caption, original, clause[0], wrong[1])
-            clause, swaps = ((*clause, swapped), swaps + 1) if swapped else (clause, swaps)
+        swapped = swapped_clause(rec.caption, original, clause[0], wrong[1]) if clause and len(wrong) > 1 else None
+        if swapped:  # the file's options are (flip, scope swap)
+            clause, swaps = (*clause, swapped), swaps + 1
         clauses += clause is not None
         records.append(
             TrainRecord(

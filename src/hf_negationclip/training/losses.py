@@ -13,10 +13,11 @@
 - ``square``: both directions of negation on each caption's 2x2 square: its
   image I and distractor D (holding the negated thing), the caption C and its
   affirmative flip F (``Caption.flip``, the first of ``mcq_wrong``: the same
-  words, the negation taken out). I picks C over F (caption side), D picks F over C (a negation of
-  something present is false), F picks D over I; the fourth side, C picks I
-  over D, is the exclusion term. The exclusion term alone lets negated
-  captions sink below every affirmative one (right image, wrong caption).
+  words, the negation taken out). I picks C over F (caption side), D picks F
+  over C (a negation of something present is false), F picks D over I; the
+  fourth side, C picks I over D, is the exclusion term. The exclusion term
+  alone lets negated captions sink below every affirmative one (right image,
+  wrong caption).
 - ``retain``: 1 - cosine between the model's embedding of each caption's
   affirmative original and the starting model's (fixed anchors): learning
   negation must not move what plain captions mean (zero-shot, retrieval).
