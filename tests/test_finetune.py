@@ -495,9 +495,10 @@ def test_finetune_reuses_image_features_and_anchors_only_for_the_same_towers(set
     features = {}
     finetune(_cfg(setup, tmp_path / "a", **kw), image_features=features)
     finetune(_cfg(setup, tmp_path / "b", retain_weight=1.0, retain_on="picks", **kw), image_features=features)
-    vision = [k for k in features if not k.startswith("text:")]
+    vision = [k for k in features if k.startswith("vision_cls:")]
     texts = [k for k in features if k.startswith("text:")]
     assert len(vision) == 1 and len(texts) == 1  # same base checkpoint: one fingerprint each, reused
+    assert len([k for k in features if k.startswith("corpus:")]) == 1  # and the corpus, read once
     anchors = dict(features[texts[0]])
     assert anchors  # the retain term's anchors, kept for the next run from this text tower
     finetune(_cfg(setup, tmp_path / "d", retain_weight=1.0, retain_on="picks", **kw), image_features=features)
@@ -506,7 +507,7 @@ def test_finetune_reuses_image_features_and_anchors_only_for_the_same_towers(set
     torch.manual_seed(1)
     NegationCLIPModel(tiny_clip_config(64)).save_pretrained(tmp_path / "other")
     finetune(_cfg(setup, tmp_path / "c", preset=str(tmp_path / "other"), **kw), image_features=features)
-    assert len([k for k in features if not k.startswith("text:")]) == 2  # other vision weights: their own features
+    assert len([k for k in features if k.startswith("vision_cls:")]) == 2  # other vision weights: their own features
 
 
 def test_group_by_length_keeps_every_image_once_and_cuts_padding():
@@ -613,6 +614,11 @@ def test_batch_spec_holds_only_what_the_weighted_terms_read_from_the_data_at_han
         ("captions", "flips"), frozenset({"anchor_embeds", "retain_mask", "distractors", "flip_valid", "flip_anchors"})
     )
     assert batch_spec(LossWeights(square=1.0), every - {"mcq"}) == BatchSpec()  # no flips in the data
+    joint = batch_spec(LossWeights(joint_relations=1.0, retain_flips=True), every | {"image_anchors"})
+    assert joint == BatchSpec(
+        ("captions", "flips"),
+        frozenset({"image_anchors", "anchor_embeds", "retain_mask", "flip_valid", "flip_anchors"}),
+    )
     with pytest.raises(ValueError, match="unknown batch rows"):
         BatchSpec(("paraphrases",))
 
@@ -635,6 +641,7 @@ def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weigh
         retain_flips=retain_flips,
         image_retain=0.4,
         image_relations=0.3,
+        joint_relations=0.6,
         square_sides="idfo",
     )
     batch, anchors, distractors = _hand_batch(
@@ -670,10 +677,10 @@ def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weigh
         A = F.normalize(torch.stack([anchors[p.affirmative] for p in _PICKS]), dim=-1)
         expected["negated_retain"] = (1 - (T[:2] * A[:2]).sum(-1)).mean()  # the negated rows near their originals
         Fl = text(["a red star", "a square"])  # the flips (first wrong option) of the two negated picks
+        FA = F.normalize(torch.stack([anchors["a red star"], anchors["a square"]]), dim=-1)
         if retain_on == "originals":
             expected["retain"] = (1 - (O * A).sum(-1)).mean()
         else:  # rows 2 (swapped to its original) and 3 (plain) are the affirmative picks; + the two flips
-            FA = F.normalize(torch.stack([anchors["a red star"], anchors["a square"]]), dim=-1)
             expected["retain"] = torch.cat([1 - (T[2:] * A[2:]).sum(-1), 1 - (Fl * FA).sum(-1)]).mean()
         options = {0: ["a red star"], 1: ["a square", "a cross"]}
         mcq = [
@@ -713,6 +720,11 @@ def test_each_loss_term_matches_a_direct_computation_and_the_loss_is_their_weigh
             return (p_log.exp() * (p_log - q_logits.log_softmax(1))).sum(1).mean()
 
         expected["image_relations"] = (kl(then, now) + kl(then.T, now.T)) / 2
+        # ... and the same ranking of the affirmative picks (rows 2, 3; + the flips where retain holds them) as
+        # both towers embed them now, against both towers at their start
+        texts_now, texts_then = (torch.cat([T[2:], Fl]), torch.cat([A[2:], FA])) if retain_flips else (T[2:], A[2:])
+        now, then = s * held @ texts_now.T, s * F.normalize(starts, dim=-1) @ texts_then.T
+        expected["joint_relations"] = (kl(then, now) + kl(then.T, now.T)) / 2
     assert set(parts) == {"loss", *expected} == {"loss", *TERMS}
     for name, value in expected.items():
         assert parts[name].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-6), name
@@ -756,22 +768,27 @@ def test_the_demo_runs_are_recipes_of_the_one_table_with_the_values_they_always_
     from hf_negationclip.training import RECIPES
 
     shared = dict(epochs=4, batch_size=64, affirmative_ratio=0.35, warmup_ratio=0.05, group_by_length=True)
-    shared.update(val_fraction=0.2, best_metric="val_loss", hard_negative_weight=0.0, mcq_weight=0.0)
+    shared.update(val_fraction=0.2, best_metric="val_loss", hard_negative_weight=0.0)
     expected = {  # the demo's fine-tunes before the recipe table (demo.FINETUNES over the "tiny" recipe)
         "paper": dict(train="text", learning_rate=1e-3, contrastive_weight=1.0, exclusion_weight=0.0,
                       retain_weight=0.0, retain_on="originals", minimal_pairs_only=False, lora_r=8, lora_alpha=16),
         # issue 17: both directions, 2x the passes; then the vision head, side o, clauses, retain 10; then the last
-        # vision block, image relations 4 + image retain 1, square 4
+        # vision block, image relations 4 + image retain 1, square 4; then joint relations 4, MCQ 1, image retain 0.5
         "ours": dict(train="text+vision-top", learning_rate=1e-3, contrastive_weight=0.1, exclusion_weight=2.0,
                      retain_weight=10.0, retain_on="picks", minimal_pairs_only=True, lora_r=8, lora_alpha=16,
                      square_weight=4.0, retain_flips=True, epochs=8, square_sides="idfo", clause_ratio=0.3,
-                     image_retain_weight=2.0, image_relation_weight=4.0),
-        "ours-lora": dict(train="lora-text", learning_rate=2e-3, contrastive_weight=0.0, exclusion_weight=2.0,
-                          retain_weight=8.0, retain_on="picks", minimal_pairs_only=True, lora_r=16, lora_alpha=32),
+                     image_retain_weight=0.5, image_relation_weight=4.0, joint_relation_weight=4.0, mcq_weight=1.0),
+        # then ours' method through LoRA on the text tower and the last vision block, MCQ 0.5, 4x the learning rate
+        "ours-lora": dict(train="lora-text+vision-top", learning_rate=4e-3, contrastive_weight=0.1,
+                          exclusion_weight=2.0, retain_weight=10.0, retain_on="picks", minimal_pairs_only=True,
+                          lora_r=16, lora_alpha=32, square_weight=4.0, retain_flips=True, square_sides="idfo",
+                          clause_ratio=0.3, image_retain_weight=0.5, image_relation_weight=4.0,
+                          joint_relation_weight=4.0, mcq_weight=0.5),
     }  # fmt: skip
-    for label in ("paper", "ours-lora"):  # unchanged: no square term, text side only
-        expected[label].update(square_weight=0.0, retain_flips=False, square_sides="idf", clause_ratio=0.0)
-        expected[label].update(image_retain_weight=0.0, image_relation_weight=0.0)
+    expected["paper"].update(
+        mcq_weight=0.0, square_weight=0.0, retain_flips=False, square_sides="idf", clause_ratio=0.0
+    )
+    expected["paper"].update(image_retain_weight=0.0, image_relation_weight=0.0, joint_relation_weight=0.0)
     assert FINETUNES == tuple(expected) and set(FINETUNES) <= set(RECIPES)
     for label, values in expected.items():
         run = finetune_config(DemoConfig(), tmp_path, label)
@@ -779,7 +796,7 @@ def test_the_demo_runs_are_recipes_of_the_one_table_with_the_values_they_always_
         got = {name: getattr(run, name) for name in {**shared, **values}}
         assert got == {**shared, **values}, label
     lora = finetune_config(DemoConfig(finetune_lr=5e-4), tmp_path, "ours-lora")
-    assert lora.learning_rate == 1e-3 and lora.lora_target_modules.startswith(".*text_model")  # twice the demo's lr
+    assert lora.learning_rate == 2e-3 and lora.lora_target_modules.startswith(".*text_model")  # 4x the demo's lr
 
 
 def test_recipes_fill_unset_options_and_tiny_is_ours(setup, tmp_path):
@@ -861,6 +878,8 @@ def test_clause_ratio_trains_negated_picks_as_their_negation_clause_and_holds_it
             "vision_states",
             ("vision_model.encoder.layers.2.", "vision_model.post_layernorm.", "visual_projection."),
         ),
+        # LoRA adapters on the same last block and projection (merged into the saved weights); LayerNorm frozen
+        ("lora-text+vision-top", "vision_states", ("vision_model.encoder.layers.2.", "visual_projection.")),
     ],
 )
 def test_vision_head_runs_train_the_top_on_cached_states_and_keep_the_body(setup, tmp_path, train, kind, trained):
@@ -891,6 +910,33 @@ def test_vision_head_runs_train_the_top_on_cached_states_and_keep_the_body(setup
     assert features[key][next(iter(features[key]))].shape == states.shape[1:]
     with pytest.raises(ValueError, match="pass one of"):
         model(input_ids=ids, image_embeds=via_cache, **{kind: states})
+
+
+def test_runs_sharing_a_store_read_the_corpus_once_and_take_cls_states_from_cached_token_states(
+    setup, tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    ft = sys.modules["hf_negationclip.training.finetune"]  # the module (the package's name is the function)
+    reads, opened = [], []
+    monkeypatch.setattr(ft, "load_negated_corpus", lambda *a: reads.append(a) or load_negated_corpus(*a))
+    process = ImageTextData._process
+    monkeypatch.setattr(
+        ImageTextData, "_process", lambda self, chunk: opened.append(len(chunk)) or process(self, chunk)
+    )
+    shared = {}
+    finetune(_cfg(setup, tmp_path / "top", max_steps=1, train="text+vision-top"), image_features=shared)
+    states_opened = sum(opened)
+    finetune(_cfg(setup, tmp_path / "text", max_steps=1, train="text"), image_features=shared)
+    assert len(reads) == 1 and states_opened > 0 and sum(opened) == states_opened  # no image opened again
+    (states,) = [v for k, v in shared.items() if k.startswith("vision_states:")]
+    (cls,) = [v for k, v in shared.items() if k.startswith("vision_cls:")]
+    assert set(cls) == set(states)
+    model = NegationCLIPModel.from_pretrained(setup["base"]).eval()
+    path = next(iter(cls))
+    pixels = load_processor(image_size=64)(images=[Image.open(path).convert("RGB")], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(model.vision_cls_states(pixels["pixel_values"])[0], cls[path], atol=1e-5)
 
 
 def test_an_added_pairs_record_keeps_the_captions_own_image_for_square_side_o(tmp_path):

@@ -180,17 +180,23 @@ class NegationCLIPModel(CLIPModel):
         """Wrap the model in a peft ``PeftModel`` with LoRA adapters (peft's own argument names).
 
         ``target_modules`` defaults to the attention projections of ``towers``
-        (``text``, ``vision`` or ``both``). Every base weight is frozen. The
+        (``text``, ``vision`` or ``both``); ``text+vision-top`` adds adapters on
+        the vision tower's last block (attention and MLP) and projection to
+        the text targets, as ``--train text+vision-top`` trains those in full. Every base weight is frozen. The
         returned ``PeftModel`` saves the adapter folder; :meth:`merge_lora` (or
         ``merge_and_unload()``) folds the adapters back into this model.
         """
         from peft import LoraConfig, get_peft_model
 
+        towers, top = towers.removesuffix("+vision-top"), towers.endswith("+vision-top")
+        targets = target_modules if target_modules is not None else lora_target_regex(towers)
+        if top:  # + the vision tower's last block and projection (the rest of its body stays frozen)
+            targets = f"(?:{targets})|{vision_top_lora_regex(self.config.vision_config.num_hidden_layers)}"
         config = LoraConfig(
             r=r,
             lora_alpha=lora_alpha,
             lora_dropout=lora_dropout,
-            target_modules=target_modules if target_modules is not None else lora_target_regex(towers),
+            target_modules=targets,
             **lora_kwargs,
         )
         return get_peft_model(self, config)
@@ -365,6 +371,15 @@ def lora_target_regex(towers: str = "text") -> str:
     if towers not in names:
         raise ValueError(f"LoRA towers must be one of {sorted(names)}, got {towers!r}")
     return rf".*{names[towers]}\.encoder\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|out_proj)"
+
+
+def vision_top_lora_regex(depth: int) -> str:
+    """peft ``target_modules`` regex for the last block (attention and MLP) of a ``depth``-layer vision tower and its
+    projection: what ``forward(vision_states=...)`` runs on cached states."""
+    block = (
+        rf".*vision_model\.encoder\.layers\.{depth - 1}\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.(fc1|fc2))"
+    )
+    return rf"{block}|.*visual_projection"
 
 
 def resolve_adapter_base(adapter_config: Path) -> str:

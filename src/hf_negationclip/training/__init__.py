@@ -19,7 +19,14 @@ from .data import (
     load_negated_corpus,
     split_by_image,
 )
-from .finetune import TRAIN_PARTS, FinetuneConfig, configure_trainable, finetune, read_config_file
+from .finetune import (
+    FROZEN_VISION_FEATURES,
+    TRAIN_PARTS,
+    FinetuneConfig,
+    configure_trainable,
+    finetune,
+    read_config_file,
+)
 from .loop import plot_history, train_contrastive, validation_loss
 from .losses import (
     TERMS,
@@ -41,6 +48,7 @@ __all__ = [
     "Batch",
     "BatchSpec",
     "Caption",
+    "FROZEN_VISION_FEATURES",
     "FinetuneConfig",
     "ImageTextData",
     "LossTerm",

@@ -43,6 +43,7 @@ TRAIN_PARTS: tuple[str, ...] = (
     "lora-text",
     "lora-vision",
     "lora-both",
+    "lora-text+vision-top",
 )
 #: train parts that leave (most of) the vision body frozen -> what its cached features are (the model's forward
 #: keyword): the CLS state below the vision head (final LayerNorm + projection), which the head turns into the
@@ -54,6 +55,7 @@ FROZEN_VISION_FEATURES: dict[str, str] = {
     "lora-text": "vision_cls",
     "text+vision-head": "vision_cls",
     "text+vision-top": "vision_states",
+    "lora-text+vision-top": "vision_states",
 }
 #: the model's method that makes each kind of cached image feature from pixels
 _FEATURE_MAKERS = {
@@ -167,6 +169,14 @@ class FinetuneConfig(TrainingConfig):
             "not its position: the images may move where no affirmative text looks"
         },
     )
+    joint_relation_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "weight of the joint-relations term: the image-relations ranking, of the batch's affirmative "
+            "texts as the text tower embeds them now, against both starting towers (holds the two towers "
+            "against each other where each alone stays put)"
+        },
+    )
     retain_weight: float | None = field(
         default=None,
         metadata={"help": "weight of the retain term (affirmative captions keep the starting model's embeddings)"},
@@ -249,6 +259,7 @@ class FinetuneConfig(TrainingConfig):
             negated_retain=self.negated_retain_weight,
             image_retain=self.image_retain_weight,
             image_relations=self.image_relation_weight,
+            joint_relations=self.joint_relation_weight,
         )
 
     @property
@@ -355,6 +366,25 @@ def _vision_fingerprint(model: NegationCLIPModel, processor, kind: str = "image_
     return kind + ":" + _fingerprint(model, below_head, processor.image_processor.to_dict())
 
 
+@torch.no_grad()
+def _cls_states_from_block_inputs(model: NegationCLIPModel, states: dict, store: dict, batch_size: int = 1024) -> None:
+    """Fill ``store`` (path -> CLS state below the vision head) for every path of ``states`` (path -> every token's
+    state below the last block, of the same frozen body) it lacks: the last block's CLS output, as
+    ``vision_cls_states`` computes it from pixels (no image is opened or preprocessed again)."""
+    todo = [k for k in states if k not in store]
+    if not todo:
+        return
+    device, was_training = _on_launch_device(model), model.training
+    model.eval()
+    last = model.vision_model.encoder.layers[-1]
+    for i in range(0, len(todo), batch_size):
+        chunk = todo[i : i + batch_size]
+        inputs = torch.stack([states[k] for k in chunk]).to(device, model.dtype)
+        store.update(zip(chunk, last(inputs, None)[:, 0].float().cpu()))
+    model.train(was_training)
+    logger.info("CLS states of %d images taken from the cached token states below the last block", len(todo))
+
+
 def _starting_image_embeddings(model: NegationCLIPModel, kind: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """Cached images of ``kind`` -> this (starting) model's projected image embeddings: the image-retain anchors."""
     device = next(model.parameters()).device
@@ -386,13 +416,24 @@ def _text_encoder(model: NegationCLIPModel, tokenizer) -> Callable[[list[str]], 
     return encode
 
 
-def load_records(cfg: FinetuneConfig, out: Path | None = None) -> list:
-    """The training records of ``cfg`` (with ``skip_bad_images``: the readable ones, the rest listed in ``out``)."""
+def load_records(cfg: FinetuneConfig, out: Path | None = None, shared: dict | None = None) -> list:
+    """The training records of ``cfg`` (with ``skip_bad_images``: the readable ones, the rest listed in ``out``).
+
+    ``shared`` (the store of runs from one baseline, as ``finetune``'s ``image_features``) keeps the corpus as
+    read, per file version, so the runs of one demo read it once."""
     out = out or Path(cfg.output_dir)
     if cfg.dataset:
         records = load_image_text_dataset(cfg.dataset, cfg.image_column, cfg.text_column, cfg.split)
         return skip_unreadable(records, out, cfg.show_progress) if cfg.skip_bad_images else records
-    records = load_negated_corpus(cfg.corpus_path, cfg.images_path)
+    path = Path(cfg.corpus_path)
+    if shared is not None and path.is_file():
+        stat = path.stat()
+        key = f"corpus:{path.resolve()}:{cfg.images_path}:{stat.st_mtime_ns}:{stat.st_size}"
+        if key not in shared:
+            shared[key] = tuple(load_negated_corpus(path, cfg.images_path))
+        records = list(shared[key])
+    else:
+        records = load_negated_corpus(path, cfg.images_path)
     if cfg.skip_bad_images:  # before the minimal-pairs filter: a caption whose distractors are all bad has none
         records = skip_unreadable(records, out, cfg.show_progress)
     if cfg.minimal_pairs_only:
@@ -424,8 +465,10 @@ def finetune(
     ``image_features``: a dict shared by several runs (the demo's three
     fine-tunes) that keeps the cached image features between them: keyed by a
     fingerprint of the frozen vision tower and image size, so only runs from
-    the same vision weights reuse each other's features; the retain term's
-    text anchors are kept there too, keyed by the starting text tower.
+    the same vision weights reuse each other's features (a run of CLS states
+    takes those of the token states a ``text+vision-top`` run left, one block
+    up, without opening an image); the retain term's text anchors are kept
+    there too, keyed by the starting text tower, and the corpus as read.
 
     ``cfg.output_dir`` gets: the merged checkpoint (``model.safetensors``,
     ``config.json``) and processor, ``adapter/`` for LoRA runs,
@@ -437,7 +480,7 @@ def finetune(
     """
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    records = load_records(cfg, out)
+    records = load_records(cfg, out, image_features)
     train_records, val_records = split_by_image(records, cfg.val_fraction, cfg.seed)
     model, processor = load_checkpoint(cfg.preset, seed=cfg.seed)
     (out / "training_config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -447,6 +490,9 @@ def finetune(
         encoder = _frozen_image_encoder(model, kind)
         if image_features is not None:
             store = image_features.setdefault(_vision_fingerprint(model, processor, kind), {})
+            if kind == "vision_cls":  # the token states a text+vision-top run cached are one block below: no pixels
+                states = image_features.get(_vision_fingerprint(model, processor, "vision_states"), {})
+                _cls_states_from_block_inputs(model, states, store)
     data = ImageTextData(
         train_records,
         processor,
@@ -471,12 +517,14 @@ def finetune(
         if len(val_records)
         else None
     )
-    if cfg.image_retain_weight or cfg.image_relation_weight:  # the starting model's embedding of every image
+    if (
+        cfg.image_retain_weight or cfg.image_relation_weight or cfg.joint_relation_weight
+    ):  # the starting model's embedding of every image
         _on_launch_device(model)
         for dataset in (data, val_data):
             if dataset is not None:
                 dataset.set_image_anchors(_starting_image_embeddings(model, dataset.image_kind))
-    if cfg.retain_weight or cfg.negated_retain_weight or cfg.image_relation_weight:
+    if cfg.retain_weight or cfg.negated_retain_weight or cfg.image_relation_weight or cfg.joint_relation_weight:
         encode = _text_encoder(model, processor.tokenizer)
         anchors = None
         if image_features is not None:

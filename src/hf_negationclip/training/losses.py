@@ -38,6 +38,13 @@
   softmax ranking of the batch's affirmative texts (and each text its ranking of
   the images): KL, not a distance, so an image may move where no affirmative
   text looks (a binding feature) but not where retrieval and zero-shot read.
+- ``joint_relations``: the same ranking, of the affirmative texts as the text
+  tower embeds them NOW (the batch's affirmative picks and, with
+  ``retain_flips``, the flips), against the starting towers' ranking: image
+  relations hold the images against fixed texts and the retain term the texts
+  against their start, so neither sees the two towers drift together (the
+  ``dt . di`` of a dot product). Measured: zero-shot shape 0.983 with either
+  tower of a run beside the baseline's other, 0.939 with both.
 
 Each term is one entry of :data:`TERMS`: a small function of the encoded
 batch (:class:`Encoded`) and the :class:`~.batch.Batch`, with the text rows
@@ -86,10 +93,11 @@ class LossWeights:
     negated_retain: float = 0.0
     image_retain: float = 0.0
     image_relations: float = 0.0
+    joint_relations: float = 0.0
 
     def __post_init__(self) -> None:
         names = ("contrastive", "hard_negative", "mcq", "exclusion", "exclusion_scale", "square", "square_scale")
-        for name in (*names, "retain", "negated_retain", "image_retain", "image_relations"):
+        for name in (*names, "retain", "negated_retain", "image_retain", "image_relations", "joint_relations"):
             if getattr(self, name) < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
         if self.retain_on not in RETAIN_ON:
@@ -266,12 +274,20 @@ def exclusion_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Te
 
 
 def relations_loss(
-    images: torch.Tensor, anchors: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor
+    images: torch.Tensor,
+    anchors: torch.Tensor,
+    texts: torch.Tensor,
+    scale: torch.Tensor,
+    text_anchors: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """KL(starting || now) of the softmax over fixed ``texts`` of each image (image -> text) and of each text
+    """KL(starting || now) of the softmax over ``texts`` of each image (image -> text) and of each text
     over the images (text -> image): the images keep how they rank the texts and are ranked by them, not
-    where they are (``anchors``: the starting embeddings of ``images``; all normalised)."""
-    now, start = scale * images @ texts.T, scale * anchors @ texts.T
+    where they are (``anchors``: the starting embeddings of ``images``; ``text_anchors``: of ``texts``, default
+    ``texts`` themselves, fixed; all normalised). 0 for no texts."""
+    if not len(texts):
+        return images.sum() * 0.0
+    start_texts = texts if text_anchors is None else text_anchors
+    now, start = scale * images @ texts.T, scale * anchors @ start_texts.T
     kl = sum(
         F.kl_div(F.log_softmax(a, dim=1), F.log_softmax(b, dim=1), log_target=True, reduction="batchmean")
         for a, b in ((now, start), (now.T, start.T))
@@ -301,6 +317,20 @@ def image_relations_term(enc: Encoded, batch: Batch, weights: LossWeights) -> to
     held, anchors = _held_images(enc, batch)
     texts = F.normalize(batch.anchor_embeds.to(held.device).float(), dim=-1)
     return relations_loss(held, F.normalize(anchors.float(), dim=-1), texts, enc.scale.detach())
+
+
+def joint_relations_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
+    """Every image the step encodes keeps the starting towers' ranking of the batch's affirmative texts as the
+    towers embed both now (the affirmative picks, and the flips where the retain term holds them)."""
+    held, anchors = _held_images(enc, batch)
+    mask = batch.retain_mask.to(held.device)
+    texts, fixed = [enc.captions[mask]], [batch.anchor_embeds.to(held.device)[mask]]
+    if weights.retain_flips:
+        valid = batch.flip_valid.to(held.device)
+        texts.append(enc.texts["flips"][valid])
+        fixed.append(batch.flip_anchors.to(held.device)[valid])
+    fixed_texts = F.normalize(torch.cat(fixed).float(), dim=-1)
+    return relations_loss(held, F.normalize(anchors.float(), dim=-1), torch.cat(texts), enc.scale.detach(), fixed_texts)
 
 
 def negated_retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
@@ -344,6 +374,11 @@ def _retain_needs(weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...
     return ("captions", "originals", *flips[0]), ("anchor_embeds", *flips[1])
 
 
+def _joint_relations_needs(weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    flips = (("flips",), ("flip_valid", "flip_anchors")) if weights.retain_flips else ((), ())
+    return ("captions", *flips[0]), ("image_anchors", "anchor_embeds", "retain_mask", *flips[1])
+
+
 def _square_needs(weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...]]:
     bare = ("bare_images",) if "o" in weights.square_sides else ()
     return ("captions", "flips"), ("distractors", "flip_valid", *bare)
@@ -358,6 +393,9 @@ TERMS: dict[str, LossTerm] = {
     "image_retain": LossTerm(image_retain_term, fields=("image_anchors",), requires=("image_anchors",)),
     "image_relations": LossTerm(
         image_relations_term, fields=("image_anchors", "anchor_embeds"), requires=("image_anchors", "anchors")
+    ),
+    "joint_relations": LossTerm(
+        joint_relations_term, requires=("image_anchors", "anchors"), needs_of=_joint_relations_needs
     ),
     "mcq": LossTerm(mcq_term, ("captions", "mcq_options"), ("mcq_valid",), ("mcq",)),
     "exclusion": LossTerm(exclusion_term, fields=("distractors",), requires=("distractors",)),
