@@ -290,6 +290,7 @@ def model_card_context(
         ),
         "vision_head_only": config.get("train") == "text+vision-head",
         "vision_top_only": config.get("train") == "text+vision-top",
+        "vision_top_lora": config.get("train") == "lora-text+vision-top",
         "lora": adapter or str(config.get("train", "")).startswith("lora") or (run_dir / "adapter").is_dir(),
         "recipe": {k: v for k, v in public.items() if not isinstance(v, (dict, list))},
         "recipe_nested": {k: v for k, v in public.items() if isinstance(v, (dict, list))},

@@ -246,8 +246,12 @@ def hard_negative_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torc
     return hard_negative_loss(enc.images, enc.captions_global, enc.offset, originals, batch.hard_mask, enc.scale)
 
 
-def retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
-    if weights.retain_on == "picks":  # the caption rows that are affirmative texts
+def _affirmative_rows(
+    enc: Encoded, batch: Batch, weights: LossWeights, picks: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The affirmative text rows the step encodes, with their starting embeddings: the caption rows that are
+    affirmative picks (``picks``) or every caption's original, and the flips where ``retain_flips`` holds them."""
+    if picks:
         txt = enc.captions
         mask = batch.retain_mask.to(txt.device)
         held, anchors = txt[mask], batch.anchor_embeds.to(txt.device)[mask]
@@ -257,7 +261,11 @@ def retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tenso
         valid = batch.flip_valid.to(held.device)
         held = torch.cat([held, enc.texts["flips"][valid]])
         anchors = torch.cat([anchors.to(held.device), batch.flip_anchors.to(held.device)[valid]])
-    return retain_loss(held, anchors)
+    return held, anchors.to(held.device)
+
+
+def retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
+    return retain_loss(*_affirmative_rows(enc, batch, weights, picks=weights.retain_on == "picks"))
 
 
 def mcq_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
@@ -323,14 +331,9 @@ def joint_relations_term(enc: Encoded, batch: Batch, weights: LossWeights) -> to
     """Every image the step encodes keeps the starting towers' ranking of the batch's affirmative texts as the
     towers embed both now (the affirmative picks, and the flips where the retain term holds them)."""
     held, anchors = _held_images(enc, batch)
-    mask = batch.retain_mask.to(held.device)
-    texts, fixed = [enc.captions[mask]], [batch.anchor_embeds.to(held.device)[mask]]
-    if weights.retain_flips:
-        valid = batch.flip_valid.to(held.device)
-        texts.append(enc.texts["flips"][valid])
-        fixed.append(batch.flip_anchors.to(held.device)[valid])
-    fixed_texts = F.normalize(torch.cat(fixed).float(), dim=-1)
-    return relations_loss(held, F.normalize(anchors.float(), dim=-1), torch.cat(texts), enc.scale.detach(), fixed_texts)
+    texts, fixed = _affirmative_rows(enc, batch, weights, picks=True)
+    fixed = F.normalize(fixed.float(), dim=-1)
+    return relations_loss(held, F.normalize(anchors.float(), dim=-1), texts, enc.scale.detach(), fixed)
 
 
 def negated_retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
@@ -367,16 +370,21 @@ class LossTerm:
         return self.needs_of(weights) if self.needs_of is not None else (self.rows, self.fields)
 
 
-def _retain_needs(weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _affirmative_needs(weights: LossWeights, picks: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What :func:`_affirmative_rows` reads."""
     flips = (("flips",), ("flip_valid", "flip_anchors")) if weights.retain_flips else ((), ())
-    if weights.retain_on == "picks":
+    if picks:
         return ("captions", *flips[0]), ("anchor_embeds", "retain_mask", *flips[1])
     return ("captions", "originals", *flips[0]), ("anchor_embeds", *flips[1])
 
 
+def _retain_needs(weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return _affirmative_needs(weights, picks=weights.retain_on == "picks")
+
+
 def _joint_relations_needs(weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    flips = (("flips",), ("flip_valid", "flip_anchors")) if weights.retain_flips else ((), ())
-    return ("captions", *flips[0]), ("image_anchors", "anchor_embeds", "retain_mask", *flips[1])
+    rows, fields = _affirmative_needs(weights, picks=True)
+    return rows, ("image_anchors", *fields)
 
 
 def _square_needs(weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...]]:
