@@ -46,6 +46,10 @@
   ``dt . di`` of a dot product). Measured: zero-shot shape 0.983 with either
   tower of a run beside the baseline's other, 0.939 with both.
 
+Like the contrastive term, the two relations terms rank the GLOBAL batch: on N
+processes each gathers every process's rows, so two processes of 4 train as one
+of 8 (``tests/test_finetune.py`` checks it with torchrun).
+
 Each term is one entry of :data:`TERMS`: a small function of the encoded
 batch (:class:`Encoded`) and the :class:`~.batch.Batch`, with the text rows
 and optional fields it reads. The table decides what the collator builds
@@ -113,6 +117,18 @@ def gather_with_local_grad(accelerator, x: torch.Tensor) -> tuple[torch.Tensor, 
     chunks = list(accelerator.gather(x.detach().contiguous()).chunk(accelerator.num_processes))
     chunks[accelerator.process_index] = x
     return torch.cat(chunks), accelerator.process_index * x.shape[0]
+
+
+def gather_rows(accelerator, x: torch.Tensor) -> torch.Tensor:
+    """All processes' rows of ``x`` where each process may hold a different number (this process's keep their
+    gradient): the batch-wide view the relations terms rank over, so N processes rank what one would."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return x
+    sizes = accelerator.gather(torch.tensor([len(x)], device=x.device)).tolist()
+    padded = accelerator.pad_across_processes(x.detach().contiguous(), dim=0)
+    chunks = [c[:n] for c, n in zip(accelerator.gather(padded).chunk(accelerator.num_processes), sizes)]
+    chunks[accelerator.process_index] = x
+    return torch.cat(chunks)
 
 
 def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -231,6 +247,11 @@ class Encoded:
     captions_global: torch.Tensor
     offset: int  # where this process's rows start in the global batch
     bare: torch.Tensor | None = None  # the squares' own images without an added pair's object [b, d] (side "o")
+    accelerator: object | None = None  # for :meth:`everywhere` (None: one process)
+
+    def everywhere(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """Each tensor's rows on every process (:func:`gather_rows`); unchanged on one process."""
+        return [gather_rows(self.accelerator, t) for t in tensors]
 
     @property
     def captions(self) -> torch.Tensor:
@@ -324,7 +345,8 @@ def image_relations_term(enc: Encoded, batch: Batch, weights: LossWeights) -> to
     caption row's original, at the starting model's embedding), at the model's logit scale (no gradient)."""
     held, anchors = _held_images(enc, batch)
     texts = F.normalize(batch.anchor_embeds.to(held.device).float(), dim=-1)
-    return relations_loss(held, F.normalize(anchors.float(), dim=-1), texts, enc.scale.detach())
+    held, anchors, texts = enc.everywhere(held, F.normalize(anchors.float(), dim=-1), texts)
+    return relations_loss(held, anchors, texts, enc.scale.detach())
 
 
 def joint_relations_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
@@ -332,8 +354,9 @@ def joint_relations_term(enc: Encoded, batch: Batch, weights: LossWeights) -> to
     towers embed both now (the affirmative picks, and the flips where the retain term holds them)."""
     held, anchors = _held_images(enc, batch)
     texts, fixed = _affirmative_rows(enc, batch, weights, picks=True)
-    fixed = F.normalize(fixed.float(), dim=-1)
-    return relations_loss(held, F.normalize(anchors.float(), dim=-1), texts, enc.scale.detach(), fixed)
+    norm = [F.normalize(t.float(), dim=-1) for t in (anchors, fixed)]
+    held, anchors, texts, fixed = enc.everywhere(held, norm[0], texts, norm[1])
+    return relations_loss(held, anchors, texts, enc.scale.detach(), fixed)
 
 
 def negated_retain_term(enc: Encoded, batch: Batch, weights: LossWeights) -> torch.Tensor:
@@ -365,6 +388,9 @@ class LossTerm:
     requires: tuple[str, ...] = ()  # ``ImageTextData.available()`` names the data must hold
     #: rows and fields that depend on the weights (the retain term's ``retain_on``); overrides rows/fields
     needs_of: Callable[[LossWeights], tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+    #: ranks over every process's rows (``Encoded.everywhere``) with the logit scale fixed, so its gradient is
+    #: scaled by the number of processes like the contrastive term's (DDP averages it)
+    global_batch: bool = False
 
     def needs(self, weights: LossWeights) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return self.needs_of(weights) if self.needs_of is not None else (self.rows, self.fields)
@@ -400,10 +426,16 @@ TERMS: dict[str, LossTerm] = {
     "negated_retain": LossTerm(negated_retain_term, fields=("anchor_embeds", "hard_mask"), requires=("anchors",)),
     "image_retain": LossTerm(image_retain_term, fields=("image_anchors",), requires=("image_anchors",)),
     "image_relations": LossTerm(
-        image_relations_term, fields=("image_anchors", "anchor_embeds"), requires=("image_anchors", "anchors")
+        image_relations_term,
+        fields=("image_anchors", "anchor_embeds"),
+        requires=("image_anchors", "anchors"),
+        global_batch=True,
     ),
     "joint_relations": LossTerm(
-        joint_relations_term, requires=("image_anchors", "anchors"), needs_of=_joint_relations_needs
+        joint_relations_term,
+        requires=("image_anchors", "anchors"),
+        needs_of=_joint_relations_needs,
+        global_batch=True,
     ),
     "mcq": LossTerm(mcq_term, ("captions", "mcq_options"), ("mcq_valid",), ("mcq",)),
     "exclusion": LossTerm(exclusion_term, fields=("distractors",), requires=("distractors",)),
@@ -474,7 +506,8 @@ def encode(model, batch: Batch, terms: list[str], weights: LossWeights, accelera
     img_g, offset = gather_with_local_grad(accelerator, img)
     txt_g, _ = gather_with_local_grad(accelerator, texts["captions"])
     others, bare = img_all[n_img : len(img_all) - n_bare], img_all[len(img_all) - n_bare :]
-    return Encoded(img, others, texts, base.logit_scale.exp().float(), img_g, txt_g, offset, bare)
+    scale = base.logit_scale.exp().float()
+    return Encoded(img, others, texts, scale, img_g, txt_g, offset, bare, accelerator)
 
 
 def compute_loss(model, batch: Batch, weights: LossWeights, accelerator=None) -> tuple[torch.Tensor, dict]:
@@ -497,4 +530,6 @@ def compute_loss(model, batch: Batch, weights: LossWeights, accelerator=None) ->
         features_only = contrastive_loss(enc.images_global, enc.captions_global, enc.scale.detach())
         scale_only = contrastive_loss(enc.images_global.detach(), enc.captions_global.detach(), enc.scale)
         backward = loss + weights.contrastive * (world * features_only + scale_only - parts["contrastive"])
+        # the relations terms rank the global batch with the scale fixed: all their gradient is the features'
+        backward = backward + (world - 1) * sum(getattr(weights, n) * parts[n] for n in terms if TERMS[n].global_batch)
     return backward, {"loss": loss.detach(), **{name: value.detach() for name, value in parts.items()}}
