@@ -16,12 +16,13 @@ pytestmark = pytest.mark.slow  # the whole demo on a 1,000-image world: the long
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     # the small preset: big enough that the baseline sees colours and the fine-tunes pass the exclusion plateau
+    # (measured with these settings: ours 0.84 on controlled NegRefCOCOg, the baseline 0.04)
     cfg = DemoConfig(
         out=str(out),
         images=1000,
         epochs=20,
         batch_size=64,
-        finetune_epochs=6,  # ours trains twice the epochs (its recipe's epochs_scale): 12
+        finetune_epochs=3,  # ours trains twice the epochs (its recipe's epochs_scale): 6
         finetune_batch_size=32,
         n_items=100,
         segment_steps=300,
@@ -91,7 +92,7 @@ def test_the_downstream_stage_scores_every_text_tower_in_one_decoder(demo):
     # the decoder reads its text: with the tower it was trained with it points at the named object, not its rival
     point = lambda label, kind: seg["encoders"][label][kind]["pointing"]["value"]  # noqa: E731
     assert point("baseline", "affirmative") >= 0.65  # measured 0.76 (chance 0.5)
-    # and ours' tower, swapped in, turns the baseline's pick of the excluded object around (measured 0.25 -> 0.80)
+    # and ours' tower, swapped in, turns the baseline's pick of the excluded object around (measured 0.23 -> 0.60)
     assert point("baseline", "negated") <= 0.4 and point("ours", "negated") >= point("baseline", "negated") + 0.2
     assert 0 < seg["text_blind"]["affirmative"]["miou"] < 1
     report = (out / "report.md").read_text()
