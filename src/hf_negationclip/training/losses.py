@@ -111,12 +111,10 @@ class LossWeights:
 
 
 def gather_with_local_grad(accelerator, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """All processes' rows (this process's keep their gradient) and the offset of this process's rows."""
+    """All processes' rows (:func:`gather_rows`) and the offset of this process's rows (equal counts per process)."""
     if accelerator is None or accelerator.num_processes == 1:
         return x, 0
-    chunks = list(accelerator.gather(x.detach().contiguous()).chunk(accelerator.num_processes))
-    chunks[accelerator.process_index] = x
-    return torch.cat(chunks), accelerator.process_index * x.shape[0]
+    return gather_rows(accelerator, x), accelerator.process_index * x.shape[0]
 
 
 def gather_rows(accelerator, x: torch.Tensor) -> torch.Tensor:
@@ -354,8 +352,8 @@ def joint_relations_term(enc: Encoded, batch: Batch, weights: LossWeights) -> to
     towers embed both now (the affirmative picks, and the flips where the retain term holds them)."""
     held, anchors = _held_images(enc, batch)
     texts, fixed = _affirmative_rows(enc, batch, weights, picks=True)
-    norm = [F.normalize(t.float(), dim=-1) for t in (anchors, fixed)]
-    held, anchors, texts, fixed = enc.everywhere(held, norm[0], texts, norm[1])
+    anchors, fixed = F.normalize(anchors.float(), dim=-1), F.normalize(fixed.float(), dim=-1)
+    held, anchors, texts, fixed = enc.everywhere(held, anchors, texts, fixed)
     return relations_loss(held, anchors, texts, enc.scale.detach(), fixed)
 
 
