@@ -12,7 +12,8 @@ encodes::
     python scripts/finetune_sweep.py --demo runs/demo --out runs/sweep \\
         "ours" "ours square_weight=2.0" "ours-lora retain_weight=4.0 seed=1" "@runs/demo/paper"
 
-``@FOLDER`` scores a finished checkpoint instead of training. Each run prints
+``@FOLDER`` scores a finished checkpoint instead of training; ``--benchmarks DIR`` scores on
+another scene-benchmark folder than the demo's (say, one written in a newer format). Each run prints
 one line (every family, then the worst negation family) and appends the full
 row to ``<out>/sweep.jsonl``.
 
@@ -117,6 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--demo", default="runs/demo", help="a finished demo folder (baseline/, corpus/, world/)")
     ap.add_argument("--out", default="runs/sweep")
+    ap.add_argument("--benchmarks", default=None, help="scene benchmarks folder (default: <demo>/benchmarks)")
     ap.add_argument("--square_items", type=int, default=600, help="training squares to score per run (0: none)")
     ap.add_argument("runs", nargs="+", help='"<recipe> key=value ..." (recipe: paper | ours | ours-lora) or "@FOLDER"')
     args = ap.parse_args()
@@ -124,7 +126,7 @@ def main() -> None:
     runs = [parse_run(text) for text in args.runs]  # every run is checked before the first one starts
     defaults = DemoConfig()
     evaluator = WorldEvaluator(demo / "world", "val", 200, defaults.seed)
-    manifest = json.loads((demo / "benchmarks" / "manifest.json").read_text())
+    manifest = json.loads((Path(args.benchmarks or demo / "benchmarks") / "manifest.json").read_text())
     tasks = {name: spec for name, spec in manifest["tasks"].items() if name in TASK_PREFIXES}
     features: dict = {}
     squares = training_squares(demo, args.square_items) if args.square_items > 0 else []

@@ -18,6 +18,20 @@ def bench(world, tmp_path_factory):
     return out, write_scene_benchmarks(world, out, "val", n_items=24, seed=0)
 
 
+def test_benchmarks_of_an_older_format_are_written_again_other_arguments_refused(world, tmp_path):
+    from hf_negationclip.benchmarks.twins import SCENE_FORMAT_VERSION
+
+    manifest = write_scene_benchmarks(world, tmp_path, "val", n_items=8, seed=0)
+    path = tmp_path / "manifest.json"
+    old = {**manifest, "params": {**manifest["params"], "format_version": SCENE_FORMAT_VERSION - 1}}
+    path.write_text(json.dumps(old))
+    again = write_scene_benchmarks(world, tmp_path, "val", n_items=8, seed=0)
+    assert again["params"]["format_version"] == SCENE_FORMAT_VERSION
+    assert json.loads(path.read_text())["params"]["format_version"] == SCENE_FORMAT_VERSION
+    with pytest.raises(FileExistsError, match="other arguments"):
+        write_scene_benchmarks(world, tmp_path, "val", n_items=12, seed=0)
+
+
 def _diff_box(a: Image.Image, b: Image.Image):
     ys, xs = np.nonzero((np.asarray(a, dtype=np.int16) != np.asarray(b, dtype=np.int16)).any(-1))
     return (xs.min(), ys.min(), xs.max(), ys.max()) if len(xs) else None
@@ -88,7 +102,8 @@ def test_controlled_mcq_groups_share_options_and_differ_in_one_object(bench):
         options = [frozenset(r[f"caption_{k}"] for k in range(4)) for _, r in group.iterrows()]
         assert len(set(options)) == 1 and group["caption_0"].nunique() == 4
     items = load_negbench_mcq(spec["csv"], spec["image_root"])
-    assert Counter(it.groups["template"] for it in items).keys() == {"affirmation", "negation", "hybrid"}
+    # every template on n // 4 scenes of four renders: n rows each (n_items=24)
+    assert Counter(it.groups["template"] for it in items) == {"affirmation": 24, "negation": 24, "hybrid": 24}
 
 
 def test_evaluate_cli_two_models_writes_results_table_and_chart(world, bench, tmp_path, capsys, check_png):

@@ -44,7 +44,8 @@ from .refcocog import load_refcocog
 
 logger = logging.getLogger(__name__)
 
-SCENE_FORMAT_VERSION = 1
+#: 2: the controlled MCQ builds n // 4 scenes per template (n rows each), not n // 4 scenes in all (n / 3 rows each)
+SCENE_FORMAT_VERSION = 2
 #: how the harness renders the scene NegRefCOCOg candidates: the whole scene with everything outside the box
 #: painted over keeps the object at the scale and grid cell the model saw in training (a crop blows it up ~3x)
 SCENE_CROP_MODE = "isolate"
@@ -304,6 +305,8 @@ def scene_negbench_mcq_controlled(images: Sequence[WorldImage], out: Path, n: in
     has the same count and layout; the options "... not N_j" are the same four
     texts for all four renders, right iff N_j is the missing one. Affirmation
     rows: render k holds only N_k at one spot; options "features N_j".
+    Each template gets ``n // 4`` scenes (``n`` rows; the four rows of a scene
+    share it, so a template's accuracy rests on ``n // 4`` scenes).
     """
     rng = np.random.default_rng([seed, 32])
     writer, rows = _Writer(out / "images"), []
@@ -342,7 +345,7 @@ def scene_negbench_mcq_controlled(images: Sequence[WorldImage], out: Path, n: in
             )
         return True
 
-    _cycle(images, max(1, n // 4), rng, build)
+    _cycle(images, 3 * max(1, n // 4), rng, build)
     return _write_csv(rows, out / "COCO_val_mcq_scene.csv")
 
 
@@ -497,7 +500,9 @@ def write_scene_benchmarks(
     """Write every scene twin (plain and controlled) under ``out_dir`` and return the manifest.
 
     Re-running with the same arguments reuses what is there (the manifest
-    records them); different arguments into the same folder are an error.
+    records them); different arguments into the same folder are an error;
+    benchmarks of an older ``SCENE_FORMAT_VERSION`` with the same arguments are
+    written again (a demo folder from before a format change resumes).
     """
     world, out = Path(world_dir).resolve(), Path(out_dir)
     params = {
@@ -518,7 +523,12 @@ def write_scene_benchmarks(
                 )
                 manifest_path.write_text(json.dumps(manifest, indent=2))
             return with_scene_defaults(manifest)
-        raise FileExistsError(f"{out} holds scene benchmarks made with other arguments; choose another folder")
+        old = dict(manifest.get("params") or {})
+        if old.pop("format_version", None) == SCENE_FORMAT_VERSION or old != {
+            k: v for k, v in params.items() if k != "format_version"
+        }:
+            raise FileExistsError(f"{out} holds scene benchmarks made with other arguments; choose another folder")
+        logger.warning("%s holds scene benchmarks of an older format: writing them again", out)
     images = [im for im in load_world_split(world, split) if im.objects]
     image_dir = world / "images" / split
     out.mkdir(parents=True, exist_ok=True)
