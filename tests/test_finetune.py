@@ -1015,3 +1015,22 @@ def test_image_relations_loss_is_zero_at_the_start_and_ignores_moves_no_text_see
     assert (1 - (unseen * start).sum(-1)).mean() > 0.5  # a retain distance would charge that move
     swapped = start[[1, 0, 2, 3, 4]]  # two images trade places: their rankings change
     assert relations_loss(swapped, start, texts, scale).item() > 0.05
+
+
+def test_a_square_side_named_twice_counts_twice():
+    import torch.nn.functional as F
+
+    from hf_negationclip.training.losses import square_loss
+
+    g = torch.Generator().manual_seed(0)
+    img, txt, flips = (F.normalize(torch.randn(4, 8, generator=g), dim=-1) for _ in range(3))
+    dis = F.normalize(torch.randn(3, 8, generator=g), dim=-1)  # distractor j belongs to caption row owner[j]
+    owner, valid, scale = torch.tensor([0, 1, 3]), torch.tensor([True, True, False, False]), torch.tensor(5.0)
+
+    def loss(sides):
+        return square_loss(img, txt, flips, dis, owner, valid, scale, sides)
+
+    i, d = loss("i"), loss("d")
+    assert not torch.isclose(i, d)
+    assert torch.isclose(loss("idd"), (i + 2 * d) / 3)
+    assert torch.isclose(loss("iddfo"), (i + 2 * d + loss("f")) / 4)  # no bare images: side o is left out

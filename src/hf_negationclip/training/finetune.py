@@ -140,7 +140,7 @@ class FinetuneConfig(TrainingConfig):
         metadata={
             "help": "sides of the square that train: i (image: caption over flip), d (distractor: flip over "
             "caption), f (flip: distractor over image), o (side i on the caption's own image where the square's "
-            "image is an added pair's rendered positive)"
+            "image is an added pair's rendered positive); a letter given twice weighs its side twice (iddfo)"
         },
     )
     clause_ratio: float | None = field(

@@ -87,7 +87,7 @@ class LossWeights:
     square: float = 0.0
     #: logit scale of the square term; 0 = the model's own (trainable) logit scale
     square_scale: float = 0.0
-    #: which sides of the square train (letters of :data:`SQUARE_SIDES`)
+    #: which sides of the square train (letters of :data:`SQUARE_SIDES`; a letter given twice counts twice)
     square_sides: str = "idf"
     retain: float = 0.0
     #: texts the retain term holds: "originals" (an extra text row per caption) | "picks" (no extra rows)
@@ -202,7 +202,7 @@ def square_loss(
     bare_owner: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The mean over ``sides`` of each side's mean two-way choice loss over the squares (image, distractor j,
-    caption, flip).
+    caption, flip); a side named twice ("iddf") counts twice.
 
     ``owner[j]`` is the caption row of distractor j, ``valid[row]`` whether that row has a flip;
     each side is ``softplus(scale * (wrong - right))``, the cross-entropy of a choice between two.
