@@ -523,10 +523,7 @@ def write_scene_benchmarks(
                 )
                 manifest_path.write_text(json.dumps(manifest, indent=2))
             return with_scene_defaults(manifest)
-        old = dict(manifest.get("params") or {})
-        if old.pop("format_version", None) == SCENE_FORMAT_VERSION or old != {
-            k: v for k, v in params.items() if k != "format_version"
-        }:
+        if {**(manifest.get("params") or {}), "format_version": SCENE_FORMAT_VERSION} != params:  # not format alone
             raise FileExistsError(f"{out} holds scene benchmarks made with other arguments; choose another folder")
         logger.warning("%s holds scene benchmarks of an older format: writing them again", out)
     images = [im for im in load_world_split(world, split) if im.objects]
