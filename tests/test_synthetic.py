@@ -40,6 +40,9 @@ def test_render_scene_deterministic_and_local():
     x, y, w, h = scene_world.object_bbox(objects[0], 128)
     assert xs.min() >= math.floor(x) - 1 and xs.max() <= math.ceil(x + w) + 1
     assert ys.min() >= math.floor(y) - 1 and ys.max() <= math.ceil(y + h) + 1
+    # the kept background of seed 5 is not painted on: an empty scene is the background drawn afresh
+    fresh, _ = scene_world.render._background(np.random.default_rng(5), 128, scene_world.DEFAULT_BACKGROUND)
+    assert (np.asarray(render_scene([], 128, seed=5)) == fresh).all()
 
 
 @pytest.mark.parametrize("layout", scene_world.LAYOUTS)

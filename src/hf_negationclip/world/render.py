@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -167,6 +168,14 @@ def _background(
     return img, style
 
 
+@lru_cache(maxsize=256)
+def _seeded_background(seed: int, image_size: int, background: str) -> tuple[np.ndarray, str]:
+    """``_background`` of a seed, read-only and kept: a scene's distractors and added pairs share its background."""
+    img, style = _background(np.random.default_rng(seed), image_size, background)
+    img.flags.writeable = False
+    return img, style
+
+
 def _draw_object(draw: ImageDraw.ImageDraw, obj: Mapping, image_size: int, fill) -> None:
     r = _radius(obj["size"], image_size)
     x, y = obj["x"], obj["y"]
@@ -196,8 +205,8 @@ def render_scene(
     that object is.
     """
     _check_size(image_size)
-    bg, _ = _background(np.random.default_rng(seed), image_size, background)
-    img = Image.fromarray(bg, "RGB")
+    bg, _ = _seeded_background(int(seed), image_size, background)
+    img = Image.fromarray(bg.copy(), "RGB")
     draw = ImageDraw.Draw(img)
     for obj in objects:
         _check_object(obj)
@@ -224,7 +233,7 @@ def mask_to_rle(mask: np.ndarray) -> dict:
 
 def background_style(seed: int, image_size: int = DEFAULT_IMAGE_SIZE, background: str = DEFAULT_BACKGROUND) -> str:
     """The name of the background style that ``render_scene(..., seed=seed, background=background)`` draws."""
-    return _background(np.random.default_rng(seed), image_size, background)[1]
+    return _seeded_background(int(seed), image_size, background)[1]
 
 
 def _check_size(image_size: int) -> None:
