@@ -774,17 +774,18 @@ def test_the_demo_runs_are_recipes_of_the_one_table_with_the_values_they_always_
                       retain_weight=0.0, retain_on="originals", minimal_pairs_only=False, lora_r=8, lora_alpha=16),
         # issue 17: both directions, 2x the passes; then the vision head, side o, clauses, retain 10; then the last
         # vision block, image relations 4 + image retain 1, square 4; then joint relations 4, MCQ 1, image retain 0.5;
-        # then square side d twice, both relations 2
+        # then square side d twice, both relations 2; then side i twice too
         "ours": dict(train="text+vision-top", learning_rate=1e-3, contrastive_weight=0.1, exclusion_weight=2.0,
                      retain_weight=10.0, retain_on="picks", minimal_pairs_only=True, lora_r=8, lora_alpha=16,
-                     square_weight=4.0, retain_flips=True, epochs=8, square_sides="iddfo", clause_ratio=0.3,
+                     square_weight=4.0, retain_flips=True, epochs=8, square_sides="iiddfo", clause_ratio=0.3,
                      image_retain_weight=0.5, image_relation_weight=2.0, joint_relation_weight=2.0, mcq_weight=1.0),
-        # then ours' method through LoRA on the text tower and the last vision block, MCQ 0.5, 4x the learning rate
+        # then ours' method through LoRA on the text tower and the last vision block, 4x the learning rate; then
+        # square side d twice, both relations 2, MCQ 1
         "ours-lora": dict(train="lora-text+vision-top", learning_rate=4e-3, contrastive_weight=0.1,
                           exclusion_weight=2.0, retain_weight=10.0, retain_on="picks", minimal_pairs_only=True,
-                          lora_r=16, lora_alpha=32, square_weight=4.0, retain_flips=True, square_sides="idfo",
-                          clause_ratio=0.3, image_retain_weight=0.5, image_relation_weight=4.0,
-                          joint_relation_weight=4.0, mcq_weight=0.5),
+                          lora_r=16, lora_alpha=32, square_weight=4.0, retain_flips=True, square_sides="iddfo",
+                          clause_ratio=0.3, image_retain_weight=0.5, image_relation_weight=2.0,
+                          joint_relation_weight=2.0, mcq_weight=1.0),
     }  # fmt: skip
     expected["paper"].update(
         mcq_weight=0.0, square_weight=0.0, retain_flips=False, square_sides="idf", clause_ratio=0.0
