@@ -192,15 +192,20 @@ def segmentation_processor(name_or_path, image_size: int | None = None):
     CLIPSeg resizes the whole image (no crop), so a mask predicted at the model's
     resolution maps back onto any aspect ratio by resizing.
     """
-    from transformers import CLIPSegProcessor, ViTImageProcessor
+    import transformers
+    from transformers import CLIPSegProcessor
 
     from ...modeling import CLIP_MEAN, CLIP_STD, load_processor
+
+    # the PIL backend by name where transformers has it (what ViTImageProcessor falls back to, with a warning,
+    # when torchvision is not installed), else ViTImageProcessor itself
+    vit_processor = getattr(transformers, "ViTImageProcessorPil", None) or transformers.ViTImageProcessor
 
     base = load_processor(name_or_path) if name_or_path is not None else load_processor()
     if image_size is None:
         crop = getattr(base.image_processor, "crop_size", None) or {}
         image_size = int(crop.get("height") or 224)
-    image_processor = ViTImageProcessor(
+    image_processor = vit_processor(
         size={"height": image_size, "width": image_size}, image_mean=CLIP_MEAN, image_std=CLIP_STD, resample=3
     )
     return CLIPSegProcessor(image_processor=image_processor, tokenizer=base.tokenizer)
