@@ -61,8 +61,12 @@ def test_every_stage_writes_its_outputs(demo, check_png):
     ]
     assert row.split(" | ")[1:3] == ["0.500", str(cfg.n_items)]
     assert [cell.split(" [")[0] for cell in row.strip(" |").split(" | ")[3:]] == [f"{e['value']:.3f}" for e in expected]
-    # one bar colour per model (matplotlib's default cycle), at 120 dpi and 4.5 inches high
-    check_png(out / "results.png", height=540, min_width=720, colours=["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"])
+    # one bar colour per model (matplotlib's default cycle): every metric at 120 dpi and 4.5 inches high; the
+    # headline rows as horizontal bars, 9 inches wide, a group of bars per row
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+    check_png(out / "eval" / "results.png", height=540, min_width=720, colours=colours)
+    assert check_png(out / "results.png", width=1080, colours=colours).height > 540
+    assert "](results.png)" in report
 
 
 def test_ours_beats_the_baseline_on_controlled_negation_and_still_sees_the_object(demo):

@@ -10,6 +10,7 @@ from PIL import Image
 
 from hf_negationclip.apps.cli import main
 from hf_negationclip.benchmarks import load_ccneg, load_negbench_mcq, load_valse_existence, write_scene_benchmarks
+from hf_negationclip.evaluation import write_plot
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +156,15 @@ def test_evaluate_cli_two_models_writes_results_table_and_chart(world, bench, tm
     check_png(
         tmp_path / "results.png", height=540, min_width=720, colours=["#1f77b4", "#ff7f0e"]
     )  # a bar colour per model
+    # a report's headline: the rows given, as labelled horizontal bars (a row no model has is left out)
+    rows = [("scene-caption-flip/accuracy", "caption flip"), ("nowhere/accuracy", "absent"),
+            ("scene-ccneg-controlled/accuracy", "CC-Neg")]  # fmt: skip
+    write_plot(results, tmp_path / "headline.png", rows=rows)
+    two_rows = check_png(tmp_path / "headline.png", width=1080, colours=["#1f77b4", "#ff7f0e"])
+    write_plot(results, tmp_path / "headline.png", rows=rows[:1])
+    assert check_png(tmp_path / "headline.png", width=1080).height < two_rows.height
+    with pytest.raises(ValueError, match="none of the rows"):
+        write_plot(results, tmp_path / "none.png", rows=rows[1:2])
 
 
 def test_evaluate_cli_plain_errors_for_bad_models(tmp_path, capsys, monkeypatch):

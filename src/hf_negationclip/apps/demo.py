@@ -337,6 +337,8 @@ def write_report(results: dict, out: Path, best: str, seconds: dict, why: str) -
         "shuffled, chance is given beside every accuracy. *Controlled* items differ only in the negated thing.",
         "",
         markdown_table(results, HEADLINE).rstrip("\n"),
+        "",
+        "![The table above as bars: 95% intervals, chance dashed](results.png)",
     ]
     lines += [
         "",
@@ -403,7 +405,7 @@ def publish_best(out: Path, best: str) -> Path:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run every stage (skipping the ones already done) and print the report's table."""
-    from ..evaluation import WorldEvaluator, format_metrics
+    from ..evaluation import WorldEvaluator, format_metrics, write_plot
     from ..world import write_world
 
     out = Path(cfg.out)
@@ -457,7 +459,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     best, why = choose_best(results)
     results["best"], results["best_reason"] = best, why
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    shutil.copy(out / "eval" / "results.png", out / "results.png")
+    write_plot(results, out / "results.png", rows=HEADLINE)  # the headline (eval/results.png: every metric)
     publish_best(out, best)
     seconds["total"] = time.time() - t0
     report = write_report(results, out, best, seconds, why)

@@ -320,14 +320,25 @@ def write_markdown(results: dict, path: str | os.PathLike) -> str:
     return text
 
 
-def write_plot(results: dict, path: str | os.PathLike, metric_suffixes: Sequence[str] = ("accuracy",)) -> Path:
-    """Bar chart of the accuracy metrics, one bar per model, chance drawn as a black line per metric."""
+def write_plot(
+    results: dict,
+    path: str | os.PathLike,
+    metric_suffixes: Sequence[str] = ("accuracy",),
+    rows: Sequence[tuple[str, str]] | None = None,
+) -> Path:
+    """Bar chart of the accuracy metrics, one bar per model, chance drawn as a black line per metric.
+
+    ``rows`` (``(metric, label)`` pairs, as :func:`markdown_table` takes them): only those metrics, in that
+    order, as labelled horizontal bars with their 95% intervals, top to bottom (a report's headline).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = list(results["models"])
+    if rows is not None:
+        return _write_row_plot(results, path, labels, rows, plt)
     names = [
         m
         for m in dict.fromkeys(n for lab in labels for n in results["models"][lab]["metrics"])
@@ -348,6 +359,35 @@ def write_plot(results: dict, path: str | os.PathLike, metric_suffixes: Sequence
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def _write_row_plot(results: dict, path, labels: list[str], rows: Sequence[tuple[str, str]], plt) -> Path:
+    """``write_plot`` with ``rows``: one group of horizontal bars per row, error bars = the 95% interval."""
+    metrics = {lab: results["models"][lab]["metrics"] for lab in labels}
+    rows = [(key, text) for key, text in rows if any(key in m for m in metrics.values())]
+    if not rows:
+        raise ValueError("none of the rows to plot is among the results' metrics")
+    height = 0.8 / max(1, len(labels))
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.26 * len(rows) * max(1, len(labels)) ** 0.5))
+    y = np.arange(len(rows))
+    for j, lab in enumerate(labels):
+        got = [metrics[lab].get(key, {}) for key, _ in rows]
+        vals = np.array([g.get("value", np.nan) for g in got], dtype=float)
+        ci = np.array([g.get("ci95") or (v, v) for g, v in zip(got, vals)], dtype=float).T
+        err = np.clip(np.stack([vals - ci[0], ci[1] - vals]), 0, None)
+        ax.barh(y + (j - (len(labels) - 1) / 2) * height, vals, height, xerr=err, label=lab, error_kw={"lw": 0.6})
+    for i, (key, _) in enumerate(rows):
+        chance = next(metrics[lab][key]["chance"] for lab in labels if key in metrics[lab])
+        ax.vlines(chance, i - 0.45, i + 0.45, colors="black", linestyles="--", label="chance" if i == 0 else None)
+    ax.set_yticks(y, [text for _, text in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("accuracy (95% interval)")
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
