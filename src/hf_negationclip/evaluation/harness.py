@@ -337,42 +337,51 @@ def write_plot(
     import matplotlib.pyplot as plt
 
     labels = list(results["models"])
-    if rows is not None:
-        return _write_row_plot(results, path, labels, rows, plt)
-    names = [
-        m
-        for m in dict.fromkeys(n for lab in labels for n in results["models"][lab]["metrics"])
-        if m.split("/")[-1].endswith(tuple(metric_suffixes))
-    ]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) * max(1, len(labels)) ** 0.5), 4.5))
-    width = 0.8 / max(1, len(labels))
-    x = np.arange(len(names))
-    for j, lab in enumerate(labels):
-        vals = [results["models"][lab]["metrics"].get(n, {}).get("value", np.nan) for n in names]
-        ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, label=lab)
-    for i, n in enumerate(names):
-        chance = next(
-            results["models"][lab]["metrics"][n]["chance"] for lab in labels if n in results["models"][lab]["metrics"]
-        )
-        ax.hlines(chance, i - 0.45, i + 0.45, colors="black", linestyles="--", label="chance" if i == 0 else None)
-    ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8)
+    metrics = {lab: results["models"][lab]["metrics"] for lab in labels}
+    if rows is None:
+        names = [
+            m
+            for m in dict.fromkeys(n for lab in labels for n in metrics[lab])
+            if m.split("/")[-1].endswith(tuple(metric_suffixes))
+        ]
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) * max(1, len(labels)) ** 0.5), 4.5))
+        _draw_columns(ax, metrics, labels, names)
+    else:
+        rows = [(key, text) for key, text in rows if any(key in m for m in metrics.values())]
+        if not rows:
+            raise ValueError("none of the rows to plot is among the results' metrics")
+        fig, ax = plt.subplots(figsize=(9, 1.2 + 0.26 * len(rows) * max(1, len(labels)) ** 0.5))
+        _draw_rows(ax, metrics, labels, rows)
+    ax.legend(fontsize=8, loc="best" if rows is None else "lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
 
 
-def _write_row_plot(results: dict, path, labels: list[str], rows: Sequence[tuple[str, str]], plt) -> Path:
-    """``write_plot`` with ``rows``: one group of horizontal bars per row, error bars = the 95% interval."""
-    metrics = {lab: results["models"][lab]["metrics"] for lab in labels}
-    rows = [(key, text) for key, text in rows if any(key in m for m in metrics.values())]
-    if not rows:
-        raise ValueError("none of the rows to plot is among the results' metrics")
+def _chance(metrics: dict, labels: list[str], name: str) -> float:
+    """The chance level of metric ``name`` (the first model that has it)."""
+    return next(metrics[lab][name]["chance"] for lab in labels if name in metrics[lab])
+
+
+def _draw_columns(ax, metrics: dict, labels: list[str], names: list[str]) -> None:
+    """A group of vertical bars per metric, a bar per model, chance as a dashed line over each group."""
+    width = 0.8 / max(1, len(labels))
+    x = np.arange(len(names))
+    for j, lab in enumerate(labels):
+        vals = [metrics[lab].get(n, {}).get("value", np.nan) for n in names]
+        ax.bar(x + (j - (len(labels) - 1) / 2) * width, vals, width, label=lab)
+    for i, n in enumerate(names):
+        ax.hlines(_chance(metrics, labels, n), i - 0.45, i + 0.45, colors="black", linestyles="--",
+                  label="chance" if i == 0 else None)  # fmt: skip
+    ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+
+
+def _draw_rows(ax, metrics: dict, labels: list[str], rows: list[tuple[str, str]]) -> None:
+    """A group of horizontal bars per row, top to bottom, error bars = the 95% interval, chance dashed."""
     height = 0.8 / max(1, len(labels))
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.26 * len(rows) * max(1, len(labels)) ** 0.5))
     y = np.arange(len(rows))
     for j, lab in enumerate(labels):
         got = [metrics[lab].get(key, {}) for key, _ in rows]
@@ -381,17 +390,12 @@ def _write_row_plot(results: dict, path, labels: list[str], rows: Sequence[tuple
         err = np.clip(np.stack([vals - ci[0], ci[1] - vals]), 0, None)
         ax.barh(y + (j - (len(labels) - 1) / 2) * height, vals, height, xerr=err, label=lab, error_kw={"lw": 0.6})
     for i, (key, _) in enumerate(rows):
-        chance = next(metrics[lab][key]["chance"] for lab in labels if key in metrics[lab])
-        ax.vlines(chance, i - 0.45, i + 0.45, colors="black", linestyles="--", label="chance" if i == 0 else None)
+        ax.vlines(_chance(metrics, labels, key), i - 0.45, i + 0.45, colors="black", linestyles="--",
+                  label="chance" if i == 0 else None)  # fmt: skip
     ax.set_yticks(y, [text for _, text in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("accuracy (95% interval)")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
 
 
 # --------------------------------------------------------------------------- one run
