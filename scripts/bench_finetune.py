@@ -11,6 +11,10 @@
    batches, same steps, alternated: the padding it saves.
 3. peak RSS of fine-tuning ``both`` towers vs ``text`` vs ``lora-text``, each
    in its own subprocess (so one run's peak does not hide another's).
+4. ``--token_cache RECIPE`` (with ``--demo``): ``finetune`` of the demo's recipe from the demo's
+   baseline, ``--steps`` steps, each text tokenised once per run (``TokenCache``) against
+   tokenised with every batch (the tokenizer called per batch, as before the cache),
+   alternated; the two runs' logged losses must be identical.
 
 ``--preset clip-vit-base-patch32`` (or another OpenAI ViT preset) measures the
 paper's model: built from its architecture with random weights (nothing is
@@ -19,6 +23,7 @@ and its negated-caption corpus, built with the library's own pipeline.
 
     python scripts/bench_finetune.py [--preset tiny] [--steps 20] [--batch_size 64] [--group_by_length] [--demo runs/demo]
     python scripts/bench_finetune.py --preset clip-vit-base-patch32 --batch_size 8 --steps 5 --images 200
+    python scripts/bench_finetune.py --demo runs/demo --token_cache ours --steps 150 --rounds 1
 """
 
 import argparse
@@ -35,7 +40,14 @@ from hf_negationclip import world as scene_world
 from hf_negationclip.corpus import CorpusConfig, run_corpus
 from hf_negationclip.modeling import NegationCLIPModel, build_model, get_preset, load_processor
 from hf_negationclip.modeling.convert_openai import arch_clip_config
-from hf_negationclip.training import BatchSpec, FinetuneConfig, ImageTextData, configure_trainable, train_contrastive
+from hf_negationclip.training import (
+    BatchSpec,
+    FinetuneConfig,
+    ImageTextData,
+    TokenCache,
+    configure_trainable,
+    train_contrastive,
+)
 from hf_negationclip.training.data import load_negated_corpus
 from hf_negationclip.training.finetune import _frozen_image_encoder
 
@@ -150,6 +162,41 @@ def _rss_mb(field: str) -> float:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+class _TokenisedPerBatch(TokenCache):
+    """The collation before ``TokenCache``: the tokenizer called on every batch's texts."""
+
+    def __call__(self, texts):
+        tok = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        return tok["input_ids"], tok["attention_mask"]
+
+
+def token_cache_seconds(demo: Path, recipe: str, steps: int, root: Path, cached: bool, features: dict):
+    """(train seconds, logged losses) of ``steps`` steps of ``recipe`` from the demo's baseline."""
+    from hf_negationclip.apps.demo import DemoConfig, finetune_config
+    from hf_negationclip.training import data as data_module
+    from hf_negationclip.training import finetune
+
+    out = root / f"token_cache_{cached}"
+    cfg = finetune_config(
+        DemoConfig(),
+        demo,
+        recipe,
+        export_text_encoder=False,
+        output_dir=str(out),
+        show_progress=False,
+        save_steps=0,
+        max_steps=steps,
+        val_fraction=0.0,
+        resume=False,
+    )
+    data_module.TokenCache = TokenCache if cached else _TokenisedPerBatch
+    try:
+        result = finetune(cfg, None, features)
+    finally:
+        data_module.TokenCache = TokenCache
+    return result["train_seconds"], [h["loss"] for h in result["history"] if "loss" in h]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="tiny", help=f"tiny | {' | '.join(_ARCH)} (random weights, no download)")
@@ -159,6 +206,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--group_by_length", action="store_true", help="also time grouped against random batches")
     ap.add_argument("--demo", default=None, help="a finished demo folder: its world and corpus instead of the fixture")
+    ap.add_argument("--token_cache", default=None, metavar="RECIPE", help="with --demo: part 4 only, on this recipe")
     ap.add_argument("--root", default=None)
     ap.add_argument("--rss-child", default=None)
     args = ap.parse_args()
@@ -166,6 +214,25 @@ def main() -> None:
     if args.rss_child:
         return rss_child(root, args.rss_child, args.steps, args.batch_size, args.preset)
     torch.set_num_threads(torch.get_num_threads())
+    if args.token_cache:
+        if not args.demo:
+            raise SystemExit("--token_cache needs --demo (a finished demo: its baseline, world and corpus)")
+        features, runs = {}, {True: [], False: []}
+        token_cache_seconds(Path(args.demo), args.token_cache, 2, root, True, features)  # encodes the images once
+        for _ in range(args.rounds):
+            for cached in (False, True):
+                runs[cached].append(
+                    token_cache_seconds(Path(args.demo), args.token_cache, args.steps, root, cached, features)
+                )
+        same = all(a[1] == b[1] for a, b in zip(runs[True], runs[False]))
+        best = {k: min(s for s, _ in v) for k, v in runs.items()}
+        print(
+            f"recipe {args.token_cache}, {args.steps} steps, {torch.get_num_threads()} threads: train seconds "
+            f"tokenised once {best[True]:.1f} vs per batch {best[False]:.1f} (all: "
+            f"{[round(s, 1) for s, _ in runs[True]]} vs {[round(s, 1) for s, _ in runs[False]]}); speed-up "
+            f"{best[False] / best[True]:.2f}x; logged losses identical: {same}"
+        )
+        return
     world, corpus = (Path(args.demo, "world"), Path(args.demo, "corpus")) if args.demo else _setup(root, args.images)
     cfg = _cfg(root, world, corpus, "text", args.steps, args.batch_size, preset=args.preset)
     records = load_negated_corpus(cfg.corpus_path, cfg.images_path)

@@ -26,7 +26,7 @@ from hf_negationclip.training import (
     exclusion_loss,
     finetune,
 )
-from hf_negationclip.training.batch import BatchSources, Pick, collate, has_flip
+from hf_negationclip.training.batch import BatchSources, Pick, TokenCache, collate, has_flip
 from hf_negationclip.training.data import (
     Caption,
     ImageTextData,
@@ -598,6 +598,25 @@ def test_the_collator_lays_out_named_rows_and_fields():
     assert batch.anchor_embeds is None and len(batch) == 4
     only = _hand_batch(BatchSpec())[0]
     assert only.rows == {"captions": slice(0, 4)} and only.hard_mask is None and only.distractor_owner is None
+
+
+def test_the_token_cache_pads_stored_ids_exactly_as_the_tokenizer_pads_a_batch():
+    tokenizer = load_processor(image_size=64).tokenizer
+    long = " ".join(["a red circle with no blue star"] * 20)  # over 77 tokens: truncated alike
+    texts = ["a red circle", "a cross that isn’t blue", long, "a red circle", "No blue star here.", "x"]
+    cache = TokenCache(tokenizer)
+    for batch in (texts, texts[::-1], texts[:2]):  # seen and unseen texts, other orders and widths
+        want = tokenizer(batch, padding=True, truncation=True, return_tensors="pt")
+        ids, mask = cache(batch)
+        assert torch.equal(ids, want["input_ids"]) and torch.equal(mask, want["attention_mask"])
+    assert ids.shape[1] < 77 and cache(texts)[0].shape[1] == 77
+    calls = []
+    counting = TokenCache(lambda batch, truncation: calls.append(list(batch)) or tokenizer(batch, truncation=True))
+    counting.tokenizer.pad_token_id, counting.tokenizer.padding_side = tokenizer.pad_token_id, "left"
+    ids, mask = counting(["a red circle", "a red circle", "a cross"])
+    counting(["a cross", "a red circle"])
+    assert calls == [["a red circle", "a cross"]]  # each text tokenised once, repeats and later batches read
+    assert mask.tolist() == [[1] * 5, [1] * 5, [0, 1, 1, 1, 1]] and ids[2, 0] == tokenizer.pad_token_id  # left pads
 
 
 def test_batch_spec_holds_only_what_the_weighted_terms_read_from_the_data_at_hand():

@@ -8,7 +8,7 @@ Evaluation and the model card come in as callables (``evaluator``,
 ``on_save``), so this package never imports the evaluation code or the apps.
 """
 
-from .batch import ROW_KINDS, Batch, BatchSpec, Pick, collate
+from .batch import ROW_KINDS, Batch, BatchSpec, Pick, TokenCache, collate
 from .config import SaveHook, TrainingConfig
 from .data import (
     Caption,
@@ -65,6 +65,7 @@ __all__ = [
     "TrainRecord",
     "TrainingConfig",
     "batch_spec",
+    "TokenCache",
     "collate",
     "compute_loss",
     "configure_trainable",

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..corpus import has_negation, load_coco_captions, negation_clause, swapped_clause
 from ..io import FormatError, read_json
-from .batch import Batch, BatchSources, BatchSpec, Pick, collate
+from .batch import Batch, BatchSources, BatchSpec, Pick, TokenCache, collate
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +211,7 @@ class ImageTextData:
         self.paths = sorted(captions, key=_sort_key)
         self.captions = [captions[p] for p in self.paths]
         self.processor, self.affirmative_ratio, self.clause_ratio = processor, affirmative_ratio, clause_ratio
+        self.tokens = TokenCache(processor.tokenizer)  # each text tokenised once per run, not once per batch
         self.spec = BatchSpec()  # what a batch carries beyond captions: set from the loss terms (losses.batch_spec)
         self.cache = self.distractor_cache = self.anchors = self.image_anchors = self.distractor_anchors = None
         #: the model's keyword for what batches carry: an ``encoder``'s features (``image_kind``) or pixels
@@ -346,8 +347,7 @@ class ImageTextData:
         if self._token_counts is None:
             texts = {t for cs in self.captions for c in cs for t in (c.text, c.original) if t}
             texts = sorted(texts | {c.clause[0] for cs in self.captions for c in cs if c.clause})
-            ids = self.processor.tokenizer(texts, truncation=True)["input_ids"]
-            self._token_counts = {t: len(i) for t, i in zip(texts, ids)}
+            self._token_counts = {t: len(i) for t, i in zip(texts, self.tokens.token_ids(texts))}
         counts = self._token_counts
         return torch.tensor([counts[pick.text] for pick in self.entries(range(len(self)), epoch, seed)])
 
@@ -395,7 +395,7 @@ class ImageTextData:
             else None,
         )
         picks = self.entries(indices, epoch, seed)
-        return collate(picks, pixels, self.image_kind, self.processor.tokenizer, self.spec, sources)
+        return collate(picks, pixels, self.image_kind, self.tokens, self.spec, sources)
 
 
 # --------------------------------------------------------------------------- sources
